@@ -1,0 +1,48 @@
+# EchoSeg: the two commands a newcomer needs are `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_CPU_PIN := torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL ?= models/default
+
+.PHONY: venv install serve test lint format bench clean
+
+# The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# Without a GPU install the pinned CPU build of torch first; the project's
+	@# torch range is then already satisfied and no CUDA build is downloaded.
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: torch comes from the project's range"; \
+	else \
+		echo "no GPU: installing $(TORCH_CPU_PIN) (CPU build)"; \
+		$(PIP) install -q $(TORCH_CPU_PIN); \
+	fi
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv install: $(VENV)/.installed
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/echoseg serve --model $(MODEL) --host $(HOST) --port $(PORT) --backend onnxruntime --device cpu
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(VENV)/.installed lint
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,3 @@
+"""EchoSeg: real-time left-ventricle segmentation of echocardiography video."""
+
+__version__ = "0.1.0"
