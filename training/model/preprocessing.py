@@ -31,17 +31,22 @@ def normalize(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
     return (x - np.float32(config.mean)) * np.float32(1.0 / config.std)
 
 
-def probabilities_to_masks(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
-    """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}`` masks at the clip's size."""
+def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(T, S, S) float -> (T, height, width) float32`` (bilinear); input already sized is returned."""
     if prob.ndim != 3:
         raise ValueError(f"probabilities must be (T, S, S), got shape {prob.shape}")
+    prob = prob.astype(np.float32, copy=False)
     if prob.shape[1:] == (height, width):
-        return (prob > threshold).astype(np.uint8)
-    out = np.empty((prob.shape[0], height, width), dtype=np.uint8)
-    for i, p in enumerate(prob.astype(np.float32, copy=False)):
-        up = np.asarray(Image.fromarray(p, mode="F").resize((width, height), Image.BILINEAR))
-        out[i] = up > threshold
+        return prob
+    out = np.empty((prob.shape[0], height, width), dtype=np.float32)
+    for i, p in enumerate(prob):
+        out[i] = np.asarray(Image.fromarray(p, mode="F").resize((width, height), Image.BILINEAR))
     return out
+
+
+def probabilities_to_masks(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
+    """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}`` masks at the clip's size."""
+    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
