@@ -1,5 +1,67 @@
-"""Subcommands of this part of the product (registered by echoseg.cli)."""
+"""``echoseg train`` and ``echoseg eval`` (registered by echoseg.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``echoseg train`` (shared with ``python -m training.train`` for torchrun)."""
+    parser.add_argument("--config", help="training YAML (configs/*.yaml); optional with --resume")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set steps=500 --set data.root=/data/echonet",
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last/")
+    return parser
 
 
 def register(subparsers) -> None:
-    return None
+    train = subparsers.add_parser(
+        "train",
+        help="train a model (mean teacher or supervised) from a YAML config",
+        description="Train EchoSeg from a YAML config; run under torchrun for several processes.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(func=_train)
+
+    ev = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on an EchoNet-format split (Dice, HD, AUC, EF)",
+        description="Evaluate a checkpoint or run directory on an EchoNet-Dynamic-format data folder.",
+    )
+    ev.add_argument(
+        "--checkpoint", required=True, help="checkpoint dir, run dir (uses best/) or .safetensors"
+    )
+    ev.add_argument("--data", required=True, help="EchoNet-Dynamic-format data folder")
+    ev.add_argument("--split", default="TEST", help="TRAIN, VAL, TEST or ALL (default TEST)")
+    ev.add_argument("--out", default=None, help="folder for metrics.json, tables and figures")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import config_from_args, run
+
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(run(cfg, resume=args.resume))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    metrics = evaluate(
+        args.checkpoint, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size
+    )
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0

@@ -1,0 +1,396 @@
+"""Mean-teacher training of EchoSeg (paper §3.4–3.5), from a YAML config, on 1 or N processes.
+
+``run(cfg)`` reads top to bottom: join the process group (under torchrun), build the student, its
+EMA teacher, the data streams and the optimiser, optionally restore a run, then loop over steps:
+one labelled and one unlabelled batch, one optimiser step, one EMA update; every ``eval_every``
+steps the validation Dice picks ``best/`` and refreshes ``last/``. Rank 0 logs and saves.
+
+    echoseg train --config configs/lite.yaml --set data.root=data/synth-train
+    torchrun --nproc_per_node 2 -m training.train --config configs/lite.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from training.model import ModelConfig, build_model, get_preset
+from training.trainer import checkpoint as ckpt
+from training.trainer.config import TrainConfig, load_config, save_config
+from training.trainer.data import BatchStream, eval_loader
+from training.trainer.distributed import (
+    DistInfo,
+    all_mean,
+    barrier,
+    broadcast_buffers,
+    cleanup,
+    init_distributed,
+    resolve_device,
+)
+from training.trainer.engine import LossWeights, Precision, resolve_precision, train_step, validate
+from training.trainer.losses import consistency_weight
+from training.trainer.mean_teacher import ema_update, make_teacher
+from training.trainer.plots import plot_curves
+from training.trainer.progress import Averager, MetricLog
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "Trained", "fit", "load_config", "run"]
+
+
+@dataclass
+class Trained:
+    """What a finished (or stopped) run leaves in memory: its folder, networks and last step."""
+
+    run_dir: Path
+    student: nn.Module
+    teacher: nn.Module | None
+    step: int
+    best_val_dice: float
+
+
+def run(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+    """Train and return the run directory (``best/``, ``last/``, ``config.yaml``, ``log.csv``, ``plots/``)."""
+    return fit(cfg, resume).run_dir
+
+
+def model_config_of(cfg: TrainConfig) -> ModelConfig:
+    return get_preset(cfg.model.preset, **cfg.model.overrides)
+
+
+def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Trained:
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    info = init_distributed(resolve_device(cfg.device, DistInfo()).type)
+    try:
+        return _fit(cfg, resume, info)
+    finally:
+        if owns_group:
+            cleanup()
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Trained:
+    device = resolve_device(cfg.device, info)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    precision = resolve_precision(cfg.amp, device)
+    run_dir = _prepare_run_dir(cfg, resume, info)
+
+    ckpt.seed_everything(cfg.seed)  # identical initial weights on every rank
+    model_config = model_config_of(cfg)
+    student = build_model(model_config).to(device)
+    teacher = make_teacher(student) if cfg.mode == "mean_teacher" else None
+    ckpt.seed_everything(cfg.seed + 1 + info.rank)  # then per-rank perturbation noise
+
+    labelled, unlabelled, val = _build_data(cfg, model_config, info, device)
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * labelled.batches_per_epoch))
+    stop = min(total, cfg.stop_after or total)
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: max(0.0, 1.0 - t / total) ** cfg.poly_power
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
+
+    step, best = 0, -1.0
+    if resume is not None:
+        state = _restore(run_dir / "last", cfg, info, device, student, teacher, optimizer, scheduler)
+        step, best = int(state["step"]), float(state["best_val_dice"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        labelled.load_state_dict(state["streams"]["labelled"])
+        if unlabelled is not None:
+            unlabelled.load_state_dict(state["streams"]["unlabelled"])
+    log = (
+        MetricLog(
+            run_dir / "log.csv",
+            resume_step=step if resume is not None else None,
+            tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
+        )
+        if info.is_main
+        else None
+    )
+    model = DistributedDataParallel(student) if info.enabled else student
+    logger.info(
+        "training %s (%s) on %s, %d process(es), steps %d..%d of %d, precision %s",
+        model_config.preset,
+        cfg.mode,
+        device,
+        info.world_size,
+        step,
+        stop,
+        total,
+        precision.dtype or "float32",
+    )
+
+    loop = _Loop(cfg, info, device, precision, run_dir, total, log)
+    step, best = loop.train(
+        model, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled, val, step, stop, best
+    )
+    broadcast_buffers(student, info)
+    if teacher is not None:
+        broadcast_buffers(teacher, info)
+    if info.is_main:
+        log.close()
+        plot_curves(run_dir / "log.csv", run_dir / "plots")
+        logger.info("run finished at step %d; best validation Dice %.4f; %s", step, best, run_dir)
+    barrier(info)
+    return Trained(run_dir, student, teacher, step, best)
+
+
+class _Loop:
+    """The step loop, with logging, validation and checkpointing on rank 0."""
+
+    def __init__(self, cfg, info, device, precision: Precision, run_dir: Path, total: int, log):
+        self.cfg, self.info, self.device, self.precision = cfg, info, device, precision
+        self.run_dir, self.total, self.log = run_dir, total, log
+        self.weights = LossWeights(cfg.dice_weight, cfg.bce_weight, cfg.mse_weight, cfg.kl_weight)
+
+    def train(
+        self,
+        model,
+        student,
+        teacher,
+        optimizer,
+        scheduler,
+        scaler,
+        labelled,
+        unlabelled,
+        val,
+        step,
+        stop,
+        best,
+    ):
+        from tqdm import tqdm
+
+        cfg, avg = self.cfg, Averager()
+        bar = tqdm(
+            total=self.total,
+            initial=step,
+            disable=not (self.info.is_main and cfg.progress),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        model.train()
+        if teacher is not None:
+            teacher.train()  # batch statistics, like the student; buffers are copied after each step
+        tick, tick_step = time.perf_counter(), step
+        while step < stop:
+            lam = consistency_weight(step, self.total, cfg.consistency) if teacher is not None else 0.0
+            lr = optimizer.param_groups[0]["lr"]
+            metrics = train_step(
+                model,
+                teacher,
+                labelled.next(),
+                unlabelled.next() if unlabelled else None,
+                lam,
+                optimizer,
+                scaler,
+                self.precision,
+                cfg.perturb,
+                self.weights,
+                self.device,
+            )
+            scheduler.step()
+            if teacher is not None:
+                ema_update(teacher, student, cfg.ema_decay)
+            step += 1
+            avg.add({**metrics, "lr": lr, "lambda": lam})
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.3f}", dice=f"{metrics['train_dice']:.3f}", epoch=labelled.epoch
+            )
+            evaluate = step % cfg.eval_every == 0 or step == stop
+            if step % cfg.log_every == 0 or evaluate:
+                row = {k: all_mean(v, self.info, self.device) for k, v in avg.pop().items()}
+                now = time.perf_counter()
+                row["steps_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                row["epoch"] = labelled.epoch + labelled.batch / max(1, labelled.batches_per_epoch)
+                if evaluate:
+                    row.update(self._validate(student, teacher, val))
+                    best = self._checkpoint(
+                        step, row, best, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled
+                    )
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.3f}", val_dice=f"{row.get('val_dice', math.nan):.3f}"
+                    )
+                if self.log is not None:
+                    self.log.write(step, row)
+        bar.close()
+        return step, best
+
+    def _validate(self, student, teacher, val) -> dict[str, float]:
+        if val is None:
+            return {}
+        out = {"val_dice": validate(student, val, self.info, self.device, self.precision)}
+        if teacher is not None:
+            out["val_dice_teacher"] = validate(teacher, val, self.info, self.device, self.precision)
+        return out
+
+    def _checkpoint(
+        self, step, row, best, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled
+    ) -> float:
+        """Refresh ``last/`` (with the resume state) and, when validation improved, ``best/``."""
+        rngs = _gather_rng(self.info)
+        val_dice = row.get("val_dice", math.nan)
+        improved = math.isnan(val_dice) or val_dice > best
+        if improved:
+            best = -1.0 if math.isnan(val_dice) else val_dice
+        if self.info.is_main:
+            metrics = {k: row[k] for k in ("val_dice", "val_dice_teacher", "loss", "train_dice") if k in row}
+            meta = {
+                "run_id": self.run_dir.name,
+                "step": step,
+                "total_steps": self.total,
+                "preset": student.config.preset,
+                "mode": self.cfg.mode,
+                "metrics": metrics,
+            }
+            state = {
+                "step": step,
+                "best_val_dice": best,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "streams": {
+                    "labelled": labelled.state_dict(),
+                    "unlabelled": unlabelled.state_dict() if unlabelled is not None else None,
+                },
+                "rng": rngs,
+                "world_size": self.info.world_size,
+            }
+            ckpt.save_checkpoint(self.run_dir / "last", student, teacher, meta, state)
+            if improved:
+                ckpt.save_checkpoint(self.run_dir / "best", student, teacher, meta)
+                logger.info("step %d: new best validation Dice %.4f", step, val_dice)
+        barrier(self.info)
+        return best
+
+
+def _gather_rng(info: DistInfo) -> list:
+    state = ckpt.rng_state()
+    if not info.enabled:
+        return [state]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _restore(last: Path, cfg, info, device, student, teacher, optimizer, scheduler) -> dict:
+    """Load weights, optimiser, scheduler and RNG states from ``last/``; returns the saved state."""
+    state = ckpt.load_state(last, device)
+    ckpt.load_weights(last, student, "student")
+    if teacher is not None:
+        ckpt.load_weights(last, teacher, "teacher")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    if len(rngs) == info.world_size:
+        ckpt.set_rng_state(rngs[info.rank])
+    else:
+        logger.warning(
+            "resuming on %d processes a run saved on %d: random streams are reseeded",
+            info.world_size,
+            len(rngs),
+        )
+        ckpt.seed_everything(cfg.seed + 1 + info.rank + 7919 * int(state["step"]))
+    logger.info("resumed %s at step %d", last.parent, state["step"])
+    return state
+
+
+def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, device: torch.device):
+    """Labelled and unlabelled TRAIN streams and the labelled VAL loader (None when VAL is empty)."""
+    from training.data.echonet import EchoNetDataset
+
+    d, pin = cfg.data, device.type == "cuda"
+
+    def dataset(split, mode, augment):
+        return EchoNetDataset(
+            d.root,
+            split,
+            model_config,
+            mode=mode,
+            augment=augment,
+            seed=cfg.seed,
+            windows_per_video=d.windows_per_video,
+        )
+
+    labelled = BatchStream(
+        dataset(d.train_split, "labelled", d.augment), cfg.batch_size, info, cfg.seed, d.num_workers, pin
+    )
+    unlabelled = None
+    if cfg.mode == "mean_teacher":
+        unlabelled = BatchStream(
+            dataset(d.train_split, "unlabelled", d.augment),
+            cfg.unlabelled_batch_size,
+            info,
+            cfg.seed + 1,
+            d.num_workers,
+            pin,
+        )
+    val = None
+    if d.val_split:
+        val_set = dataset(d.val_split, "labelled", False)
+        if len(val_set) > 0:
+            val = eval_loader(val_set, cfg.eval_batch_size, info, d.num_workers)
+        else:
+            logger.warning("no %s windows in %s: best/ follows last/", d.val_split, d.root)
+    return labelled, unlabelled, val
+
+
+def _prepare_run_dir(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Path:
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "last").is_dir():
+            raise ValueError(f"cannot resume {run_dir}: it has no last/ checkpoint")
+    else:
+        name = cfg.run_name or f"{cfg.model.preset}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if info.enabled:  # every rank must agree on the folder (timestamps differ)
+            holder = [name]
+            dist.broadcast_object_list(holder, src=0)
+            name = holder[0]
+        run_dir = Path(cfg.out_dir) / name
+        if (run_dir / "last").exists():
+            raise ValueError(f"run directory {run_dir} already holds a run; use --resume or another run_name")
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    barrier(info)
+    return run_dir
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """``--resume`` starts from the run's own config.yaml; ``--set`` overrides apply on top."""
+    if args.resume:
+        if args.config:
+            logger.warning("--resume uses %s/config.yaml; --config %s is ignored", args.resume, args.config)
+        return load_config(Path(args.resume) / "config.yaml", args.overrides)
+    if not args.config:
+        raise ValueError("--config FILE.yaml is required (or --resume RUN_DIR)")
+    return load_config(args.config, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m training.train`` (what torchrun launches)."""
+    from training.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="training.train", description=__doc__.splitlines()[0])
+    args = add_train_arguments(parser).parse_args(argv)
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_dir = run(config_from_args(args), resume=args.resume)
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
