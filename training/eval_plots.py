@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 REFERENCE_COLOR = "#2ca02c"  # green
 PREDICTION_COLOR = "#d62728"  # red
@@ -56,7 +57,7 @@ def bland_altman_ef(predicted: Sequence[float], reference: Sequence[float], path
         for sign in (-1, 1):
             ax_ba.axhline(bias + sign * 1.96 * sd, color="k", ls="--", lw=1)
         ax_ba.plot([], [], "k--", lw=1, label=f"±1.96 SD ({1.96 * sd:.2f})")
-        ax_ba.legend(loc="upper right")
+        ax_ba.legend(loc="best", fontsize=8)
     ax_ba.set(
         xlabel="mean of predicted and reference EF (%)",
         ylabel="predicted − reference EF (%)",
@@ -73,7 +74,10 @@ def dice_histogram(
     panels = 2 if all_frames else 1
     fig = _figure(5 * panels, 4)
     axes = np.atleast_1d(fig.subplots(1, panels))
-    bins = np.linspace(0.0, 1.0, 41)
+    values = [v for vs in traced_by_phase.values() for v in vs] + list(all_frames or [])
+    finite = [v for v in values if np.isfinite(v)]
+    lo = np.floor(min(finite, default=0.0) * 20.0) / 20.0  # zoom on the populated range
+    bins = np.linspace(min(lo, 0.95), 1.0, 41)
     labels = [p for p, v in traced_by_phase.items() if len(v)]
     axes[0].hist([traced_by_phase[p] for p in labels], bins=bins, stacked=True, label=labels)
     n = sum(len(traced_by_phase[p]) for p in labels)
@@ -83,6 +87,8 @@ def dice_histogram(
     if all_frames:
         axes[1].hist(all_frames, bins=bins, color="gray")
         axes[1].set(xlabel="Dice", ylabel="frames", title=f"Every frame (n={len(all_frames)})")
+    for ax in axes:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save(fig, path)
 

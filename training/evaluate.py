@@ -195,10 +195,17 @@ def evaluate(
     clips = load_clips(data_root, split)
     if not clips:
         raise ValueError(f"no clips in split {split!r} of {data_root}; splits are TRAIN, VAL and TEST")
+    return evaluate_clips(model, clips, split, out_dir, batch_size, meta)
+
+
+def evaluate_clips(
+    model, clips, split: str, out_dir=None, batch_size: int = 16, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """:func:`evaluate` on clips already in memory (``Clip`` objects of ``training.data.echonet``)."""
     logger.info("evaluating %d clips of split %s", len(clips), split)
     results = [evaluate_clip(model, clip, batch_size) for clip in clips]
     out = aggregate(results, split)
-    out["model"] = {"config": model.config.to_dict(), "meta": meta}
+    out["model"] = {"config": model.config.to_dict(), "meta": dict(meta or {})}
     if out_dir is not None:
         write_report(out, results, clips, Path(out_dir))
     return out
