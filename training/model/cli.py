@@ -1,5 +1,42 @@
-"""Subcommands of this part of the product (registered by echoseg.cli)."""
+"""Subcommands of this part of the product (registered by echoseg.cli): ``echoseg model-info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
 
 
 def register(subparsers) -> None:
-    return None
+    parser = subparsers.add_parser(
+        "model-info",
+        help="parameters, FLOPs per frame and configuration of a model preset or checkpoint",
+        description="Print a model's parameter count, its FLOPs per output frame (measured with torch's "
+        "FLOP counter on one window at batch 1) and its configuration.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="a registered preset (paper, lite, tiny)")
+    source.add_argument("--checkpoint", help="a checkpoint directory, run directory or .safetensors file")
+    parser.add_argument("--calibration", choices=("conv", "matmul"), help="count FLOPs in this form")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run_model_info)
+
+
+def run_model_info(args: argparse.Namespace) -> int:
+    from training.model.summary import model_summary
+
+    try:
+        info = model_summary(preset=args.preset, checkpoint=args.checkpoint, calibration=args.calibration)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}")
+        return 2
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"preset      {info['preset']}")
+    print(f"parameters  {info['parameters']:,} ({info['parameters'] / 1e6:.2f} M)")
+    flops = info["flops_per_frame"]
+    print(f"FLOPs/frame {flops:,} ({flops / 1e9:.2f} GFLOPs, calibration form {info['calibration']})")
+    print("config")
+    for key, value in info["config"].items():
+        print(f"  {key:18} {value}")
+    return 0
