@@ -181,9 +181,11 @@ def load_model(checkpoint_or_model):
 
 
 def evaluate(
-    checkpoint_or_model, data_root, split: str = "TEST", out_dir=None, batch_size: int = 16
+    checkpoint_or_model, data_root, split: str | None = "TEST", out_dir=None, batch_size: int = 16
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (path) or model on ``split`` of ``data_root``; see the module docstring.
+
+    ``split`` is TRAIN, VAL, TEST, or ALL / None for every clip of the folder.
 
     Returns the metrics dictionary; with ``out_dir`` also writes the report files there.
     """
@@ -192,9 +194,11 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     model, meta = load_model(checkpoint_or_model)
-    clips = load_clips(data_root, split)
+    every_split = split is None or str(split).upper() == "ALL"
+    clips = load_clips(data_root, None if every_split else split)
     if not clips:
-        raise ValueError(f"no clips in split {split!r} of {data_root}; splits are TRAIN, VAL and TEST")
+        raise ValueError(f"no clips in split {split!r} of {data_root}; splits are TRAIN, VAL, TEST or ALL")
+    split = "ALL" if every_split else split
     return evaluate_clips(model, clips, split, out_dir, batch_size, meta)
 
 

@@ -1,0 +1,481 @@
+"""The paper's ablation (Wu et al. 2022, Table 2) and number of encoders (Table 5) on synthetic echoes.
+
+    .venv/bin/python -m benchmarks.ablation            # full run (about 20 min on 2 CPU cores)
+    .venv/bin/python -m benchmarks.ablation --quick    # smoke run of the same pipeline (~1-2 min)
+
+Every row trains the same preset for the same number of steps, from the same seed, on the same
+synthetic EchoNet-Dynamic-format clips, where — as in EchoNet-Dynamic — only the traced ED and ES
+frames of each clip are labelled and every other frame is unlabelled. Each trained student
+(its best-by-validation checkpoint) is then evaluated with ``training.evaluate`` on a held-out
+synthetic set generated with another seed: Dice, Hausdorff distance and pixel AUC at the traced
+ED/ES frames and the EF correlation. Inference time per frame is measured for k = 1, 3, 5 on this
+machine, interleaved, so that the ratios are comparable inside one run.
+
+Writes ``ablation.json`` and ``ablation.md`` into ``--out`` (default ``benchmarks/results``;
+``--quick`` writes ``ablation_quick.*``). Paper figures are EchoNet-Dynamic's, for context only:
+the data, scale and budget differ by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("benchmarks.ablation")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# EchoNet-Dynamic columns of the paper: Dice %, HD mm, AUC % (Table 2; Table 5 adds ms/frame).
+PAPER_TABLE2 = {
+    "U-Net": (89.34, 4.36, 95.21),
+    "Baseline": (90.67, 3.92, 96.13),
+    "Baseline+TCE": (91.69, 3.51, 97.38),
+    "Baseline+BSSF": (91.33, 3.27, 97.15),
+    "Baseline+TCE+BSSF": (92.87, 2.93, 98.20),
+}
+PAPER_TABLE5 = {1: (90.67, 3.92, 96.13, 12.0), 3: (92.87, 2.93, 98.20, 32.0), 5: (93.04, 2.90, 98.16, 51.0)}
+PAPER_EF_FULL = {"corr": 0.861, "bias": 1.8, "std": 7.5}  # Table 6, EchoNet-Dynamic
+
+
+@dataclass(frozen=True)
+class Row:
+    """One trained configuration: a paper row and the switches that realise it."""
+
+    key: str
+    label: str
+    paper: str | None  # the Table 2 row it stands for
+    mode: str  # "supervised" or "mean_teacher"
+    overrides: dict[str, Any]
+    how: str
+
+
+ROWS = (
+    Row("unet", "U-Net (supervised only)", "U-Net", "supervised", {"num_frames": 1},
+        "k=1: the target frame alone through one U-Net; no teacher, labelled ED/ES windows only"),
+    Row("baseline", "Baseline (k=1)", "Baseline", "mean_teacher", {"num_frames": 1},
+        "k=1: one shared encoder on the target frame; mean teacher (the design's k=1 Baseline)"),
+    Row("baseline3", "Baseline (3 frames, shared encoder)", "Baseline", "mean_teacher",
+        {"num_frames": 3, "tce": False, "bssf": False},
+        "3 frames through one shared encoder, plain 1x1 fusion; mean teacher "
+        "(the paper's text: a U-Net 'roughly fusing three continuous frames')"),
+    Row("tce", "Baseline+TCE", "Baseline+TCE", "mean_teacher", {"num_frames": 3, "tce": True, "bssf": False},
+        "3 frames, 3 independent encoders, plain 1x1 fusion; mean teacher"),
+    Row("bssf", "Baseline+BSSF", "Baseline+BSSF", "mean_teacher",
+        {"num_frames": 3, "tce": False, "bssf": True},
+        "3 frames through one shared encoder, ASSC calibration + BSSF fusion; mean teacher"),
+    Row("full", "Baseline+TCE+BSSF (full)", "Baseline+TCE+BSSF", "mean_teacher",
+        {"num_frames": 3, "tce": True, "bssf": True},
+        "3 frames, 3 independent encoders, ASSC + BSSF; mean teacher (the paper's model)"),
+    Row("k5", "Full model, k=5", None, "mean_teacher", {"num_frames": 5, "tce": True, "bssf": True},
+        "5 frames, 5 independent encoders, ASSC + BSSF on the 4 neighbours; mean teacher"),
+)  # fmt: skip
+TABLE5_ROWS = {1: "baseline", 3: "full", 5: "k5"}
+
+
+@dataclass
+class Budget:
+    """Data and optimisation budget shared by every row."""
+
+    preset: str = "lite"
+    input_size: int | None = None  # override of the preset's input size
+    train_videos: int = 24
+    test_videos: int = 16
+    frames: int = 48
+    size: int = 112
+    steps: int = 150
+    batch_size: int = 8
+    unlabelled_batch_size: int = 8
+    windows_per_video: int = 8
+    lr: float = 1e-3
+    eval_every: int = 50
+    seed: int = 0
+    threads: int = 2
+    timing_repeats: int = 30
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = Budget()
+QUICK = Budget(
+    preset="tiny", train_videos=6, test_videos=4, frames=24, size=64, steps=4, batch_size=4,
+    unlabelled_batch_size=4, windows_per_video=2, eval_every=2, timing_repeats=3,
+)  # fmt: skip
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def make_data(work: Path, budget: Budget) -> tuple[Path, Path]:
+    """Training set (TRAIN/VAL/TEST splits of one seed) and a held-out test set (another seed)."""
+    from training.data.synthetic import generate
+
+    train = work / "synth-train"
+    test = work / "synth-test"
+    if not (train / "FileList.csv").is_file():
+        generate(train, videos=budget.train_videos, frames=budget.frames, size=budget.size, seed=budget.seed)
+    if not (test / "FileList.csv").is_file():
+        generate(
+            test, videos=budget.test_videos, frames=budget.frames, size=budget.size, seed=budget.seed + 1000
+        )
+    return train, test
+
+
+# -- one row ---------------------------------------------------------------------------------------
+
+
+def model_overrides(row: Row, budget: Budget) -> dict[str, Any]:
+    overrides = {**budget.model_overrides, **row.overrides}
+    if budget.input_size is not None:
+        overrides["input_size"] = budget.input_size
+    return overrides
+
+
+def train_row(row: Row, budget: Budget, train_root: Path, runs: Path) -> tuple[Path, float]:
+    """Train one row; returns its run directory and the wall time of training."""
+    from training.train import TrainConfig, run
+
+    cfg = TrainConfig.from_dict(
+        {
+            "model": {"preset": budget.preset, "overrides": model_overrides(row, budget)},
+            "data": {"root": str(train_root), "windows_per_video": budget.windows_per_video, "augment": True},
+            "mode": row.mode,
+            "steps": budget.steps,
+            "batch_size": budget.batch_size,
+            "unlabelled_batch_size": budget.unlabelled_batch_size,
+            "lr": budget.lr,
+            "seed": budget.seed,
+            "device": "cpu",
+            "amp": "off",
+            "threads": budget.threads,
+            "eval_every": budget.eval_every,
+            "log_every": max(1, budget.eval_every // 5),
+            "out_dir": str(runs),
+            "run_name": row.key,
+            "progress": False,
+        }
+    )
+    start = time.perf_counter()
+    run_dir = run(cfg)
+    return run_dir, time.perf_counter() - start
+
+
+def evaluate_row(run_dir: Path, test_root: Path, out_dir: Path) -> tuple[dict[str, Any], list[float]]:
+    """Metrics of the run's best checkpoint on every clip of the held-out set, and per-frame Dice."""
+    from training.evaluate import evaluate
+
+    metrics = evaluate(run_dir, test_root, split="ALL", out_dir=out_dir)
+    with (out_dir / "per_case.csv").open() as f:
+        dice = [float(r["dice"]) for r in csv.DictReader(f)]
+    return metrics, dice
+
+
+def row_summary(row: Row, metrics: dict[str, Any], train_seconds: float, params: int) -> dict[str, Any]:
+    tr, ef = metrics["traced"], metrics["ef"]["predicted"]
+
+    def ms(name: str, scale: float = 1.0) -> dict[str, float | None]:
+        s = tr[name]
+        return {
+            "mean": None if s["mean"] is None else s["mean"] * scale,
+            "std": None if s["std"] is None else s["std"] * scale,
+            "n_undefined": s["n_undefined"],
+        }
+
+    every = metrics.get("all_frames") or {}
+    return {
+        "key": row.key,
+        "label": row.label,
+        "paper_row": row.paper,
+        "mode": row.mode,
+        "model_overrides": row.overrides,
+        "how": row.how,
+        "params": params,
+        "train_seconds": round(train_seconds, 1),
+        "frames_evaluated": tr["n_frames"],
+        "dice_pct": ms("dice", 100.0),
+        "hd_px": ms("hd"),
+        "hd95_px": ms("hd95"),
+        "auc_pct": ms("auc", 100.0),
+        "ef": {k: ef[k] for k in ("corr", "bias", "std", "n", "n_undefined")},
+        "every_frame_dice_pct": None
+        if not every
+        else {"mean": every["dice"]["mean"] * 100.0, "std": every["dice"]["std"] * 100.0},
+        "paper": None
+        if row.paper is None
+        else dict(zip(("dice_pct", "hd_mm", "auc_pct"), PAPER_TABLE2[row.paper], strict=True)),
+    }
+
+
+# -- time per frame (Table 5) -------------------------------------------------------------------
+
+
+def time_per_frame(budget: Budget) -> dict[int, dict[str, float]]:
+    """Median forward time (batch 1, eager, no grad) of the k = 1, 3, 5 networks, interleaved."""
+    import torch
+
+    from training.model import build_model, get_preset
+
+    torch.set_num_threads(budget.threads)
+    models, inputs = {}, {}
+    for k, key in TABLE5_ROWS.items():
+        row = next(r for r in ROWS if r.key == key)
+        config = get_preset(budget.preset, **model_overrides(row, budget))
+        models[k] = build_model(config).eval()
+        inputs[k] = torch.randn(1, config.num_frames, config.input_size, config.input_size)
+    times: dict[int, list[float]] = {k: [] for k in models}
+    with torch.no_grad():
+        for k in models:  # warm-up
+            for _ in range(3):
+                models[k](inputs[k])
+        for _ in range(budget.timing_repeats):
+            for k in models:
+                start = time.perf_counter()
+                models[k](inputs[k])
+                times[k].append(time.perf_counter() - start)
+    base = statistics.median(times[1])
+    return {
+        k: {
+            "ms_per_frame": 1000.0 * statistics.median(t),
+            "ratio_to_k1": statistics.median(t) / base,
+            "params": sum(p.numel() for p in models[k].parameters()),
+        }
+        for k, t in times.items()
+    }
+
+
+# -- ranking -------------------------------------------------------------------------------------
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of per-frame differences a - b and its 95 % half-width (normal approximation)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) < 2:
+        return (diffs[0] if diffs else 0.0), float("inf")
+    return statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def ranking_report(rows: list[dict[str, Any]], dice: dict[str, list[float]]) -> dict[str, Any]:
+    """Pairs whose order differs from the paper's, per metric; Dice differences with a 95 % CI."""
+    paper_rows = [r for r in rows if r["paper"] is not None]
+    metrics = (("dice_pct", "dice_pct", 1), ("hd_px", "hd_mm", -1), ("auc_pct", "auc_pct", 1))
+    out: dict[str, Any] = {}
+    for ours, theirs, sign in metrics:
+        agree, disagree = [], []
+        for a, b in combinations(paper_rows, 2):
+            pa, pb = a["paper"][theirs], b["paper"][theirs]
+            oa, ob = a[ours]["mean"], b[ours]["mean"]
+            if pa == pb or oa is None or ob is None:
+                continue
+            better, worse = (a, b) if sign * (pa - pb) > 0 else (b, a)
+            pair = {"paper_better": better["key"], "paper_worse": worse["key"]}
+            if ours == "dice_pct":
+                diff, half = paired_difference(dice[better["key"]], dice[worse["key"]])
+                pair["dice_diff_pct"] = round(100.0 * diff, 2)
+                pair["ci95_pct"] = round(100.0 * half, 2)
+                pair["significant"] = abs(diff) > half
+            same = sign * (better[ours]["mean"] - worse[ours]["mean"]) > 0
+            (agree if same else disagree).append(pair)
+        order = sorted(
+            paper_rows, key=lambda r: -sign * r[ours]["mean"] if r[ours]["mean"] is not None else 0
+        )
+        out[ours] = {
+            "our_order": [r["key"] for r in order],
+            "pairs_agreeing": len(agree),
+            "pairs_disagreeing": disagree,
+        }
+    return out
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _pm(stat: dict[str, Any] | None, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    if stat.get("n_undefined"):
+        text += f" ({stat['n_undefined']} undef.)"
+    return text
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    b = report["budget"]
+    m = report["machine"]
+    size = f" at {b['input_size']}x{b['input_size']}" if b.get("input_size") else ""
+    frames = report["rows"][0]["frames_evaluated"]
+    lines = [
+        "# Ablation on synthetic echoes (paper Tables 2 and 5)",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Preset `{b['preset']}`{size}, {b['steps']} steps, batch {b['batch_size']} labelled +",
+        f"{b['unlabelled_batch_size']} unlabelled windows, lr {b['lr']}, seed {b['seed']},",
+        f"{b['threads']} threads. Training data: {b['train_videos']} synthetic clips of {b['frames']} frames",
+        f"at {b['size']}x{b['size']}, labels only at the traced ED/ES frames. Test: {b['test_videos']} clips",
+        f"generated with another seed ({frames} traced frames). {m['cpus']} CPUs, torch {m['torch']}.",
+        "",
+        "## Table 2: ablation (ours on synthetic data | paper on EchoNet-Dynamic)",
+        "",
+        "| row | Dice (%) | HD (px) | HD95 (px) | AUC (%) | EF corr | train (s) "
+        "| paper DC (%) | paper HD (mm) | paper AUC (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        p = r["paper"] or {}
+        lines.append(
+            f"| {r['label']} | {_pm(r['dice_pct'])} | {_pm(r['hd_px'])} | {_pm(r['hd95_px'])} "
+            f"| {_pm(r['auc_pct'])} | {_f(r['ef']['corr'])} | {r['train_seconds']:.0f} "
+            f"| {_f(p.get('dice_pct'), 2)} | {_f(p.get('hd_mm'), 2)} | {_f(p.get('auc_pct'), 2)} |"
+        )
+    lines += ["", "Mean ± std over the traced test frames. How each row is configured:", ""]
+    lines += [
+        f"- **{r['label']}** (`{r['key']}`, {r['params']:,} parameters): {r['how']}." for r in report["rows"]
+    ]
+    lines += [
+        "",
+        "## Table 5: number of frames/encoders k",
+        "",
+        "| k | row | Dice (%) | HD (px) | AUC (%) | EF corr | params | ms/frame (here) | ratio to k=1 "
+        "| paper DC (%) | paper ms/frame | paper ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_key = {r["key"]: r for r in report["rows"]}
+    for k_text, t in report["timing"].items():
+        k = int(k_text)
+        r = by_key.get(TABLE5_ROWS[k])
+        pd, pms = PAPER_TABLE5[k][0], PAPER_TABLE5[k][3]
+        cells = (
+            ["–"] * 4
+            if r is None
+            else [_pm(r["dice_pct"]), _pm(r["hd_px"]), _pm(r["auc_pct"]), _f(r["ef"]["corr"])]
+        )
+        lines.append(
+            f"| {k} | {TABLE5_ROWS[k]} | "
+            + " | ".join(cells)
+            + f" | {t['params']:,} | {t['ms_per_frame']:.1f} "
+            f"| {t['ratio_to_k1']:.2f} | {pd:.2f} | {pms:.0f} | {pms / PAPER_TABLE5[1][3]:.2f} |"
+        )
+    lines += [
+        "",
+        "Time: median eager forward pass, batch 1, no grad, on this machine's CPU with the threads above "
+        "(the paper: a GTX 2080 Ti); compare the ratios, not the milliseconds.",
+        "",
+        "## Where the ranking differs from the paper",
+        "",
+    ]
+    lines += ranking_lines(report["ranking"])
+    if report.get("notes"):
+        lines += ["", "## Notes", "", *report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def ranking_lines(ranking: dict[str, Any]) -> list[str]:
+    names = {"dice_pct": "Dice", "hd_px": "HD", "auc_pct": "AUC"}
+    lines = []
+    for metric, r in ranking.items():
+        bad = r["pairs_disagreeing"]
+        lines.append(
+            f"- **{names[metric]}**: our order {' > '.join(r['our_order'])} (best first); "
+            f"{r['pairs_agreeing']} pairs ordered as in the paper, {len(bad)} not."
+        )
+        for pair in bad:
+            text = f"  - paper: {pair['paper_better']} better than {pair['paper_worse']}; here it is not"
+            if "dice_diff_pct" in pair:
+                verdict = "outside" if pair["significant"] else "within"
+                text += (
+                    f" (Dice difference {pair['dice_diff_pct']:+.2f} ± {pair['ci95_pct']:.2f} points, "
+                    f"paired 95 % CI, {verdict} noise)"
+                )
+            lines.append(text)
+    return lines
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+
+def run_ablation(budget: Budget, work: Path, out: Path, stem: str, command: str, keys: list[str]) -> dict:
+    import torch
+
+    from training.model.io import load_pretrained
+
+    torch.set_num_threads(budget.threads)
+    train_root, test_root = make_data(work, budget)
+    rows, dice = [], {}
+    for row in (r for r in ROWS if r.key in keys):
+        logger.info("row %s: %s", row.key, row.how)
+        run_dir, seconds = train_row(row, budget, train_root, work / "runs")
+        metrics, dice[row.key] = evaluate_row(run_dir, test_root, work / "eval" / row.key)
+        model, _, _ = load_pretrained(run_dir)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append(row_summary(row, metrics, seconds, params))
+        logger.info("row %s: Dice %.2f %%, %.0f s", row.key, rows[-1]["dice_pct"]["mean"] or 0.0, seconds)
+        write(out, stem, {"command": command, "budget": asdict(budget), "rows": rows, "partial": True})
+    report = {
+        "command": command,
+        "budget": asdict(budget),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "rows": rows,
+        "timing": {str(k): v for k, v in time_per_frame(budget).items()},
+        "ranking": ranking_report(rows, dice),
+        "paper_ef_full_model": PAPER_EF_FULL,
+    }
+    write(out, stem, report)
+    (out / f"{stem}.md").write_text(markdown(report))
+    return report
+
+
+def write(out: Path, stem: str, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ablation", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny preset, a few steps: checks the pipeline")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for ablation.json/.md")
+    parser.add_argument("--work", type=Path, default=None, help="folder for data, runs and evaluations")
+    parser.add_argument("--rows", default=",".join(r.key for r in ROWS), help="comma-separated row keys")
+    parser.add_argument("--steps", type=int, default=None, help="override the step budget")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    budget = QUICK if args.quick else FULL
+    if args.steps is not None:
+        budget.steps = args.steps
+        budget.eval_every = max(1, args.steps // 3)
+    if args.threads is not None:
+        budget.threads = args.threads
+    keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = sorted(set(keys) - {r.key for r in ROWS})
+    if unknown:
+        parser.error(f"unknown rows {unknown}; valid rows: {[r.key for r in ROWS]}")
+    stem = "ablation_quick" if args.quick else "ablation"
+    work = args.work or Path("runs") / stem
+    command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
+    report = run_ablation(budget, work, args.out, stem, command.strip(), keys)
+    print((args.out / f"{stem}.md").read_text())
+    return 0 if report["rows"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
