@@ -1,0 +1,66 @@
+"""The paper's augmentations, applied identically to every frame of a window and to its mask.
+
+Horizontal, vertical and diagonal (transpose) flips, each with probability 1/2, and a rotation
+by an angle drawn uniformly in ±15°. Frames are interpolated bilinearly, the mask by nearest
+neighbour so it stays binary; pixels rotated in from outside the image are black (as outside an
+ultrasound sector) and background for the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import rotate
+
+MAX_ROTATION_DEG = 15.0
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    hflip: bool = False
+    vflip: bool = False
+    transpose: bool = False
+    angle: float = 0.0  # degrees, counter-clockwise
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, max_rotation: float = MAX_ROTATION_DEG) -> Augmentation:
+        flips = rng.random(3) < 0.5
+        return cls(
+            bool(flips[0]), bool(flips[1]), bool(flips[2]), float(rng.uniform(-max_rotation, max_rotation))
+        )
+
+    def apply(self, images: np.ndarray, order: int = 1) -> np.ndarray:
+        """``(N, H, W)`` -> ``(N, H, W)`` (``(N, W, H)`` if transposed and not square); same dtype.
+
+        ``order`` 1 (bilinear) for frames, 0 (nearest) for masks.
+        """
+        if images.ndim != 3:
+            raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+        out = images
+        if self.hflip:
+            out = out[:, :, ::-1]
+        if self.vflip:
+            out = out[:, ::-1, :]
+        if self.transpose:
+            out = out.transpose(0, 2, 1)
+        if self.angle:
+            dtype = out.dtype
+            rotated = rotate(
+                out.astype(np.float32), self.angle, axes=(2, 1), reshape=False, order=order, cval=0.0
+            )
+            if np.issubdtype(dtype, np.integer):
+                rotated = np.clip(np.rint(rotated), np.iinfo(dtype).min, np.iinfo(dtype).max)
+            out = rotated.astype(dtype)
+        return np.ascontiguousarray(out)
+
+
+def augment_window(
+    frames: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One random augmentation applied to ``frames (k, H, W)`` and ``mask (H, W)`` alike."""
+    aug = Augmentation.draw(rng)
+    frames = aug.apply(frames, order=1)
+    if mask is not None:
+        mask = aug.apply(mask[None], order=0)[0]
+    return frames, mask
