@@ -1,0 +1,120 @@
+"""ASSC: the static-slice Summarize, and the conv and matmul forms of the per-sample kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.model.calibration import (
+    SUMMARY_LENGTH,
+    SemanticCalibration,
+    adaptive_max_pool,
+    bin_edges,
+    calibrate_conv,
+    calibrate_matmul,
+    summarize,
+)
+
+
+def reference_calibration(x: torch.Tensor, kernel: torch.Tensor, dilations: tuple[int, ...]) -> torch.Tensor:
+    """One ordinary convolution per sample and dilation: the definition both forms must meet."""
+    per_sample = [
+        sum(F.conv2d(x[i : i + 1], kernel[i], padding=d, dilation=d) for d in dilations)
+        for i in range(len(x))
+    ]
+    return torch.cat(per_sample)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 9, 14, 16, 28, 56, 5])
+@pytest.mark.parametrize("bins", [1, 3, 5, 7])
+def test_static_pool_equals_adaptive_max_pool(size, bins):
+    torch.manual_seed(size * 10 + bins)
+    x = torch.randn(2, 3, size, size + 3)  # also non-square, with sizes that do and do not divide
+    expected = F.adaptive_max_pool2d(x, bins)
+    assert torch.equal(adaptive_max_pool(x, bins), expected)
+
+
+def test_bin_edges_cover_the_axis_with_adaptive_pooling_rule():
+    assert bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
+    assert bin_edges(6, 3) == [(0, 2), (2, 4), (4, 6)]
+    assert bin_edges(2, 5) == [(0, 1), (0, 1), (0, 2), (1, 2), (1, 2)]
+
+
+def test_summarize_shape_and_content():
+    x = torch.randn(2, 4, 14, 14)
+    s = summarize(x)
+    assert s.shape == (2, 4, SUMMARY_LENGTH) == (2, 4, 84)
+    assert torch.equal(s[..., 0], x.amax(dim=(-2, -1)))  # the 1x1 bin is the global max
+    assert torch.equal(s[..., 1:10], F.adaptive_max_pool2d(x, 3).flatten(2))
+
+
+CASES = [
+    # batch, channels, height, width, dilations
+    (1, 4, 7, 7, (1, 2, 3)),
+    (3, 8, 14, 14, (1, 2, 3)),
+    (2, 6, 28, 28, (1,)),
+    (2, 5, 9, 13, (2, 3)),
+    (4, 3, 5, 5, (1, 4)),
+    (1, 16, 28, 28, (1, 2, 3)),
+]
+
+
+@pytest.mark.parametrize(("batch", "channels", "height", "width", "dilations"), CASES)
+def test_conv_and_matmul_forms_equal_per_sample_convolution(batch, channels, height, width, dilations):
+    torch.manual_seed(batch + channels + height)
+    x = torch.randn(batch, channels, height, width)
+    kernel = torch.randn(batch, channels, channels, 3, 3) / (3 * channels**0.5)
+    expected = reference_calibration(x, kernel, dilations)
+    conv = calibrate_conv(x, kernel, dilations)
+    matmul = calibrate_matmul(x, kernel, dilations)
+    assert conv.shape == matmul.shape == (batch, channels, height, width)
+    torch.testing.assert_close(conv, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(matmul, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv, matmul, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("batch", "channels", "height", "width", "dilations"), CASES)
+def test_module_forms_agree_with_learned_warp(batch, channels, height, width, dilations):
+    torch.manual_seed(7)
+    block = SemanticCalibration(channels, dilations, form="conv")
+    with torch.no_grad():
+        block.warp.normal_()  # leave the all-ones initialisation so taps and channels differ
+    neighbour, target = torch.randn(2, batch, channels, height, width)
+    with torch.no_grad():
+        conv = block(neighbour, target)
+        block.form = "matmul"
+        matmul = block(neighbour, target)
+    torch.testing.assert_close(conv, matmul, atol=1e-5, rtol=0)
+
+
+def test_kernel_is_attention_times_scaled_warp():
+    torch.manual_seed(0)
+    block = SemanticCalibration(4, (1, 2))
+    neighbour, target = torch.randn(2, 2, 4, 9, 9)
+    kernel = block.kernel(neighbour, target)
+    assert kernel.shape == (2, 4, 4, 3, 3)
+    # G initialised to ones: every tap of a kernel row carries the same attention weight in (0, 1)
+    scale = 1.0 / (9 * 4 * 2)
+    attention = kernel[..., 0, 0] / scale
+    assert torch.all((attention > 0) & (attention < 1))
+    torch.testing.assert_close(kernel, attention[..., None, None].expand_as(kernel) * scale)
+    assert torch.equal(block.warp, torch.ones(4, 4, 3, 3))
+
+
+def test_calibration_output_stays_on_feature_scale_at_init():
+    torch.manual_seed(0)
+    block = SemanticCalibration(64, (1, 2, 3))
+    neighbour, target = torch.rand(2, 1, 64, 14, 14)  # ReLU-like non-negative features
+    with torch.no_grad():
+        out = block(neighbour, target)
+    assert torch.isfinite(out).all()
+    assert out.abs().max() <= neighbour.abs().max()  # a convex-weighted average scaled by A < 1
+
+
+def test_invalid_form_and_dilations_are_rejected():
+    block = SemanticCalibration(4)
+    with pytest.raises(ValueError, match="conv"):
+        block.form = "fft"
+    with pytest.raises(ValueError, match="dilations"):
+        SemanticCalibration(4, dilations=(0,))
