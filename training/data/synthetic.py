@@ -350,19 +350,24 @@ def disc_volume(p: HeartParams, g: Geometry, t: int, samples: int = 400) -> floa
 
 
 def traced_frames(curve: np.ndarray, starts: list[int], rng: np.random.Generator) -> tuple[int, int]:
-    """ED and ES frame of one beat inside the clip: its most dilated, then its most contracted frame."""
+    """ED and ES frame of one beat seen in the clip: its end-systole and the end-diastole before it
+    (or, when the clip starts in that beat's systole, the end-diastole after it)."""
     n = curve.size
-    beats = []
+    pairs = []
     for a, b in zip(starts, [*starts[1:], 10**9], strict=True):
-        if a < 0 or a >= n:
+        lo, hi = max(a, 0), min(b, n)
+        if lo >= hi:
             continue
-        ed = a + int(np.argmin(curve[a : min(b, n)]))
-        es = ed + int(np.argmax(curve[ed : min(b, n)]))
-        if es > ed and (b <= n or (es < n - 1 and curve[es] > curve[es + 1])):
-            beats.append((ed, es))
-    if not beats:  # slow heart in a short clip: the clip's extremes
+        es = lo + int(np.argmax(curve[lo:hi]))
+        if not 0 < es < n - 1 or curve[es] < max(curve[es - 1], curve[es + 1]):
+            continue  # the peak of contraction is cut off by the clip's ends
+        if a >= 0:
+            pairs.append((a + int(np.argmin(curve[a : es + 1])), es))
+        elif b < n:
+            pairs.append((es + int(np.argmin(curve[es : min(b + 2, n)])), es))
+    if not pairs:  # a clip shorter than a systole: its extremes
         return int(np.argmin(curve)), int(np.argmax(curve))
-    return beats[int(rng.integers(len(beats)))]
+    return pairs[int(rng.integers(len(pairs)))]
 
 
 @dataclass
