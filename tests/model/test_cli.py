@@ -1,0 +1,41 @@
+"""echoseg model-info."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from echoseg.cli import main
+from training.model.io import save_pretrained
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(["model-info", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("preset", ["paper", "lite", "tiny"])
+def test_model_info_json(capsys, preset):
+    info = run_json(capsys, "--preset", preset)
+    assert info["preset"] == preset == info["config"]["preset"]
+    assert info["parameters"] > 0 and info["flops_per_frame"] > 0
+    if preset == "paper":
+        assert abs(info["parameters"] - 74.8e6) <= 0.15 * 74.8e6
+
+
+def test_flops_are_the_same_in_both_forms(capsys):
+    conv = run_json(capsys, "--preset", "tiny")
+    matmul = run_json(capsys, "--preset", "tiny", "--calibration", "matmul")
+    assert conv["calibration"] == "conv" and matmul["calibration"] == "matmul"
+    assert matmul["flops_per_frame"] == conv["flops_per_frame"]  # same arithmetic in both forms
+
+
+def test_model_info_checkpoint_and_text(capsys, tiny_model, tmp_path):
+    save_pretrained(tiny_model, tmp_path, meta={"run_id": "abc"})
+    info = run_json(capsys, "--checkpoint", str(tmp_path))
+    assert info["meta"] == {"run_id": "abc"}
+    assert info["parameters"] == sum(p.numel() for p in tiny_model.parameters())
+    assert main(["model-info", "--preset", "tiny"]) == 0
+    assert "FLOPs/frame" in capsys.readouterr().out
+    assert main(["model-info", "--checkpoint", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,69 @@
+"""Weights I/O: save_pretrained / load_pretrained round trips and path forms."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from training.model import build_model
+from training.model.io import load_pretrained, save_pretrained
+
+
+def trained_like(model):
+    """Move weights and BatchNorm statistics away from their initial values."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.train()(torch.randn(2, 3, 32, 32))  # updates running statistics
+    return model.eval()
+
+
+def test_round_trip_is_exact(tiny_model, tmp_path):
+    model = trained_like(tiny_model)
+    path = save_pretrained(model, tmp_path / "ckpt", meta={"run_id": "r1", "step": 7})
+    assert path == tmp_path / "ckpt" / "student.safetensors"
+    document = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert document["model"] == model.config.to_dict()
+    assert document["meta"] == {"run_id": "r1", "step": 7}
+
+    loaded, config, meta = load_pretrained(tmp_path / "ckpt")
+    assert config == model.config and meta == {"run_id": "r1", "step": 7}
+    assert not loaded.training
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    frames = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(frames), loaded(frames))
+
+
+def test_path_forms_and_which(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    save_pretrained(tiny_model, run / "best", meta={"step": 1})
+    teacher = build_model(tiny_model.config.replace(calibration="matmul"))
+    save_pretrained(teacher, run / "best", name="teacher", meta={"step": 1})
+
+    _, config, _ = load_pretrained(run)  # a run directory: best/ is used
+    assert config.calibration == "matmul"  # one config.json per checkpoint directory
+    loaded, _, _ = load_pretrained(run / "best" / "teacher.safetensors")
+    assert torch.equal(
+        loaded.state_dict()["decoder.head.weight"], teacher.state_dict()["decoder.head.weight"]
+    )
+    loaded, _, _ = load_pretrained(run / "best", which="teacher")
+    assert torch.equal(
+        loaded.state_dict()["decoder.head.weight"], teacher.state_dict()["decoder.head.weight"]
+    )
+
+
+def test_missing_checkpoint_errors_name_the_path(tiny_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_pretrained(tmp_path / "nowhere")
+    save_pretrained(tiny_model, tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match=r"teacher\.safetensors.*student"):
+        load_pretrained(tmp_path / "ckpt", which="teacher")
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="'model'"):
+        load_pretrained(tmp_path / "ckpt")
