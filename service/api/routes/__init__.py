@@ -1,0 +1,1 @@
+"""One router per concern: health, metrics, models, segment (REST), stream (WebSocket)."""

@@ -1,0 +1,182 @@
+"""Dynamic micro-batcher: one worker thread owns the backend and runs everyone's windows in batches.
+
+Streams submit one window per frame, uploads submit chunks of windows. The worker takes the
+oldest request, then keeps adding requests until the batch holds ``max_batch`` windows or
+``max_wait`` has passed since it started forming, runs the backend once, and hands each caller
+its slice through an asyncio future (``loop.call_soon_threadsafe``), so inference never runs on
+the event loop and no caller waits for another's result handling. Stream windows (real-time)
+are taken before upload chunks (bulk) when both are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.backends.base import Backend
+from service.core.errors import ServiceError
+from service.core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """One request's logits ``(n, S, S)`` and where its time went."""
+
+    logits: np.ndarray
+    queue_s: float  # enqueue -> its batch started
+    inference_s: float  # backend time of the batch that carried it
+    batch_size: int
+
+
+@dataclass
+class _Request:
+    windows: np.ndarray  # (n, k, S, S) float32
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def n(self) -> int:
+        return self.windows.shape[0]
+
+
+def _resolve(fut: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    if fut.done():  # the caller went away (cancelled)
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+class MicroBatcher:
+    """Owns ``backend`` on a worker thread; :meth:`submit` is the async way in."""
+
+    def __init__(self, backend: Backend, metrics: Metrics, max_batch: int = 16, max_wait_s: float = 0.0015):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.backend = backend
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._realtime: deque[_Request] = deque()
+        self._bulk: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="echoseg-batcher", daemon=True)
+
+    # -- caller side (event loop) --------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def enqueue(self, windows: np.ndarray, realtime: bool = False) -> asyncio.Future:
+        """Queue ``(n, k, S, S)`` windows (n <= max_batch) now; the future gets a :class:`BatchResult`.
+
+        ``realtime`` requests (stream frames) are batched before bulk ones (upload chunks).
+        """
+        if windows.ndim != 4 or not 1 <= windows.shape[0] <= self.max_batch:
+            raise ValueError(
+                f"enqueue takes (n, k, S, S) windows with 1 <= n <= {self.max_batch}, got {windows.shape}"
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(windows, loop.create_future(), loop)
+        with self._cond:
+            if self._stopping:
+                raise ServiceError("shutting_down", "the server is shutting down")
+            (self._realtime if realtime else self._bulk).append(req)
+            self._cond.notify()
+        return req.future
+
+    async def submit(self, windows: np.ndarray, realtime: bool = False) -> BatchResult:
+        """Run ``(n, k, S, S)`` windows and return their ``(n, S, S)`` logits."""
+        return await self.enqueue(windows, realtime)
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(r.n for r in self._realtime) + sum(r.n for r in self._bulk)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker after the batch in progress; waiting callers get ``shutting_down``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._cond:
+            left = [*self._realtime, *self._bulk]
+            self._realtime.clear()
+            self._bulk.clear()
+        for req in left:
+            err = ServiceError("shutting_down", "the server is shutting down")
+            req.loop.call_soon_threadsafe(_resolve, req.future, None, err)
+
+    # -- worker side ---------------------------------------------------------------------------
+    def _next(self, room: int) -> _Request | None:
+        """Pop the first waiting request that fits in ``room`` windows (real-time first)."""
+        for q in (self._realtime, self._bulk):
+            if q and q[0].n <= room:
+                return q.popleft()
+        return None
+
+    def _form_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not (self._realtime or self._bulk):
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            if self._stopping:
+                return None
+            batch = [self._next(self.max_batch)]
+            count = batch[0].n
+            deadline = time.perf_counter() + self.max_wait_s
+            while count < self.max_batch:
+                req = self._next(self.max_batch - count)
+                if req is not None:
+                    batch.append(req)
+                    count += req.n
+                    continue
+                if self._realtime or self._bulk:  # what waits does not fit
+                    break
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._form_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        start = time.perf_counter()
+        windows = batch[0].windows if len(batch) == 1 else np.concatenate([r.windows for r in batch])
+        try:
+            logits = self.backend.infer(windows)  # (B, k, S, S) -> (B, 1, S, S)
+        except Exception as e:  # the callers must hear of it; the worker keeps serving
+            log.exception("backend %s failed on a batch of %d", self.backend.name, windows.shape[0])
+            err = ServiceError("internal", f"inference failed: {type(e).__name__}")
+            for r in batch:
+                r.loop.call_soon_threadsafe(_resolve, r.future, None, err)
+            return
+        took = time.perf_counter() - start
+        size = windows.shape[0]
+        self.metrics.inference.labels(self.backend.name).observe(took)
+        self.metrics.batch_size.observe(size)
+        offset = 0
+        for r in batch:
+            wait = start - r.enqueued
+            self.metrics.queue_wait.observe(wait)
+            result = BatchResult(logits[offset : offset + r.n, 0], wait, took, size)
+            offset += r.n
+            r.loop.call_soon_threadsafe(_resolve, r.future, result)

@@ -1,0 +1,167 @@
+"""Reference clients of the service: upload a clip over REST, or stream it over WebSocket.
+
+They double as executable documentation of the protocol in docs/service.md; ``echoseg
+segment`` and ``echoseg stream`` are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.codecs.clip import Limits, decode_clip
+from service.codecs.frames import decode_mask, encode_frame
+
+SUFFIX_MEDIA = {
+    ".avi": "video/x-msvideo",
+    ".mp4": "video/mp4",
+    ".dcm": "application/dicom",
+    ".dicom": "application/dicom",
+    ".npy": "application/x-npy",
+}
+
+
+def media_type_for(path: Path) -> str:
+    try:
+        return SUFFIX_MEDIA[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(
+            f"cannot tell the clip type of {path.name}; use one of {sorted(SUFFIX_MEDIA)}"
+        ) from None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def percentiles(values_s: list[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds."""
+    if not values_s:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    ms = np.asarray(values_s) * 1000.0
+    return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+
+# -- REST --------------------------------------------------------------------------------------
+def segment_bytes(data: bytes, media_type: str, url: str, output: str = "json", api_key: str | None = None):
+    """POST a clip as a raw body; returns the ``httpx.Response``."""
+    import httpx
+
+    headers = {"Content-Type": media_type, **auth_headers(api_key)}
+    return httpx.post(
+        f"{url.rstrip('/')}/v1/segment",
+        params={"output": output},
+        content=data,
+        headers=headers,
+        timeout=300.0,
+    )
+
+
+# -- WebSocket ---------------------------------------------------------------------------------
+@dataclass
+class StreamReport:
+    ready: dict = field(default_factory=dict)
+    indices: list[int] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    summary: dict | None = None
+    error: dict | None = None
+    close_code: int | None = None
+
+
+def ws_url(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("http"):
+        base = "ws" + base[4:]
+    return f"{base}/v1/stream"
+
+
+async def stream_frames(
+    frames: np.ndarray,
+    url: str,
+    fps: float | None = 25.0,
+    encoding: str = "gray8",
+    mask_encoding: str = "png",
+    api_key: str | None = None,
+    token_in_query: bool = False,
+) -> StreamReport:
+    """Send ``(T, H, W)`` uint8 frames at ``fps`` (None: as fast as possible), collect the masks.
+
+    A mask's client-side latency runs from sending the last frame it needs (frame t + lookahead,
+    or the ``end`` message for the last frames) to receiving it.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    height, width = frames.shape[1:]
+    report = StreamReport()
+    target = ws_url(url) + (f"?token={api_key}" if api_key and token_in_query else "")
+    headers = None if token_in_query else auth_headers(api_key)
+    sent_at: list[float] = []
+    payloads = [encode_frame(f, encoding) for f in frames]
+    async with connect(target, additional_headers=headers, max_size=2**26) as ws:
+        start = {"type": "start", "width": width, "height": height, "encoding": encoding}
+        await ws.send(json.dumps({**start, "mask_encoding": mask_encoding, "fps": fps or 50.0}))
+        first = json.loads(await ws.recv())
+        if first.get("type") != "ready":
+            report.error = first
+            await _drain(ws, report)
+            return report
+        report.ready = first
+        lookahead = int(first["lookahead_frames"])
+
+        async def sender() -> None:
+            t0 = time.perf_counter()
+            for i, payload in enumerate(payloads):
+                if fps:
+                    await asyncio.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
+                sent_at.append(time.perf_counter())
+                await ws.send(payload)
+            sent_at.append(time.perf_counter())  # the end message
+            await ws.send(json.dumps({"type": "end"}))
+
+        send_task = asyncio.create_task(sender())
+        try:
+            async for message in ws:
+                now = time.perf_counter()
+                if isinstance(message, bytes):
+                    (index,) = struct.unpack("<I", message[:4])
+                    report.indices.append(index)
+                    report.masks.append(decode_mask(message[4:], mask_encoding, width, height))
+                    need = index + lookahead
+                    report.latencies_s.append(now - sent_at[min(need, len(sent_at) - 1)])
+                    continue
+                body = json.loads(message)
+                if body.get("type") == "summary":
+                    report.summary = body
+                else:
+                    report.error = body
+        except ConnectionClosed:
+            pass
+        finally:
+            send_task.cancel()
+        report.close_code = ws.close_code
+    return report
+
+
+async def _drain(ws, report: StreamReport) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
+        pass
+    report.close_code = ws.close_code
+
+
+def load_clip_file(path: Path) -> np.ndarray:
+    """A local clip file -> ``(T, H, W)`` uint8 frames (the server's own decoder, no limits)."""
+    big = Limits(max_frames=10**7, max_width=10**5, max_height=10**5)
+    return decode_clip(path.read_bytes(), media_type_for(path), big).frames

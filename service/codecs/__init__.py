@@ -1,0 +1,1 @@
+"""Wire formats: uploaded clips, stream frames and masks, RLE, NPZ and overlay video."""

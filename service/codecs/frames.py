@@ -1,0 +1,82 @@
+"""Stream frames in (gray8, png, jpeg) and masks out (png, gray8), as in the WebSocket protocol.
+
+``gray8``: ``width * height`` bytes, row-major, one byte per pixel. ``png``/``jpeg``: one image
+per message (colour images are converted to luma). Masks go back at the client's resolution:
+``gray8`` as ``width * height`` bytes of 0/1, ``png`` as a 1-bit grayscale PNG (nonzero = LV).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from service.core.errors import ServiceError
+
+FRAME_ENCODINGS = ("gray8", "png", "jpeg")
+MASK_ENCODINGS = ("png", "gray8")
+
+
+def max_message_bytes(encoding: str, width: int, height: int) -> int:
+    """Largest binary message accepted for one frame (an uncompressed RGB image plus headers)."""
+    if encoding == "gray8":
+        return width * height
+    return width * height * 3 + 65536
+
+
+def decode_frame(payload: bytes, encoding: str, width: int, height: int) -> np.ndarray:
+    """One binary message -> ``(height, width)`` uint8."""
+    if len(payload) > max_message_bytes(encoding, width, height) and encoding != "gray8":
+        raise ServiceError(
+            "frame_too_large", f"a {encoding} frame of {len(payload)} bytes is larger than allowed"
+        )
+    if encoding == "gray8":
+        if len(payload) != width * height:
+            raise ServiceError(
+                "wrong_frame_size",
+                f"gray8 frame of {len(payload)} bytes, expected {width}*{height} = {width * height}",
+            )
+        return np.frombuffer(payload, dtype=np.uint8).reshape(height, width)
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            if img.format not in ("PNG", "JPEG"):
+                raise ServiceError("corrupt_frame", f"expected a {encoding} image, got {img.format}")
+            if img.size != (width, height):
+                raise ServiceError(
+                    "wrong_frame_dimensions",
+                    f"frame is {img.size[0]}x{img.size[1]}, the stream is {width}x{height}",
+                )
+            return np.asarray(img.convert("L"))
+    except ServiceError:
+        raise
+    except Exception as e:  # PIL raises many types for truncated data
+        raise ServiceError(
+            "corrupt_frame", f"the {encoding} frame could not be decoded ({type(e).__name__})"
+        ) from None
+
+
+def encode_mask(mask: np.ndarray, encoding: str) -> bytes:
+    """``(H, W)`` {0, 1} mask -> payload bytes."""
+    if encoding == "gray8":
+        return np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=bool)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_mask(payload: bytes, encoding: str, width: int, height: int) -> np.ndarray:
+    """Client-side inverse of :func:`encode_mask` -> ``(height, width)`` uint8 {0, 1}."""
+    if encoding == "gray8":
+        return np.frombuffer(payload, dtype=np.uint8).reshape(height, width).copy()
+    with Image.open(io.BytesIO(payload)) as img:
+        return (np.asarray(img.convert("L")) > 0).astype(np.uint8)
+
+
+def encode_frame(frame: np.ndarray, encoding: str) -> bytes:
+    """Client side: ``(H, W)`` uint8 -> one binary message."""
+    if encoding == "gray8":
+        return np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG" if encoding == "png" else "JPEG", quality=95)
+    return buf.getvalue()

@@ -1,0 +1,30 @@
+"""Run-length encoding of binary masks, as returned by ``POST /v1/segment``.
+
+Format (also in docs/service.md): the ``(H, W)`` mask is flattened in **row-major** order (row 0
+left to right, then row 1, ...); ``counts`` lists the lengths of alternating runs, **starting
+with a run of zeros** (which is 0 when the first pixel is set); the counts sum to ``H * W``.
+Example: the 2x3 mask ``[[0, 1, 1], [1, 0, 0]]`` flattens to ``0 1 1 1 0 0`` -> ``[1, 3, 2]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rle_encode(mask: np.ndarray) -> list[int]:
+    """``(H, W)`` mask (nonzero = set) -> run lengths, zeros first, row-major."""
+    flat = np.asarray(mask).reshape(-1) != 0
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # indices where a new run starts
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return [0, *counts] if flat[0] else counts
+
+
+def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    """Run lengths -> ``(height, width)`` uint8 mask in {0, 1}."""
+    if sum(counts) != height * width:
+        raise ValueError(f"RLE counts sum to {sum(counts)}, expected {height}*{width} = {height * width}")
+    values = np.arange(len(counts)) % 2  # 0, 1, 0, 1, ...
+    return np.repeat(values.astype(np.uint8), counts).reshape(height, width)

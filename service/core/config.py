@@ -1,0 +1,96 @@
+"""Service settings: environment variables with the ``ECHOSEG_`` prefix, overridable from the CLI.
+
+Every knob an operator turns lives here, with the value it has when nothing is set. Example::
+
+    ECHOSEG_MODEL=models/default ECHOSEG_BACKEND=onnxruntime ECHOSEG_MAX_BATCH=16 echoseg serve
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+DEVICES = ("cpu", "cuda")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's core count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not every platform has sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process."""
+
+    model_config = SettingsConfigDict(env_prefix="ECHOSEG_", extra="ignore", protected_namespaces=())
+
+    # -- model and backend --------------------------------------------------------------------
+    model: str = Field(
+        "models/default", description="a .onnx file, a TensorRT .engine/.plan, or a checkpoint dir"
+    )
+    backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = "auto"
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(0, ge=0, description="intra-op threads; 0 = the CPUs this process may use")
+    export_calibration: Literal["conv", "matmul"] = Field(
+        "matmul", description="calibration form when a checkpoint is exported to ONNX at startup"
+    )
+    cache_dir: str = Field(
+        "", description="where exported models are cached; default $XDG_CACHE_HOME/echoseg"
+    )
+
+    # -- batching -----------------------------------------------------------------------------
+    max_batch: int = Field(16, ge=1, le=256, description="largest batch of windows the backend runs")
+    max_batch_wait_ms: float = Field(1.5, ge=0.0, le=100.0, description="how long a batch waits to fill")
+
+    # -- limits -------------------------------------------------------------------------------
+    max_streams: int = Field(16, ge=1, description="concurrent WebSocket streams")
+    max_uploads: int = Field(4, ge=1, description="uploads processed at once; more get 503 overloaded")
+    max_upload_mb: float = Field(200.0, gt=0, description="largest request body, MiB")
+    max_frames: int = Field(2000, ge=1, description="most frames in an uploaded clip")
+    max_frame_width: int = Field(1024, ge=1)
+    max_frame_height: int = Field(1024, ge=1)
+    stream_queue: int = Field(
+        32, ge=1, description="frames one stream may have in flight before 'overloaded'"
+    )
+    stream_summary_frames: int = Field(1500, ge=1, description="latest frames the stream summary covers")
+
+    # -- security, lifecycle, telemetry -------------------------------------------------------
+    api_keys: str = Field("", description="comma-separated bearer keys; empty = no authentication")
+    drain_timeout_s: float = Field(10.0, ge=0.0, description="how long shutdown waits for streams to end")
+    log_level: str = "INFO"
+    budget_ms: float = Field(32.0, gt=0, description="per-frame latency budget; slower frames are counted")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        if v.upper() not in levels:
+            raise ValueError(f"log_level must be one of {levels}, got {v!r}")
+        return v.upper()
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.threads or available_cpus()
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0
+
+    @property
+    def budget_s(self) -> float:
+        return self.budget_ms / 1000.0

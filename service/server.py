@@ -1,0 +1,48 @@
+"""Run the app under uvicorn with a graceful drain on SIGTERM/SIGINT.
+
+uvicorn alone closes WebSockets with 1012 at once on shutdown. Here the first signal starts the
+drain instead: ``/readyz`` turns 503 (so a load balancer stops routing), new work is refused,
+open streams get ``drain_timeout_s`` to finish and are then closed with 1001; only then does
+uvicorn stop. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from service.core.config import Settings
+from service.main import create_app
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, service) -> None:
+        super().__init__(config)
+        self.service = service
+        self._drain_task: asyncio.Task | None = None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self._drain_task is not None or self.should_exit:
+            super().handle_exit(sig, frame)  # second signal: stop now
+            return
+        loop = asyncio.get_event_loop()
+        log.info("signal %s: draining for up to %.1f s", sig, self.service.settings.drain_timeout_s)
+        self._drain_task = loop.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.service.drain()
+        finally:
+            self.should_exit = True
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=settings.log_level.lower(), ws_max_size=64 * 2**20, lifespan="on"
+    )
+    DrainingServer(config, app.state.service).run()

@@ -1,0 +1,318 @@
+"""One WebSocket stream: the start/ready/frames/masks/end protocol of docs/service.md.
+
+Two tasks per connection: the receiver decodes frames, builds each target frame's window and
+queues it on the micro-batcher at once; the sender awaits results in frame order, encodes each
+mask at the client's resolution and sends it. Between them sits a bounded queue: when a client
+sends faster than the server serves (or reads its masks too slowly), the queue fills and the
+stream is closed with ``overloaded`` (1013) instead of buffering without limit. The batcher
+never waits for a sender, so a slow reader cannot stall other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import WebSocket
+from starlette.websockets import WebSocketState
+
+from service.api.deps import websocket_authorized
+from service.codecs.frames import FRAME_ENCODINGS, MASK_ENCODINGS, decode_frame, encode_mask
+from service.core.errors import WS_NORMAL, ServiceError
+from service.pipeline import StreamWindows, logits_to_masks, preprocess
+from service.state import Service
+from training.cardiac import summarize_clip
+
+log = logging.getLogger(__name__)
+
+_END = object()
+SEND_TIMEOUT_S = 2.0  # for the final error/close messages to a client that may not read
+
+
+class _Disconnected(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class StartParams:
+    width: int
+    height: int
+    encoding: str
+    mask_encoding: str
+    fps: float | None
+
+
+def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
+    """Validate a ``start`` message; raise ``invalid_start`` / ``dimensions_too_large``."""
+    w, h = msg.get("width"), msg.get("height")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+        raise ServiceError("invalid_start", "start needs positive integer 'width' and 'height'")
+    if w > max_width or h > max_height:
+        raise ServiceError(
+            "dimensions_too_large", f"{w}x{h} frames exceed the limit {max_width}x{max_height}"
+        )
+    enc, menc = msg.get("encoding", "gray8"), msg.get("mask_encoding", "png")
+    if enc not in FRAME_ENCODINGS:
+        raise ServiceError("invalid_start", f"encoding must be one of {list(FRAME_ENCODINGS)}, got {enc!r}")
+    if menc not in MASK_ENCODINGS:
+        raise ServiceError(
+            "invalid_start", f"mask_encoding must be one of {list(MASK_ENCODINGS)}, got {menc!r}"
+        )
+    fps = msg.get("fps")
+    if fps is not None and (not isinstance(fps, int | float) or fps <= 0):
+        raise ServiceError("invalid_start", f"fps must be a positive number, got {fps!r}")
+    return StartParams(w, h, enc, menc, float(fps) if fps else None)
+
+
+def parse_control(text: str) -> dict:
+    """A text message -> JSON object with a ``type``; raise ``invalid_json`` otherwise."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ServiceError("invalid_json", "text messages must be JSON objects") from None
+    if not isinstance(msg, dict):
+        raise ServiceError("invalid_json", "text messages must be JSON objects")
+    return msg
+
+
+def mask_payload(logits: np.ndarray, start: StartParams, config) -> tuple[np.ndarray, bytes]:
+    """``(1, S, S)`` logits -> ``(H, W)`` mask at the client's size and its encoded payload."""
+    mask = logits_to_masks(logits, start.height, start.width, config)[0]  # (1, S, S) -> (H, W)
+    return mask, encode_mask(mask, start.mask_encoding)
+
+
+class StreamSession:
+    def __init__(self, websocket: WebSocket, service: Service) -> None:
+        self.ws = websocket
+        self.service = service
+        self.settings = service.settings
+        self.metrics = service.metrics
+        self.received = 0
+        self.sent = 0
+        self._tasks: list[asyncio.Task] = []
+        self._serve_task: asyncio.Task | None = None
+        self._shutdown_code: int | None = None
+        self._finished = asyncio.Event()
+        self._areas: deque[float] = deque(maxlen=self.settings.stream_summary_frames)
+        self._masks: deque[np.ndarray] = deque(maxlen=self.settings.stream_summary_frames)  # packed bits
+
+    # -- entry point ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            self._admit()
+        except ServiceError as err:
+            await self._fail(err)
+            return
+        self.service.streams.add(self)
+        self.metrics.active_streams.inc()
+        self._serve_task = asyncio.create_task(self._serve())
+        try:
+            await self._serve_task
+        finally:
+            self.service.streams.discard(self)
+            self.metrics.active_streams.dec()
+            dropped = self.received - self.sent
+            if dropped > 0:
+                self.metrics.frames.labels("dropped").inc(dropped)
+            self._finished.set()
+
+    def _admit(self) -> None:
+        if not websocket_authorized(self.ws, self.service):
+            raise ServiceError("unauthorized", "send a valid API key (Authorization: Bearer, or ?token=)")
+        self.service.require_ready()
+        if len(self.service.streams) >= self.settings.max_streams:
+            raise ServiceError(
+                "too_many_streams", f"max_streams={self.settings.max_streams} streams are open"
+            )
+
+    async def _serve(self) -> None:
+        try:
+            start = await self._receive_start()
+            backend, batcher = self.service.require_ready()
+            await self.ws.send_json({"type": "ready", **self._ready_body(start, backend)})
+            pending: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stream_queue)
+            recv = asyncio.create_task(self._receive_loop(start, pending, backend, batcher))
+            send = asyncio.create_task(self._send_loop(start, pending, backend))
+            self._tasks = [recv, send]
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
+            if self._shutdown_code is not None:
+                raise ServiceError(
+                    "shutting_down", "the server is shutting down; reconnect to another replica"
+                )
+        except ServiceError as err:
+            await self._fail(err)
+        except _Disconnected:
+            log.info("stream client disconnected after %d frames", self.received)
+        except asyncio.CancelledError:
+            if self._shutdown_code is None:
+                raise
+            asyncio.current_task().uncancel()
+            await self._fail(ServiceError("shutting_down", "the server is shutting down"))
+        except Exception:
+            log.exception("stream failed")
+            self.metrics.frames.labels("error").inc(max(0, self.received - self.sent))
+            self.sent = self.received  # counted as error, not dropped
+            await self._fail(ServiceError("internal", "an unexpected server error"))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def close_for_shutdown(self, code: int) -> None:
+        """Called by the drain: end this stream with ``shutting_down`` and close ``code`` (1001)."""
+        self._shutdown_code = code
+        if self._serve_task is not None:
+            self._serve_task.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), SEND_TIMEOUT_S * 2)
+
+    # -- receiving -----------------------------------------------------------------------------
+    async def _receive(self) -> dict:
+        msg = await self.ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            raise _Disconnected()
+        return msg
+
+    async def _receive_start(self) -> StartParams:
+        msg = await self._receive()
+        if msg.get("bytes") is not None:
+            raise ServiceError("binary_before_start", "send a start message before any frame")
+        control = parse_control(msg.get("text") or "")
+        kind = control.get("type")
+        if kind != "start":
+            if kind == "end":
+                raise ServiceError("invalid_start", "the first message must be start")
+            raise ServiceError("unknown_message_type", f"unknown message type {kind!r}; expected 'start'")
+        return parse_start(control, self.settings.max_frame_width, self.settings.max_frame_height)
+
+    def _ready_body(self, start: StartParams, backend) -> dict:
+        info = backend.info()
+        return {
+            "width": start.width,
+            "height": start.height,
+            "encoding": start.encoding,
+            "mask_encoding": start.mask_encoding,
+            "lookahead_frames": info["lookahead_frames"],
+            "model": info,
+            "max_in_flight": self.settings.stream_queue,
+            "budget_ms": self.settings.budget_ms,
+        }
+
+    async def _receive_loop(self, start: StartParams, pending: asyncio.Queue, backend, batcher) -> None:
+        windows = StreamWindows(backend.config)
+        while True:
+            msg = await self._receive()
+            arrival = time.perf_counter()
+            payload = msg.get("bytes")
+            if payload is None:
+                control = self._control_after_start(msg.get("text") or "")
+                if control == "end":
+                    for target, window in windows.finish():
+                        self._enqueue(pending, batcher, target, window, arrival)
+                    await pending.put(_END)
+                    return
+                continue
+            frame = await self._decode(payload, start)
+            norm = preprocess(frame[None], backend.config)[0]  # (H, W) -> (S, S)
+            self.received += 1
+            for target, window in windows.push(norm):
+                self._enqueue(pending, batcher, target, window, arrival)
+
+    def _control_after_start(self, text: str) -> str:
+        try:
+            control = json.loads(text)
+        except ValueError:
+            raise ServiceError("expected_binary", "after start, frames must be binary messages") from None
+        if not isinstance(control, dict):
+            raise ServiceError("invalid_json", "text messages must be JSON objects")
+        kind = control.get("type")
+        if kind == "end":
+            return "end"
+        if kind == "start":
+            raise ServiceError("invalid_start", "the stream has already started")
+        raise ServiceError("unknown_message_type", f"unknown message type {kind!r}; expected 'end'")
+
+    async def _decode(self, payload: bytes, start: StartParams) -> np.ndarray:
+        if start.encoding == "gray8":
+            return decode_frame(payload, "gray8", start.width, start.height)
+        return await asyncio.to_thread(decode_frame, payload, start.encoding, start.width, start.height)
+
+    def _enqueue(
+        self, pending: asyncio.Queue, batcher, target: int, window: np.ndarray, arrival: float
+    ) -> None:
+        if pending.full():
+            raise ServiceError(
+                "overloaded",
+                f"more than {self.settings.stream_queue} frames in flight: send slower or read masks faster",
+            )
+        future = batcher.enqueue(window[None], realtime=True)  # (k, S, S) -> (1, k, S, S)
+        pending.put_nowait((target, arrival, future))
+
+    # -- sending -------------------------------------------------------------------------------
+    async def _send_loop(self, start: StartParams, pending: asyncio.Queue, backend) -> None:
+        while True:
+            item = await pending.get()
+            if item is _END:
+                await self._send_summary(start)
+                return
+            target, arrival, future = item
+            result = await future
+            mask = logits_to_masks(result.logits, start.height, start.width, backend.config)[
+                0
+            ]  # (S,S) -> (H,W)
+            payload = await asyncio.to_thread(encode_mask, mask, start.mask_encoding)
+            await self.ws.send_bytes(struct.pack("<I", target) + payload)
+            self.sent += 1
+            self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)
+            self._areas.append(float(mask.sum()))
+            self._masks.append(np.packbits(mask))
+
+    async def _send_summary(self, start: StartParams) -> None:
+        summary = await asyncio.to_thread(self._summary, start)
+        await self.ws.send_json(summary)
+        await self.ws.close(WS_NORMAL)
+
+    def _summary(self, start: StartParams) -> dict:
+        first = self.sent - len(self._masks)  # the summary covers the latest frames only
+        n = start.height * start.width
+        masks = np.stack([np.unpackbits(m, count=n).reshape(start.height, start.width) for m in self._masks])
+        cardiac = summarize_clip(masks, fps=start.fps).to_dict() if len(masks) else {}
+        shift = lambda xs: [first + x for x in xs]  # noqa: E731
+        beats = [{**b, "ed": first + b["ed"], "es": first + b["es"]} for b in cardiac.get("beats", [])]
+        return {
+            "type": "summary",
+            "frames": self.sent,
+            "first_frame": first,
+            "ed_frames": shift(cardiac.get("ed_frames", [])),
+            "es_frames": shift(cardiac.get("es_frames", [])),
+            "beats": beats,
+            "ef": cardiac.get("ef"),
+            "area": [round(a, 1) for a in self._areas],
+            "area_unit": "pixel",
+            "volume_unit": "pixel3",
+        }
+
+    # -- failing -------------------------------------------------------------------------------
+    async def _fail(self, err: ServiceError) -> None:
+        """Tell the client what went wrong (text error message), then close with the mapped code."""
+        self.metrics.errors.labels(err.code).inc()
+        if err.code not in ("shutting_down", "overloaded"):
+            log.info("stream error %s: %s", err.code, err.detail)
+        else:
+            log.warning("stream closed: %s", err.code)
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.send_json(err.payload()), SEND_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(err.ws_close), SEND_TIMEOUT_S)

@@ -1,0 +1,242 @@
+"""Unit tests of the service's own logic: RLE, windows, batcher, decoding, settings, backend choice."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+
+from service.backends import choose_backend, model_kind
+from service.backends.base import run_static
+from service.batcher import MicroBatcher
+from service.codecs.clip import Limits, decode_clip, sniff_media_type
+from service.codecs.frames import decode_frame, decode_mask, encode_frame, encode_mask
+from service.codecs.rle import rle_decode, rle_encode
+from service.core.config import Settings
+from service.core.errors import ServiceError
+from service.core.metrics import Metrics
+from service.pipeline import StreamWindows
+from service.stream import parse_start
+from training.model.config import ModelConfig
+from training.model.window import window_indices
+
+from .conftest import fake_backend, moving_disc_clip
+
+
+def test_rle_documented_example():
+    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])) == [1, 3, 2]
+    assert rle_encode(np.array([[1, 1], [0, 1]])) == [0, 2, 1, 1]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (48, 40)])
+def test_rle_roundtrip(shape):
+    rng = np.random.default_rng(0)
+    for mask in (rng.random(shape) > 0.5, np.zeros(shape), np.ones(shape)):
+        counts = rle_encode(mask)
+        assert sum(counts) == mask.size
+        np.testing.assert_array_equal(rle_decode(counts, *shape), mask.astype(np.uint8))
+
+
+@pytest.mark.parametrize("window,k", [("centered", 3), ("centered", 5), ("causal", 3), ("centered", 1)])
+@pytest.mark.parametrize("length", [1, 2, 4, 9])
+def test_stream_windows_match_clip_windows(window, k, length):
+    """Streaming windows (look-ahead, edge replication at start and end) equal the offline ones."""
+    config = ModelConfig(num_frames=k, window=window, depth=3, calibrated_levels=(), input_size=32)
+    frames = np.arange(length, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    sw = StreamWindows(config)
+    got = []
+    for f in frames:
+        got += sw.push(f)
+    assert len(got) == max(0, length - config.lookahead)
+    got += sw.finish()
+    assert [t for t, _ in got] == list(range(length))
+    for t, w in got:
+        np.testing.assert_array_equal(w[:, 0, 0], window_indices(t, length, config))
+
+
+def test_run_static_pads_and_splits():
+    calls = []
+
+    def fixed(x):
+        calls.append(x.shape[0])
+        return x[:, :1] * 2
+
+    batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
+    out = run_static(fixed, batch, 4)
+    assert calls == [4, 4]
+    np.testing.assert_array_equal(out, batch[:, :1] * 2)
+
+
+def test_batcher_batches_concurrent_requests_and_returns_each_its_own():
+    backend = fake_backend(delay_s=0.02)
+    batcher = MicroBatcher(backend, Metrics(), max_batch=8, max_wait_s=0.005)
+    batcher.start()
+    rng = np.random.default_rng(1)
+    requests = [rng.random((n, 3, 32, 32), dtype=np.float32) for n in (1, 1, 1, 1, 3, 1, 2, 1, 1, 1)]
+
+    async def main():
+        results = await asyncio.gather(
+            *(batcher.submit(r, realtime=i % 2 == 0) for i, r in enumerate(requests))
+        )
+        return results
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.close()
+    for req, res in zip(requests, results, strict=True):
+        np.testing.assert_allclose(res.logits, 4.0 * req[:, 1], rtol=1e-6)
+    assert sum(backend.batches) == sum(r.shape[0] for r in requests)
+    assert max(backend.batches) > 1 and max(backend.batches) <= 8
+
+
+def test_batcher_rejects_oversized_and_reports_backend_failure():
+    backend = fake_backend()
+    backend.infer = lambda batch: (_ for _ in ()).throw(RuntimeError("boom"))
+    batcher = MicroBatcher(backend, Metrics(), max_batch=4)
+    batcher.start()
+
+    async def main():
+        with pytest.raises(ValueError, match="1 <= n <= 4"):
+            await batcher.submit(np.zeros((5, 3, 32, 32), np.float32))
+        with pytest.raises(ServiceError) as e:
+            await batcher.submit(np.zeros((1, 3, 32, 32), np.float32))
+        assert e.value.code == "internal"
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+
+
+LIMITS = Limits(max_frames=50, max_width=64, max_height=64)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def avi_bytes(frames: np.ndarray, fps: int = 25) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="avi") as out:
+        stream = out.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="gray")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_decode_npy_gray_and_rgb():
+    clip = moving_disc_clip(5)
+    np.testing.assert_array_equal(decode_clip(npy_bytes(clip), "application/x-npy", LIMITS).frames, clip)
+    rgb = np.repeat(clip[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(decode_clip(npy_bytes(rgb), "application/x-npy", LIMITS).frames, clip)
+
+
+def test_decode_avi_counts_frames_and_sniffs():
+    clip = moving_disc_clip(6, 48, 64)
+    data = avi_bytes(clip)
+    assert sniff_media_type(data) == "video/x-msvideo"
+    decoded = decode_clip(data, "video/x-msvideo", LIMITS)
+    assert decoded.frames.shape == clip.shape and decoded.fps == 25.0
+    assert np.abs(decoded.frames.astype(int) - clip).mean() < 8  # MJPEG is lossy
+
+
+@pytest.mark.parametrize(
+    "data,media,code",
+    [
+        (b"", "application/x-npy", "empty_body"),
+        (b"hello", "text/plain", "unsupported_media_type"),
+        (b"\x93NUMPY garbage", "application/x-npy", "corrupt_input"),
+        (npy_bytes(np.zeros((3, 4), np.uint8)), "application/x-npy", "corrupt_input"),
+        (npy_bytes(np.zeros((2, 4, 4), np.float32)), "application/x-npy", "corrupt_input"),
+        (npy_bytes(np.zeros((51, 4, 4), np.uint8)), "application/x-npy", "too_many_frames"),
+        (npy_bytes(np.zeros((2, 65, 4), np.uint8)), "application/x-npy", "dimensions_too_large"),
+        (b"RIFF\x00\x00\x00\x00AVI garbage", "video/x-msvideo", "corrupt_input"),
+        (avi_bytes(moving_disc_clip(51, 16, 16)), "video/x-msvideo", "too_many_frames"),
+    ],
+)
+def test_decode_errors(data, media, code):
+    with pytest.raises(ServiceError) as e:
+        decode_clip(data, media, LIMITS)
+    assert e.value.code == code
+
+
+def test_decode_dicom_multiframe_with_region_spacing():
+    pydicom = pytest.importorskip("pydicom")
+    from service.codecs.clip import decode_dicom
+    from tests.service.dicom import dicom_bytes
+
+    clip = moving_disc_clip(4, 32, 24)
+    decoded = decode_dicom(dicom_bytes(clip, delta_cm=(0.03, 0.05)), LIMITS)
+    np.testing.assert_array_equal(decoded.frames, clip)
+    assert decoded.spacing == pytest.approx((0.3, 0.5))  # (row, col) mm = (DeltaY, DeltaX) * 10
+    assert decoded.fps == pytest.approx(50.0)
+    assert pydicom is not None
+
+
+@pytest.mark.parametrize("encoding", ["gray8", "png", "jpeg"])
+def test_frame_codecs(encoding):
+    frame = moving_disc_clip(1, 30, 20)[0]
+    back = decode_frame(encode_frame(frame, encoding), encoding, 20, 30)
+    assert back.shape == (30, 20)
+    if encoding != "jpeg":
+        np.testing.assert_array_equal(back, frame)
+
+
+@pytest.mark.parametrize("encoding", ["gray8", "png"])
+def test_mask_codecs(encoding):
+    mask = (moving_disc_clip(1, 30, 20)[0] > 100).astype(np.uint8)
+    np.testing.assert_array_equal(decode_mask(encode_mask(mask, encoding), encoding, 20, 30), mask)
+
+
+@pytest.mark.parametrize(
+    "msg,code",
+    [
+        ({"width": 0, "height": 4}, "invalid_start"),
+        ({"width": "4", "height": 4}, "invalid_start"),
+        ({"width": 4, "height": 4, "encoding": "rgb"}, "invalid_start"),
+        ({"width": 4, "height": 4, "mask_encoding": "rle"}, "invalid_start"),
+        ({"width": 4, "height": 4, "fps": -1}, "invalid_start"),
+        ({"width": 65, "height": 4}, "dimensions_too_large"),
+    ],
+)
+def test_parse_start_errors(msg, code):
+    with pytest.raises(ServiceError) as e:
+        parse_start({"type": "start", **msg}, 64, 64)
+    assert e.value.code == code
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("ECHOSEG_MAX_BATCH", "4")
+    monkeypatch.setenv("ECHOSEG_API_KEYS", "a, b,,")
+    monkeypatch.setenv("ECHOSEG_BACKEND", "torch")
+    s = Settings()
+    assert s.max_batch == 4 and s.keys == ["a", "b"] and s.backend == "torch"
+    assert s.max_batch_wait_ms == 1.5 and s.budget_ms == 32.0 and s.intra_op_threads >= 1
+    monkeypatch.setenv("ECHOSEG_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match="onnxruntime"):
+        Settings()
+
+
+def test_choose_backend(tmp_path):
+    assert model_kind(tmp_path / "m.onnx") == "onnx"
+    assert model_kind(tmp_path) == "checkpoint"
+    assert choose_backend("onnx", "auto", "cpu")[0] == "onnxruntime"
+    assert choose_backend("engine", "auto", "cuda")[0] == "tensorrt"
+    assert choose_backend("checkpoint", "auto", "cpu")[0] == "onnxruntime"
+    with pytest.raises(ValueError, match="checkpoint"):
+        choose_backend("onnx", "torch", "cpu")
+    with pytest.raises(ValueError, match="engine"):
+        choose_backend("checkpoint", "tensorrt", "cuda")
+    with pytest.raises(ValueError, match="cannot tell"):
+        model_kind(tmp_path / "weights.bin")
