@@ -114,7 +114,7 @@ def sample_params(rng: np.random.Generator, size: int) -> HeartParams:
     half = length * rng.uniform(0.27, 0.36) / foreshortening**0.5
     asym = rng.uniform(-0.12, 0.12)
     return HeartParams(
-        apex=(size * rng.uniform(0.5, 0.6), size * rng.uniform(0.13, 0.2)),
+        apex=(size * rng.uniform(0.5, 0.56), size * rng.uniform(0.15, 0.22)),
         angle=math.radians(rng.uniform(4.0, 22.0)),
         length=length,
         half_width=(half * (1 - asym), half * (1 + asym)),
@@ -244,14 +244,14 @@ def echogenicity(p: HeartParams, g: Geometry, curve: np.ndarray, size: int, rng)
     c = curve[:, None, None]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     texture = gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), 3.0 * size / 112)
-    e = np.broadcast_to(0.3 + 0.6 * texture, u.shape).astype(np.float32).copy()
+    e = np.broadcast_to(0.24 + 0.5 * texture, u.shape).astype(np.float32).copy()
     blood, myo = p.blood, p.myocardium
     # Right ventricle beside the septum, atria below the mitral annulus.
-    rv_v = -(p.half_width[0] + p.wall * 1.6 + 0.22 * W0 * 1.6)
-    e[_ellipse(u, v, 0.6 * L0, rv_v, 0.42 * L0 * (1 - 0.05 * c), 0.32 * W0 * (1 - 0.15 * c))] = blood
+    rv_v = -(p.half_width[0] + p.wall * 1.4 + 0.48 * W0)
+    e[_ellipse(u, v, 0.6 * L0, rv_v, 0.42 * L0 * (1 - 0.05 * c), 0.45 * W0 * (1 - 0.15 * c))] = blood
     la_u = g.length[:, None, None] + p.wall * 0.6 + 0.26 * L0
     e[_ellipse(u, v, la_u, 0.1 * W0, 0.26 * L0, 0.85 * W0)] = blood
-    e[_ellipse(u, v, la_u, rv_v - 0.25 * W0, 0.24 * L0, 0.55 * W0)] = blood
+    e[_ellipse(u, v, la_u, rv_v - 0.1 * W0, 0.24 * L0, 0.55 * W0)] = blood
     # Myocardium: the cavity's shape grown by the wall thickness, open at the base.
     wall = g.wall[:, None, None]
     outer = _inside(u + wall, v, g.length + g.wall, g.septal + g.wall, g.lateral + g.wall, p)
