@@ -369,11 +369,15 @@ def _prepare_run_dir(cfg: TrainConfig, resume: str | Path | None, info: DistInfo
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """``--resume`` starts from the run's own config.yaml; ``--set`` overrides apply on top."""
+    """``--resume`` reads the run's config.yaml (minus its stop_after); ``--set`` applies on top."""
     if args.resume:
         if args.config:
             logger.warning("--resume uses %s/config.yaml; --config %s is ignored", args.resume, args.config)
-        return load_config(Path(args.resume) / "config.yaml", args.overrides)
+        # A stop point belongs to the invocation that set it; resuming runs to the end unless told.
+        overrides = list(args.overrides)
+        if not any(o.split("=", 1)[0].strip() == "stop_after" for o in overrides):
+            overrides.append("stop_after=null")
+        return load_config(Path(args.resume) / "config.yaml", overrides)
     if not args.config:
         raise ValueError("--config FILE.yaml is required (or --resume RUN_DIR)")
     return load_config(args.config, args.overrides)

@@ -115,4 +115,10 @@ class _Shard(Dataset):
 
 def eval_loader(dataset: Dataset, batch_size: int, info: DistInfo, num_workers: int = 0) -> DataLoader:
     """This process's share of the validation windows, in order."""
-    return DataLoader(_Shard(dataset, info), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(
+        _Shard(dataset, info),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),  # validating never draws from the global RNG
+    )
