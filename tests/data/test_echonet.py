@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,8 @@ def test_labelled_windows_replicate_edges_and_match_preprocessing(tmp_path):
         assert item["frames"].shape == (3, 64, 64)
         np.testing.assert_allclose(item["frames"].numpy(), normalize(expected, config), atol=1e-6)
         np.testing.assert_array_equal(item["mask"][0].numpy(), clip.traced[frame])
+    clone = pickle.loads(pickle.dumps(ds))  # DataLoader workers may receive the dataset pickled
+    np.testing.assert_array_equal(clone[1]["frames"].numpy(), ds[1]["frames"].numpy())
     # Resized to another input size, the mask stays binary.
     small = EchoNetDataset(root, "TRAIN", config.replace(input_size=32))
     mask = small[0]["mask"]

@@ -345,6 +345,17 @@ def load_clips(root, split: str | None = None) -> list[Clip]:
     return clips
 
 
+@dataclass
+class _ClipLoader:
+    """``i -> Clip`` for the dataset's videos; a class, not a closure, so workers can pickle it."""
+
+    index: EchoNetIndex
+    names: list[str]
+
+    def __call__(self, i: int) -> Clip:
+        return load_clip(self.index, self.names[i])
+
+
 class EchoNetDataset(ClipWindowDataset):
     """Labelled or unlabelled training windows from an EchoNet-Dynamic folder (see ``training.data.dataset``).
 
@@ -382,7 +393,7 @@ class EchoNetDataset(ClipWindowDataset):
         super().__init__(
             names,
             traced,
-            lambda i: load_clip(index, names[i]),
+            _ClipLoader(index, names),
             config,
             mode=mode,
             augment=augment,
