@@ -116,14 +116,19 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def echoseg_server(tmp_path_factory, model_dir):
-    """A real `echoseg serve` (uvicorn) on a free loopback port, ready; yields its base URL."""
+    """A real `echoseg serve` (uvicorn) on a free loopback port, ready; yields its base URL.
+
+    The torch backend serves the checkpoint directly: what these checks read (metrics, health,
+    streaming) does not depend on the backend, and exporting a checkpoint to ONNX at start takes
+    minutes of CPU on a 2-core machine.
+    """
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
     log = tmp / "server.log"
     env = dict(os.environ, ECHOSEG_CACHE_DIR=str(tmp / "cache"), ECHOSEG_API_KEYS="", ECHOSEG_THREADS="1")
     cmd = [
         sys.executable, "-m", "echoseg.cli", "serve", "--model", str(model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--backend", "onnxruntime", "--device", "cpu",
+        "--host", "127.0.0.1", "--port", str(port), "--backend", "torch", "--device", "cpu",
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
