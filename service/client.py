@@ -7,6 +7,7 @@ segment`` and ``echoseg stream`` are thin wrappers around them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import time
@@ -107,8 +108,13 @@ async def stream_frames(
     payloads = [encode_frame(f, encoding) for f in frames]
     async with connect(target, additional_headers=headers, max_size=2**26) as ws:
         start = {"type": "start", "width": width, "height": height, "encoding": encoding}
-        await ws.send(json.dumps({**start, "mask_encoding": mask_encoding, "fps": fps or 50.0}))
-        first = json.loads(await ws.recv())
+        with contextlib.suppress(ConnectionClosed):  # refused (auth, capacity) before start was read
+            await ws.send(json.dumps({**start, "mask_encoding": mask_encoding, "fps": fps or 50.0}))
+        try:
+            first = json.loads(await ws.recv())
+        except ConnectionClosed:
+            report.close_code = ws.close_code
+            return report
         if first.get("type") != "ready":
             report.error = first
             await _drain(ws, report)
