@@ -284,9 +284,8 @@ def ranking_report(rows: list[dict[str, Any]], dice: dict[str, list[float]]) -> 
                 pair["significant"] = abs(diff) > half
             same = sign * (better[ours]["mean"] - worse[ours]["mean"]) > 0
             (agree if same else disagree).append(pair)
-        order = sorted(
-            paper_rows, key=lambda r: -sign * r[ours]["mean"] if r[ours]["mean"] is not None else 0
-        )
+        ranked = [r for r in paper_rows if r[ours]["mean"] is not None]
+        order = sorted(ranked, key=lambda r: -sign * r[ours]["mean"])
         out[ours] = {
             "our_order": [r["key"] for r in order],
             "pairs_agreeing": len(agree),

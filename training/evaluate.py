@@ -77,14 +77,16 @@ def score_frame(
     prob: np.ndarray, pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float], frame: int, phase: str
 ) -> FrameScore:
     """All per-frame metrics of ``(H, W)`` probabilities/mask against a reference mask."""
+    hd, hd95 = metrics.hausdorff_percentiles(pred, gt)
+    hd_mm, hd95_mm = (hd, hd95) if spacing == (1.0, 1.0) else metrics.hausdorff_percentiles(pred, gt, spacing)
     return FrameScore(
         frame=frame,
         phase=phase,
         dice=metrics.dice(pred, gt),
-        hd=metrics.hausdorff(pred, gt),
-        hd95=metrics.hausdorff(pred, gt, percentile=95),
-        hd_mm=metrics.hausdorff(pred, gt, spacing=spacing),
-        hd95_mm=metrics.hausdorff(pred, gt, spacing=spacing, percentile=95),
+        hd=hd,
+        hd95=hd95,
+        hd_mm=hd_mm,
+        hd95_mm=hd95_mm,
         auc=metrics.pixel_auc(prob, gt),
     )
 
@@ -110,14 +112,19 @@ def evaluate_clip(model, clip, batch_size: int = 16) -> ClipResult:
             score_frame(prob[t], masks[t], clip.true_masks[t], spacing, t, phases.get(t, ""))
             for t in range(min(len(masks), len(clip.true_masks)))
         ]
+    # ED/ES are -1 when a clip has fewer than two traced frames: its traced-frame EFs are undefined.
+    has_pair = clip.ed in clip.traced and clip.es in clip.traced
+    nan = float("nan")
     return ClipResult(
         name=clip.name,
         ed=clip.ed,
         es=clip.es,
         spacing=spacing,
-        ef_reference=float(clip.ef),
-        ef_predicted=metrics.ef_from_masks(masks[clip.ed], masks[clip.es], spacing),
-        ef_reference_masks=metrics.ef_from_masks(clip.traced[clip.ed], clip.traced[clip.es], spacing),
+        ef_reference=float(clip.ef) if clip.ef is not None else nan,
+        ef_predicted=metrics.ef_from_masks(masks[clip.ed], masks[clip.es], spacing) if has_pair else nan,
+        ef_reference_masks=(
+            metrics.ef_from_masks(clip.traced[clip.ed], clip.traced[clip.es], spacing) if has_pair else nan
+        ),
         ef_auto=summarize_clip(masks, spacing, clip.fps).ef,
         traced=traced,
         all_frames=all_frames,

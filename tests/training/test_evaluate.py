@@ -151,3 +151,12 @@ def test_ef_of_oracle_tracks_the_volume_method(clips):
     masks_ef = out["ef"]["reference_masks"]
     assert not math.isnan(pred["std"]) and pred["std"] < 5.0
     assert masks_ef["n"] == 4
+
+
+def test_clip_without_an_ed_es_pair_has_undefined_ef(clips):
+    clip = clips[0]
+    clip.traced = {clip.ed: clip.traced[clip.ed]}
+    clip.es = -1
+    out = evaluate_clips(BrightnessOracle(), [clip, clips[1]], "TEST")
+    assert out["traced"]["n_frames"] == 3
+    assert out["ef"]["predicted"]["n"] == 1 and out["ef"]["predicted"]["n_undefined"] == 1
