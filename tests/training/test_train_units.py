@@ -250,3 +250,16 @@ def test_metric_log_truncates_on_resume_and_plots(tmp_path):
     paths = plot_curves(tmp_path / "log.csv", tmp_path / "plots")
     assert {p.name for p in paths} == {"loss.png", "dice.png", "lr.png", "lambda.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+@pytest.mark.parametrize("name", ["tiny", "lite", "paper", "default-model"])
+def test_shipped_configs_load_and_name_their_preset(name):
+    from pathlib import Path
+
+    from training.train import model_config_of
+
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
+    cfg = load_config(path)
+    expected = "lite" if name == "default-model" else name
+    assert model_config_of(cfg).preset == expected
+    assert cfg.mode == "mean_teacher" and cfg.ema_decay == 0.99 and cfg.weight_decay == 1e-6
