@@ -1,0 +1,92 @@
+"""The ablation report: ranking against the paper, paired differences, markdown tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_ablation():
+    """benchmarks/ is a folder of scripts, not an installed package: load the module by path."""
+    spec = importlib.util.spec_from_file_location("benchmarks_ablation", ROOT / "benchmarks" / "ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+ablation = _load_ablation()
+
+
+def fake_row(key: str, dice: float, hd: float, auc: float) -> dict:
+    row = next(r for r in ablation.ROWS if r.key == key)
+    metrics = {
+        "traced": {
+            "n_frames": 4,
+            "dice": {"mean": dice, "std": 0.01, "n_undefined": 0},
+            "hd": {"mean": hd, "std": 0.5, "n_undefined": 0},
+            "hd95": {"mean": hd * 0.8, "std": 0.4, "n_undefined": 0},
+            "auc": {"mean": auc, "std": 0.01, "n_undefined": 0},
+        },
+        "all_frames": None,
+        "ef": {"predicted": {"corr": 0.5, "bias": 1.0, "std": 2.0, "n": 2, "n_undefined": 0}},
+    }
+    return ablation.row_summary(row, metrics, train_seconds=1.0, params=100)
+
+
+def test_ranking_flags_exactly_the_pairs_ordered_unlike_the_paper():
+    rows = [
+        fake_row("unet", 0.80, 5.0, 0.90),
+        fake_row("baseline", 0.82, 4.0, 0.91),
+        fake_row("tce", 0.85, 3.0, 0.93),
+        fake_row("bssf", 0.84, 3.5, 0.92),
+        fake_row("full", 0.83, 2.0, 0.94),  # Dice below TCE and BSSF, unlike the paper
+    ]
+    dice = {r["key"]: [r["dice_pct"]["mean"] / 100.0] * 4 for r in rows}
+    dice["full"] = [0.82, 0.83, 0.84, 0.83]
+    report = ablation.ranking_report(rows, dice)
+
+    flagged = {(p["paper_better"], p["paper_worse"]) for p in report["dice_pct"]["pairs_disagreeing"]}
+    assert flagged == {("full", "tce"), ("full", "bssf")}
+    assert report["dice_pct"]["pairs_agreeing"] == 8
+    assert report["dice_pct"]["our_order"] == ["tce", "bssf", "full", "baseline", "unet"]
+    # Lower HD is better: the fake HD follows the paper except BSSF vs TCE (paper: BSSF lower).
+    hd_flagged = {(p["paper_better"], p["paper_worse"]) for p in report["hd_px"]["pairs_disagreeing"]}
+    assert hd_flagged == {("bssf", "tce")}
+    assert report["auc_pct"]["pairs_disagreeing"] == []
+
+
+def test_paired_difference_and_its_interval():
+    diff, half = ablation.paired_difference([0.9, 0.8, 0.7, 0.6], [0.8, 0.7, 0.6, 0.5])
+    assert diff == pytest.approx(0.1)
+    assert half == pytest.approx(0.0, abs=1e-12)
+    diff, half = ablation.paired_difference([1.0, 0.0], [0.0, 1.0])
+    assert diff == pytest.approx(0.0) and half > 0.5
+
+
+def test_markdown_holds_both_tables_and_the_paper_figures():
+    rows = [fake_row(r.key, 0.8, 3.0, 0.9) for r in ablation.ROWS]
+    report = {
+        "command": "python -m benchmarks.ablation",
+        "budget": {**ablation.asdict(ablation.FULL)},
+        "machine": {"cpus": 2, "torch": "x"},
+        "rows": rows,
+        "timing": {
+            "1": {"ms_per_frame": 1.0, "ratio_to_k1": 1.0, "params": 10},
+            "3": {"ms_per_frame": 3.0, "ratio_to_k1": 3.0, "params": 30},
+            "5": {"ms_per_frame": 5.0, "ratio_to_k1": 5.0, "params": 50},
+        },
+        "ranking": ablation.ranking_report(rows, {r["key"]: [0.8] * 4 for r in rows}),
+    }
+    md = ablation.markdown(report)
+    assert "## Table 2" in md and "## Table 5" in md
+    assert "| 92.87 |" in md  # the paper's full-model Dice
+    assert "| Baseline+TCE | 80.00 ± 1.00 |" in md
+    assert md.count("\n| 1 | baseline |") == 1 and "| 2.67 |" in md  # paper's 32/12 ms ratio
+    for row in ablation.ROWS:
+        assert row.how in md
