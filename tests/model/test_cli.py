@@ -24,11 +24,21 @@ def test_model_info_json(capsys, preset):
         assert abs(info["parameters"] - 74.8e6) <= 0.15 * 74.8e6
 
 
-def test_flops_are_the_same_in_both_forms(capsys):
+def test_matmul_form_saves_the_per_dilation_products(capsys):
     conv = run_json(capsys, "--preset", "tiny")
     matmul = run_json(capsys, "--preset", "tiny", "--calibration", "matmul")
     assert conv["calibration"] == "conv" and matmul["calibration"] == "matmul"
-    assert matmul["flops_per_frame"] == conv["flops_per_frame"]  # same arithmetic in both forms
+    config = conv["config"]
+    # conv applies the C x C x 3 x 3 kernel once per dilation, matmul once (views summed first)
+    extra_dilations = len(config["dilations"]) - 1
+    per_level = [
+        2 * 9 * (config["width"] * 2**i) ** 2 * (config["input_size"] // 2**i) ** 2
+        for i in config["calibrated_levels"]
+    ]
+    neighbours = config["num_frames"] - 1
+    assert conv["flops_per_frame"] - matmul["flops_per_frame"] == neighbours * extra_dilations * sum(
+        per_level
+    )
 
 
 def test_model_info_checkpoint_and_text(capsys, tiny_model, tmp_path):
