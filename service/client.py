@@ -91,8 +91,13 @@ async def stream_frames(
     mask_encoding: str = "png",
     api_key: str | None = None,
     token_in_query: bool = False,
+    flow_control: bool | None = None,
 ) -> StreamReport:
     """Send ``(T, H, W)`` uint8 frames at ``fps`` (None: as fast as possible), collect the masks.
+
+    With ``flow_control`` (default: when ``fps`` is None) the client never has more than the
+    server's ``max_in_flight`` frames unanswered, which is how a recorded clip is sent at full
+    speed without being told ``overloaded``.
 
     A mask's client-side latency runs from sending the last frame it needs (frame t + lookahead,
     or the ``end`` message for the last frames) to receiving it.
@@ -121,12 +126,16 @@ async def stream_frames(
             return report
         report.ready = first
         lookahead = int(first["lookahead_frames"])
+        credits = asyncio.Semaphore(int(first["max_in_flight"]))
+        use_credits = fps is None if flow_control is None else flow_control
 
         async def sender() -> None:
             t0 = time.perf_counter()
             for i, payload in enumerate(payloads):
                 if fps:
                     await asyncio.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
+                if use_credits:
+                    await credits.acquire()
                 sent_at.append(time.perf_counter())
                 await ws.send(payload)
             sent_at.append(time.perf_counter())  # the end message
@@ -138,6 +147,7 @@ async def stream_frames(
                 now = time.perf_counter()
                 if isinstance(message, bytes):
                     (index,) = struct.unpack("<I", message[:4])
+                    credits.release()
                     report.indices.append(index)
                     report.masks.append(decode_mask(message[4:], mask_encoding, width, height))
                     need = index + lookahead
@@ -171,3 +181,43 @@ def load_clip_file(path: Path) -> np.ndarray:
     """A local clip file -> ``(T, H, W)`` uint8 frames (the server's own decoder, no limits)."""
     big = Limits(max_frames=10**7, max_width=10**5, max_height=10**5)
     return decode_clip(path.read_bytes(), media_type_for(path), big).frames
+
+
+def histogram_quantiles(
+    metrics_text: str, name: str, labels: dict[str, str], qs=(0.5, 0.99)
+) -> dict[str, float]:
+    """Quantiles (ms) of a Prometheus histogram, interpolated within buckets as histogram_quantile does."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in labels.items()):
+                buckets.append((float(s.labels["le"]), s.value))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    out = {}
+    for q in qs:
+        key = f"p{round(q * 100)}"
+        if total == 0:
+            out[key] = float("nan")
+            continue
+        rank, prev_le, prev_count = q * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= rank:
+                if le == float("inf"):
+                    out[key] = prev_le * 1000.0
+                else:
+                    frac = (rank - prev_count) / max(count - prev_count, 1e-12)
+                    out[key] = (prev_le + (le - prev_le) * frac) * 1000.0
+                break
+            prev_le, prev_count = le, count
+    return out
+
+
+def server_latency(url: str, transport: str = "ws") -> dict[str, float]:
+    """p50/p99 frame latency (ms) the server measured, from its /metrics."""
+    import httpx
+
+    text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=10).text
+    return histogram_quantiles(text, "echoseg_frame_latency_seconds", {"transport": transport})

@@ -110,12 +110,12 @@ class LiveServer:
 
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., LiveServer]]:
-    """``make_server(backend=..., **settings)`` -> a started :class:`LiveServer` (stopped after the test)."""
+    """``make_server(backend_instance or None, **settings)`` -> a started :class:`LiveServer`."""
     started: list[LiveServer] = []
 
-    def make(backend: Backend | None = None, **settings) -> LiveServer:
+    def make(instance: Backend | None = None, **settings) -> LiveServer:
         settings.setdefault("model", "unused")
-        app = create_app(Settings(**settings), backend=backend)
+        app = create_app(Settings(**settings), backend=instance)
         server = LiveServer(app).__enter__()
         started.append(server)
         return server
