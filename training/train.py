@@ -34,6 +34,7 @@ from training.trainer.distributed import (
     barrier,
     broadcast_buffers,
     cleanup,
+    device_type,
     init_distributed,
     resolve_device,
 )
@@ -59,6 +60,21 @@ class Trained:
     best_val_dice: float
 
 
+@dataclass
+class _Parts:
+    """What the step loop works on; ``model`` is the student, wrapped in DDP under torchrun."""
+
+    model: nn.Module
+    student: nn.Module
+    teacher: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    labelled: BatchStream
+    unlabelled: BatchStream | None
+    val: torch.utils.data.DataLoader | None
+
+
 def run(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train and return the run directory (``best/``, ``last/``, ``config.yaml``, ``log.csv``, ``plots/``)."""
     return fit(cfg, resume).run_dir
@@ -70,7 +86,7 @@ def model_config_of(cfg: TrainConfig) -> ModelConfig:
 
 def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Trained:
     owns_group = not (dist.is_available() and dist.is_initialized())
-    info = init_distributed(resolve_device(cfg.device, DistInfo()).type)
+    info = init_distributed(device_type(cfg.device))
     try:
         return _fit(cfg, resume, info)
     finally:
@@ -131,10 +147,8 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Trained
         precision.dtype or "float32",
     )
 
-    loop = _Loop(cfg, info, device, precision, run_dir, total, log)
-    step, best = loop.train(
-        model, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled, val, step, stop, best
-    )
+    parts = _Parts(model, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled, val)
+    step, best = _Loop(cfg, info, device, precision, run_dir, total, log).train(parts, step, stop, best)
     broadcast_buffers(student, info)
     if teacher is not None:
         broadcast_buffers(teacher, info)
@@ -154,59 +168,41 @@ class _Loop:
         self.run_dir, self.total, self.log = run_dir, total, log
         self.weights = LossWeights(cfg.dice_weight, cfg.bce_weight, cfg.mse_weight, cfg.kl_weight)
 
-    def train(
-        self,
-        model,
-        student,
-        teacher,
-        optimizer,
-        scheduler,
-        scaler,
-        labelled,
-        unlabelled,
-        val,
-        step,
-        stop,
-        best,
-    ):
+    def train(self, parts: _Parts, step: int, stop: int, best: float) -> tuple[int, float]:
         from tqdm import tqdm
 
-        cfg, avg = self.cfg, Averager()
-        bar = tqdm(
-            total=self.total,
-            initial=step,
-            disable=not (self.info.is_main and cfg.progress),
-            desc="train",
-            dynamic_ncols=True,
-        )
-        model.train()
-        if teacher is not None:
-            teacher.train()  # batch statistics, like the student; buffers are copied after each step
+        cfg, avg, p = self.cfg, Averager(), parts
+        show = self.info.is_main and cfg.progress
+        bar = tqdm(total=self.total, initial=step, disable=not show, desc="train", dynamic_ncols=True)
+        p.model.train()
+        if p.teacher is not None:
+            p.teacher.train()  # batch statistics, like the student; buffers are copied after each step
         tick, tick_step = time.perf_counter(), step
         while step < stop:
-            lam = consistency_weight(step, self.total, cfg.consistency) if teacher is not None else 0.0
-            lr = optimizer.param_groups[0]["lr"]
+            lam = consistency_weight(step, self.total, cfg.consistency) if p.teacher is not None else 0.0
+            lr = p.optimizer.param_groups[0]["lr"]
+            unlabelled = p.unlabelled.next() if p.unlabelled is not None else None
             metrics = train_step(
-                model,
-                teacher,
-                labelled.next(),
-                unlabelled.next() if unlabelled else None,
+                p.model,
+                p.teacher,
+                p.labelled.next(),
+                unlabelled,
                 lam,
-                optimizer,
-                scaler,
+                p.optimizer,
+                p.scaler,
                 self.precision,
                 cfg.perturb,
                 self.weights,
                 self.device,
             )
-            scheduler.step()
-            if teacher is not None:
-                ema_update(teacher, student, cfg.ema_decay)
+            p.scheduler.step()
+            if p.teacher is not None:
+                ema_update(p.teacher, p.student, cfg.ema_decay)
             step += 1
             avg.add({**metrics, "lr": lr, "lambda": lam})
             bar.update(1)
             bar.set_postfix(
-                loss=f"{metrics['loss']:.3f}", dice=f"{metrics['train_dice']:.3f}", epoch=labelled.epoch
+                loss=f"{metrics['loss']:.3f}", dice=f"{metrics['train_dice']:.3f}", epoch=p.labelled.epoch
             )
             evaluate = step % cfg.eval_every == 0 or step == stop
             if step % cfg.log_every == 0 or evaluate:
@@ -214,31 +210,30 @@ class _Loop:
                 now = time.perf_counter()
                 row["steps_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
                 tick, tick_step = now, step
-                row["epoch"] = labelled.epoch + labelled.batch / max(1, labelled.batches_per_epoch)
+                row["epoch"] = p.labelled.epoch + p.labelled.batch / max(1, p.labelled.batches_per_epoch)
                 if evaluate:
-                    row.update(self._validate(student, teacher, val))
-                    best = self._checkpoint(
-                        step, row, best, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled
-                    )
-                    bar.set_postfix(
-                        loss=f"{row['loss']:.3f}", val_dice=f"{row.get('val_dice', math.nan):.3f}"
+                    row.update(self._validate(p))
+                    best = self._checkpoint(p, step, row, best)
+                    logger.info(
+                        "step %d: loss %.4f, validation Dice %.4f",
+                        step,
+                        row["loss"],
+                        row.get("val_dice", math.nan),
                     )
                 if self.log is not None:
                     self.log.write(step, row)
         bar.close()
         return step, best
 
-    def _validate(self, student, teacher, val) -> dict[str, float]:
-        if val is None:
+    def _validate(self, p: _Parts) -> dict[str, float]:
+        if p.val is None:
             return {}
-        out = {"val_dice": validate(student, val, self.info, self.device, self.precision)}
-        if teacher is not None:
-            out["val_dice_teacher"] = validate(teacher, val, self.info, self.device, self.precision)
+        out = {"val_dice": validate(p.student, p.val, self.info, self.device, self.precision)}
+        if p.teacher is not None:
+            out["val_dice_teacher"] = validate(p.teacher, p.val, self.info, self.device, self.precision)
         return out
 
-    def _checkpoint(
-        self, step, row, best, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled
-    ) -> float:
+    def _checkpoint(self, p: _Parts, step: int, row: dict[str, float], best: float) -> float:
         """Refresh ``last/`` (with the resume state) and, when validation improved, ``best/``."""
         rngs = _gather_rng(self.info)
         val_dice = row.get("val_dice", math.nan)
@@ -251,26 +246,26 @@ class _Loop:
                 "run_id": self.run_dir.name,
                 "step": step,
                 "total_steps": self.total,
-                "preset": student.config.preset,
+                "preset": p.student.config.preset,
                 "mode": self.cfg.mode,
                 "metrics": metrics,
             }
             state = {
                 "step": step,
                 "best_val_dice": best,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
+                "optimizer": p.optimizer.state_dict(),
+                "scheduler": p.scheduler.state_dict(),
+                "scaler": p.scaler.state_dict(),
                 "streams": {
-                    "labelled": labelled.state_dict(),
-                    "unlabelled": unlabelled.state_dict() if unlabelled is not None else None,
+                    "labelled": p.labelled.state_dict(),
+                    "unlabelled": p.unlabelled.state_dict() if p.unlabelled is not None else None,
                 },
                 "rng": rngs,
                 "world_size": self.info.world_size,
             }
-            ckpt.save_checkpoint(self.run_dir / "last", student, teacher, meta, state)
+            ckpt.save_checkpoint(self.run_dir / "last", p.student, p.teacher, meta, state)
             if improved:
-                ckpt.save_checkpoint(self.run_dir / "best", student, teacher, meta)
+                ckpt.save_checkpoint(self.run_dir / "best", p.student, p.teacher, meta)
                 logger.info("step %d: new best validation Dice %.4f", step, val_dice)
         barrier(self.info)
         return best

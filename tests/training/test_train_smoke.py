@@ -106,3 +106,12 @@ def test_a_run_directory_is_never_overwritten(synth, tmp_path):
     run(cfg)
     with pytest.raises(ValueError, match="already holds a run"):
         run(cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_training_on_gpu(synth, tmp_path, amp):
+    trained = fit(_cfg(synth, tmp_path, device="cuda", amp=amp, steps=4, eval_every=4, run_name=amp))
+    assert trained.step == 4
+    assert all(torch.isfinite(p).all() for p in trained.student.parameters())
+    assert next(trained.student.parameters()).device.type == "cuda"

@@ -31,6 +31,13 @@ class DistInfo:
         return self.rank == 0
 
 
+def device_type(name: str) -> str:
+    """``cuda`` or ``cpu`` for a device setting, without touching any GPU (picks the DDP backend)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     """``auto`` means CUDA when available; under DDP each process takes the GPU of its local rank."""
     if name == "auto":
