@@ -263,3 +263,21 @@ def test_shipped_configs_load_and_name_their_preset(name):
     expected = "lite" if name == "default-model" else name
     assert model_config_of(cfg).preset == expected
     assert cfg.mode == "mean_teacher" and cfg.ema_decay == 0.99 and cfg.weight_decay == 1e-6
+
+
+def test_cli_registers_train_and_eval():
+    from echoseg.cli import build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "--config", "c.yaml", "--set", "steps=5", "--set", "lr=0.1"])
+    assert train.overrides == ["steps=5", "lr=0.1"] and train.resume is None
+    ev = parser.parse_args(["eval", "--checkpoint", "runs/x", "--data", "data/d", "--out", "o"])
+    assert (ev.checkpoint, ev.data, ev.split, ev.out) == ("runs/x", "data/d", "TEST", "o")
+    assert train.func is not ev.func
+
+
+def test_train_cli_without_config_is_a_clear_error(capsys):
+    from echoseg.cli import main
+
+    assert main(["train"]) == 2
+    assert "--config" in capsys.readouterr().out
