@@ -49,3 +49,10 @@ def test_model_info_checkpoint_and_text(capsys, tiny_model, tmp_path):
     assert main(["model-info", "--preset", "tiny"]) == 0
     assert "FLOPs/frame" in capsys.readouterr().out
     assert main(["model-info", "--checkpoint", str(tmp_path / "missing")]) == 2
+
+
+def test_model_info_latency_reports_both_forms_and_runtimes(capsys):
+    info = run_json(capsys, "--preset", "tiny", "--latency", "--threads", "1", "--runs", "1")
+    assert set(info["latency"]) == {"torch_conv", "torch_matmul", "onnxruntime_conv", "onnxruntime_matmul"}
+    assert all(t["min_ms"] > 0 and t["median_ms"] >= t["min_ms"] for t in info["latency"].values())
+    assert info["calibration"] == "conv"  # the form is restored after timing

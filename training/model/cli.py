@@ -17,6 +17,15 @@ def register(subparsers) -> None:
     source.add_argument("--preset", help="a registered preset (paper, lite, tiny)")
     source.add_argument("--checkpoint", help="a checkpoint directory, run directory or .safetensors file")
     parser.add_argument("--calibration", choices=("conv", "matmul"), help="count FLOPs in this form")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="also time batch-1 inference (torch eager and ONNX Runtime, CPU)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for --latency (default 2)")
+    parser.add_argument(
+        "--runs", type=int, default=20, help="timed runs per measurement for --latency (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_model_info)
 
@@ -25,7 +34,12 @@ def run_model_info(args: argparse.Namespace) -> int:
     from training.model.summary import model_summary
 
     try:
-        info = model_summary(preset=args.preset, checkpoint=args.checkpoint, calibration=args.calibration)
+        info = model_summary(
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+            calibration=args.calibration,
+            latency={"threads": args.threads, "runs": args.runs} if args.latency else None,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")
         return 2
@@ -36,6 +50,8 @@ def run_model_info(args: argparse.Namespace) -> int:
     print(f"parameters  {info['parameters']:,} ({info['parameters'] / 1e6:.2f} M)")
     flops = info["flops_per_frame"]
     print(f"FLOPs/frame {flops:,} ({flops / 1e9:.2f} GFLOPs, calibration form {info['calibration']})")
+    for name, timing in info.get("latency", {}).items():
+        print(f"latency     {name:18} median {timing['median_ms']:.1f} ms, min {timing['min_ms']:.1f} ms")
     print("config")
     for key, value in info["config"].items():
         print(f"  {key:18} {value}")

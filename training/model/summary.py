@@ -40,9 +40,16 @@ def count_flops(model: EchoSegNet) -> int:
 
 
 def model_summary(
-    preset: str | None = None, checkpoint: str | None = None, calibration: str | None = None
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    calibration: str | None = None,
+    latency: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Parameters, FLOPs per frame and configuration of a preset or a checkpoint."""
+    """Parameters, FLOPs per frame and configuration of a preset or a checkpoint.
+
+    With ``latency`` (``{"threads": n, "runs": r}``) the network is also timed at batch 1; that
+    needs real weights, so a preset is then built on the CPU instead of the meta device.
+    """
     if (preset is None) == (checkpoint is None):
         raise ValueError("give exactly one of preset or checkpoint")
     meta: dict[str, Any] = {}
@@ -52,11 +59,11 @@ def model_summary(
         model, config, meta = load_pretrained(checkpoint)
     else:
         config: ModelConfig = get_preset(preset)
-        with torch.device("meta"):
+        with torch.device("cpu" if latency else "meta"):
             model = EchoSegNet(config)
     if calibration is not None:
         model.set_calibration(calibration)
-    return {
+    info = {
         "preset": model.config.preset,
         "parameters": count_parameters(model),
         "flops_per_frame": count_flops(model),
@@ -64,3 +71,8 @@ def model_summary(
         "config": model.config.to_dict(),
         "meta": meta,
     }
+    if latency:
+        from training.model.latency import measure_latency
+
+        info["latency"] = measure_latency(model, **latency)
+    return info
