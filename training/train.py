@@ -176,7 +176,7 @@ class _Loop:
         bar = tqdm(total=self.total, initial=step, disable=not show, desc="train", dynamic_ncols=True)
         p.model.train()
         if p.teacher is not None:
-            p.teacher.train()  # batch statistics, like the student; buffers are copied after each step
+            p.teacher.train()  # batch statistics, like the student; keeps its own running statistics
         tick, tick_step = time.perf_counter(), step
         while step < stop:
             lam = consistency_weight(step, self.total, cfg.consistency) if p.teacher is not None else 0.0

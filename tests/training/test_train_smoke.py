@@ -89,8 +89,12 @@ def test_teacher_follows_the_ema_rule_step_by_step(synth, tmp_path):
         torch.testing.assert_close(teacher_now, expected, rtol=1e-6, atol=1e-7)
         differs += not torch.equal(teacher_now, student[name])
     assert differs > 0  # the teacher lags the student
-    for name, buffer in after.teacher.named_buffers():
-        torch.testing.assert_close(buffer, dict(after.student.named_buffers())[name])
+    # The teacher keeps running statistics of its own activations (its train-mode forward passes).
+    student_buffers = dict(after.student.named_buffers())
+    assert any(
+        b.is_floating_point() and not torch.equal(b, student_buffers[n])
+        for n, b in after.teacher.named_buffers()
+    )
 
 
 def test_supervised_mode_has_no_teacher(synth, tmp_path):

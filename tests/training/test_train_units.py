@@ -112,7 +112,7 @@ def test_batch_dice_per_sample():
 # -- mean teacher ---------------------------------------------------------------------------------------
 
 
-def test_ema_update_follows_equation_12_and_copies_buffers():
+def test_ema_update_follows_equation_12_and_leaves_buffers_to_the_teacher():
     torch.manual_seed(4)
     student = _StandIn()
     teacher = make_teacher(student)
@@ -128,7 +128,7 @@ def test_ema_update_follows_equation_12_and_copies_buffers():
         expected = 0.99 * before[name] + 0.01 * s[name]
         torch.testing.assert_close(teacher.state_dict()[name], expected, rtol=0, atol=1e-7)
     for name, _ in student.named_buffers():
-        torch.testing.assert_close(teacher.state_dict()[name], s[name], rtol=0, atol=0)
+        torch.testing.assert_close(teacher.state_dict()[name], before[name], rtol=0, atol=0)
 
 
 def test_perturbations_are_independent_draws_of_the_same_shape():

@@ -1,11 +1,11 @@
 """The teacher of the mean teacher: an exponential moving average of the student (paper eq. 12).
 
 After every optimiser step ``theta'_t = eta * theta'_{t-1} + (1 - eta) * theta_t`` on every
-parameter, with ``eta = 0.99``. Buffers (BatchNorm running mean/variance and batch counters) are
-*copied* from the student rather than averaged: the teacher runs its forward pass in training mode
-on the same kind of batch as the student (batch statistics, as in Tarvainen & Valpola's reference
-code), and at inference its running statistics are then the student's. The teacher never receives
-gradients.
+parameter, with ``eta = 0.99``. Buffers (BatchNorm running mean/variance) are the teacher's own: it
+runs its forward pass in training mode on the unlabelled windows (batch statistics, as in Tarvainen
+& Valpola's reference code), which keeps running statistics of *its* activations. Copying the
+student's statistics instead would pair averaged weights with another network's statistics, and
+the teacher would be useless at inference early in training. The teacher never receives gradients.
 
 Student and teacher see differently perturbed versions of the same window: independent Gaussian
 noise and an independent intensity gain/offset per sample.
@@ -29,13 +29,10 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """``theta' <- decay * theta' + (1 - decay) * theta``; buffers copied from the student."""
+    """``theta' <- decay * theta' + (1 - decay) * theta`` on parameters; buffers are left to the teacher."""
     t_params = dict(teacher.named_parameters())
     for name, p in student.named_parameters():
         t_params[name].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
-    t_buffers = dict(teacher.named_buffers())
-    for name, b in student.named_buffers():
-        t_buffers[name].copy_(b)
 
 
 def perturb(
