@@ -81,7 +81,9 @@ def create_backend(settings: Settings) -> Backend:
         from service.export_cache import onnx_for
 
         onnx_path = path if kind == "onnx" else onnx_for(path, settings)
-        backend: Backend = OnnxRuntimeBackend(onnx_path, settings.device, threads)
+        backend: Backend = OnnxRuntimeBackend(
+            onnx_path, settings.device, threads, spinning=settings.ort_spinning
+        )
     elif name == "torch":
         from service.backends.torch import TorchBackend
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = "auto"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = Field(0, ge=0, description="intra-op threads; 0 = the CPUs this process may use")
+    ort_spinning: bool = Field(
+        False, description="let idle ONNX Runtime threads spin (only on dedicated cores)"
+    )
     export_calibration: Literal["conv", "matmul"] = Field(
         "matmul", description="calibration form when a checkpoint is exported to ONNX at startup"
     )
