@@ -97,8 +97,10 @@ def test_teacher_follows_the_ema_rule_step_by_step(synth, tmp_path):
     )
 
 
-def test_supervised_mode_has_no_teacher(synth, tmp_path):
-    trained = fit(_cfg(synth, tmp_path, mode="supervised", steps=3, eval_every=3))
+def test_supervised_mode_has_no_teacher_and_an_epoch_budget_counts_labelled_batches(synth, tmp_path):
+    trained = fit(_cfg(synth, tmp_path, mode="supervised", steps=None, epochs=1, eval_every=100))
+    train_videos = (synth / "FileList.csv").read_text().count(",TRAIN")
+    assert trained.step == (2 * train_videos) // 4  # ED + ES windows per video, whole batches of 4
     assert trained.teacher is None
     assert not (trained.run_dir / "last" / "teacher.safetensors").exists()
     log = read_log(trained.run_dir / "log.csv")
