@@ -32,12 +32,17 @@ def checkpoint_files(path: Path) -> list[Path]:
     return [root / "config.json", *sorted(root.glob("student*.safetensors"))]
 
 
+def export_batch(settings: Settings) -> str | int:
+    """``matmul`` exports with a dynamic batch; ``conv`` needs a static one (1: no padding waste)."""
+    return "dynamic" if settings.export_calibration == "matmul" else 1
+
+
 def cache_key(path: Path, settings: Settings) -> str:
     h = hashlib.sha256()
     for f in checkpoint_files(path):
         if f.exists():
             h.update(f.read_bytes())
-    h.update(f"calibration={settings.export_calibration};batch=dynamic".encode())
+    h.update(f"calibration={settings.export_calibration};batch={export_batch(settings)}".encode())
     return h.hexdigest()[:16]
 
 
@@ -48,7 +53,6 @@ def onnx_for(path: Path, settings: Settings) -> Path:
         log.info("using cached ONNX export %s", out)
         return out
     from export.onnx import export_onnx
-
     from training.model.io import load_pretrained
 
     model, config, meta = load_pretrained(path)
@@ -57,6 +61,8 @@ def onnx_for(path: Path, settings: Settings) -> Path:
     log.info(
         "exporting %s checkpoint to ONNX (%s form) into %s", config.preset, settings.export_calibration, out
     )
-    export_onnx(model.eval(), tmp, calibration=settings.export_calibration, batch="dynamic", meta=meta)
+    export_onnx(
+        model.eval(), tmp, calibration=settings.export_calibration, batch=export_batch(settings), meta=meta
+    )
     tmp.replace(out)
     return out
