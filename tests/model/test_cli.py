@@ -7,6 +7,7 @@ import json
 import pytest
 
 from echoseg.cli import main
+from training.model import build_model, get_preset
 from training.model.io import save_pretrained
 
 
@@ -51,8 +52,11 @@ def test_model_info_checkpoint_and_text(capsys, tiny_model, tmp_path):
     assert main(["model-info", "--checkpoint", str(tmp_path / "missing")]) == 2
 
 
-def test_model_info_latency_reports_both_forms_and_runtimes(capsys):
-    info = run_json(capsys, "--preset", "tiny", "--latency", "--threads", "1", "--runs", "1")
+def test_model_info_latency_reports_both_forms_and_runtimes(capsys, tmp_path):
+    # a one-level network keeps the two in-memory ONNX exports short
+    config = get_preset("tiny", depth=1, calibrated_levels=(0,), input_size=16)
+    save_pretrained(build_model(config), tmp_path)
+    info = run_json(capsys, "--checkpoint", str(tmp_path), "--latency", "--threads", "1", "--runs", "1")
     assert set(info["latency"]) == {"torch_conv", "torch_matmul", "onnxruntime_conv", "onnxruntime_matmul"}
     assert all(t["min_ms"] > 0 and t["median_ms"] >= t["min_ms"] for t in info["latency"].values())
     assert info["calibration"] == "conv"  # the form is restored after timing
