@@ -41,6 +41,8 @@ def register(subparsers) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from service.core.config import Settings
     from service.server import run_server
 
@@ -57,6 +59,9 @@ def serve(args: argparse.Namespace) -> int:
     }
     settings = Settings(**overrides)
     logging.getLogger().setLevel(settings.log_level)
+    if not Path(settings.model).exists():
+        print(f"error: model {settings.model} does not exist (pass --model or set ECHOSEG_MODEL)")
+        return 2
     run_server(settings, args.host, args.port)
     return 0
 

@@ -98,7 +98,10 @@ def test_four_streams_at_25_fps_for_10_s(make_server, checkpoint, tmp_path, caps
     Latency figures are printed (a measurement, not an assertion; the machine is shared).
     """
     directory, _ = checkpoint
-    server = make_server(model=str(directory), backend="onnxruntime", cache_dir=str(tmp_path / "cache"))
+    # One intra-op thread: the four clients share this process (and its GIL) with the server.
+    server = make_server(
+        model=str(directory), backend="onnxruntime", cache_dir=str(tmp_path / "cache"), threads=1
+    )
     clip = synthesize(np.random.default_rng(5), "load", frames=250, size=112).frames  # 10 s at 25 fps
 
     async def main():
