@@ -78,6 +78,7 @@ def segment(args: argparse.Namespace) -> int:
 
     from service.client import media_type_for, segment_bytes
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     path, out_dir = Path(args.file), Path(args.out)
     resp = segment_bytes(path.read_bytes(), media_type_for(path), args.url, args.output, _api_key(args))
     if resp.status_code != 200:
