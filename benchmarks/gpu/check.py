@@ -93,7 +93,7 @@ def logits(model, windows, device: str, dtype, batch: int = 8) -> np.ndarray:
     return np.concatenate(out)
 
 
-def parity(preset: str, steps: int, folder: Path) -> dict:
+def parity(preset: str, steps: int, folder: Path, device: str = "cuda") -> dict:
     import copy
 
     import torch
@@ -106,15 +106,20 @@ def parity(preset: str, steps: int, folder: Path) -> dict:
     model = build_untrained(preset, seed=0)
     windows, masks = synthetic_windows(model.config, folder)
     started = time.time()
-    model = fit(model, windows, masks, steps, "cuda")
+    model = fit(model, windows, masks, steps, device)
     windows = windows[:: max(1, len(windows) // 8)][:8]  # 8 windows across both clips: CPU time stays short
     rows = []
     for form in ("conv", "matmul"):
         net = copy.deepcopy(model).set_calibration(form)
         reference = logits(copy.deepcopy(net), windows, "cpu", torch.float32)
         spread = float(reference.std())
-        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
-            candidate = logits(copy.deepcopy(net), windows, "cuda", dtype)
+        precisions = (
+            (("fp32", torch.float32), ("fp16", torch.float16))
+            if device == "cuda"
+            else (("fp32", torch.float32),)
+        )
+        for name, dtype in precisions:
+            candidate = logits(copy.deepcopy(net), windows, device, dtype)
             p = compare(reference, candidate, model.config.threshold, "clips")
             ok = p.dice >= FP16_MIN_DICE if name == "fp16" else p.max_abs <= FP32_MAX_ABS * max(1.0, spread)
             rows.append({"form": form, "precision": name, "ok": ok, "logit_std": spread, **p.to_dict()})
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=["lite", "paper"])
     parser.add_argument("--fit-steps", type=int, default=40)
     parser.add_argument("--skip-gpu", action="store_true", default=os.environ.get("ECHOSEG_SKIP_GPU") == "1")
+    parser.add_argument("--dry-run-cpu", action="store_true", help="run the parity code CPU vs CPU (tests)")
     args = parser.parse_args(argv)
 
     import torch
@@ -169,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                     document["parity"].append(parity(preset, args.fit_steps, Path(tmp)))
                 except Exception as e:
                     document["parity"].append({"preset": preset, "error": f"{type(e).__name__}: {e}"})
+        elif args.dry_run_cpu:
+            for preset in args.presets:
+                document["parity"].append(parity(preset, args.fit_steps, Path(tmp), device="cpu"))
         else:
             reason = "skipped (ECHOSEG_SKIP_GPU / --skip-gpu)" if args.skip_gpu else "no CUDA device"
             document["skipped"].append(f"CUDA parity: {reason}")
