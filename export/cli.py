@@ -117,6 +117,10 @@ def run_check(args: argparse.Namespace) -> int:
             f"  {r.source:8s} {r.samples:8d} {r.max_abs:10.2e} {r.mean_abs:10.2e} {r.dice:8.5f} "
             f"{100 * r.positive_fraction:6.1f}%"
         )
+    if any(r.positive_fraction in (0.0, 1.0) for r in results):
+        print(
+            "  note: some reference masks are empty or full (an untrained network?): their Dice says little"
+        )
     print(f"  {'PASS' if ok else 'FAIL'} ({rule})")
     if args.json:
         document = {"onnx": str(args.onnx), "precision": precision, "ok": ok, "rule": rule}
