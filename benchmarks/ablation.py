@@ -103,7 +103,8 @@ class Budget:
     windows_per_video: int = 4
     lr: float = 3e-3
     eval_every: int = 40
-    seed: int = 0
+    seed: int = 0  # training seed (initialisation, batches, augmentation)
+    data_seed: int = 0  # synthetic training clips; the test clips use data_seed + 1000
     threads: int = 2
     timing_repeats: int = 30
     model_overrides: dict[str, Any] = field(default_factory=lambda: {"calibrated_levels": [2]})
@@ -125,12 +126,9 @@ def make_data(work: Path, budget: Budget) -> tuple[Path, Path]:
 
     train = work / "synth-train"
     test = work / "synth-test"
-    if not (train / "FileList.csv").is_file():
-        generate(train, videos=budget.train_videos, frames=budget.frames, size=budget.size, seed=budget.seed)
-    if not (test / "FileList.csv").is_file():
-        generate(
-            test, videos=budget.test_videos, frames=budget.frames, size=budget.size, seed=budget.seed + 1000
-        )
+    for root, videos, seed in ((train, budget.train_videos, 0), (test, budget.test_videos, 1000)):
+        if not (root / "FileList.csv").is_file():
+            generate(root, videos, frames=budget.frames, size=budget.size, seed=budget.data_seed + seed)
     return train, test
 
 
@@ -459,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(r.key for r in ROWS), help="comma-separated row keys")
     parser.add_argument("--steps", type=int, default=None, help="override the step budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (the data stays the same)")
+    parser.add_argument("--name", default=None, help="file stem of the results (default ablation[_quick])")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -468,11 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         budget.eval_every = max(1, args.steps // 3)
     if args.threads is not None:
         budget.threads = args.threads
+    if args.seed is not None:
+        budget.seed = args.seed
     keys = [k.strip() for k in args.rows.split(",") if k.strip()]
     unknown = sorted(set(keys) - {r.key for r in ROWS})
     if unknown:
         parser.error(f"unknown rows {unknown}; valid rows: {[r.key for r in ROWS]}")
-    stem = "ablation_quick" if args.quick else "ablation"
+    stem = args.name or ("ablation_quick" if args.quick else "ablation")
     work = args.work or Path("runs") / stem
     command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
     report = run_ablation(budget, work, args.out, stem, command.strip(), keys)
