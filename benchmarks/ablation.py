@@ -403,6 +403,56 @@ def ranking_lines(ranking: dict[str, Any]) -> list[str]:
     return lines
 
 
+# -- across training seeds ----------------------------------------------------------------------
+
+
+def combine_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per row: the traced-frame means of each run (one per training seed) and their mean ± std."""
+    keys = [r.key for r in ROWS if all(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
+    out: dict[str, Any] = {"seeds": [rep["budget"]["seed"] for rep in reports], "rows": []}
+    for key in keys:
+        runs = [next(x for x in rep["rows"] if x["key"] == key) for rep in reports]
+        entry: dict[str, Any] = {"key": key, "label": runs[0]["label"], "paper_row": runs[0]["paper_row"]}
+        for metric in ("dice_pct", "hd_px", "auc_pct"):
+            values = [r[metric]["mean"] for r in runs if r[metric]["mean"] is not None]
+            entry[metric] = {
+                "per_seed": values,
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+            }
+        entry["ef_corr"] = [r["ef"]["corr"] for r in runs]
+        out["rows"].append(entry)
+    return out
+
+
+def seeds_markdown(combined: dict[str, Any], sources: list[str]) -> str:
+    lines = [
+        "# Ablation rows across training seeds",
+        "",
+        f"Training seeds {combined['seeds']} (same data, steps and test set); sources: "
+        + ", ".join(f"`{s}`" for s in sources)
+        + ". Mean ± std over seeds of the per-run traced-frame means.",
+        "",
+        "| row | Dice (%) per seed | Dice (%) | HD (px) | AUC (%) | paper DC (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in combined["rows"]:
+        paper = PAPER_TABLE2[r["paper_row"]][0] if r["paper_row"] else None
+        seeds = ", ".join(f"{v:.1f}" for v in r["dice_pct"]["per_seed"])
+        cells = [_pm(r[m]) for m in ("dice_pct", "hd_px", "auc_pct")]
+        lines.append(f"| {r['label']} | {seeds} | " + " | ".join(cells) + f" | {_f(paper, 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_combined(paths: list[Path], out: Path, stem: str) -> str:
+    reports = [json.loads(p.read_text()) for p in paths]
+    combined = combine_seeds(reports)
+    write(out, stem, combined)
+    text = seeds_markdown(combined, [p.name for p in paths])
+    (out / f"{stem}.md").write_text(text)
+    return text
+
+
 # -- driver --------------------------------------------------------------------------------------
 
 
@@ -458,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the step budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (the data stays the same)")
+    parser.add_argument(
+        "--combine", nargs="+", type=Path, default=None, metavar="JSON",
+        help="instead of training: combine finished reports of several --seed runs into <name>.json/.md",
+    )  # fmt: skip
     parser.add_argument("--name", default=None, help="file stem of the results (default ablation[_quick])")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -474,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(keys) - {r.key for r in ROWS})
     if unknown:
         parser.error(f"unknown rows {unknown}; valid rows: {[r.key for r in ROWS]}")
+    if args.combine:
+        print(write_combined(args.combine, args.out, args.name or "ablation_seeds"))
+        return 0
     stem = args.name or ("ablation_quick" if args.quick else "ablation")
     work = args.work or Path("runs") / stem
     command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])

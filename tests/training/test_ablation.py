@@ -90,3 +90,18 @@ def test_markdown_holds_both_tables_and_the_paper_figures():
     assert md.count("\n| 1 | baseline |") == 1 and "| 2.67 |" in md  # paper's 32/12 ms ratio
     for row in ablation.ROWS:
         assert row.how in md
+
+
+def test_combining_seed_runs_gives_mean_and_std_per_row():
+    def report(seed, full_dice):
+        rows = [fake_row("tce", 0.80, 3.0, 0.9), fake_row("full", full_dice, 2.0, 0.95)]
+        return {"budget": {"seed": seed}, "rows": rows}
+
+    combined = ablation.combine_seeds([report(0, 0.60), report(1, 0.90), report(2, 0.75)])
+    assert combined["seeds"] == [0, 1, 2]
+    full = next(r for r in combined["rows"] if r["key"] == "full")
+    assert full["dice_pct"]["per_seed"] == pytest.approx([60.0, 90.0, 75.0])
+    assert full["dice_pct"]["mean"] == pytest.approx(75.0)
+    assert full["dice_pct"]["std"] == pytest.approx(15.0)
+    md = ablation.seeds_markdown(combined, ["a.json"])
+    assert "| Baseline+TCE+BSSF (full) | 60.0, 90.0, 75.0 | 75.00 ± 15.00 |" in md
