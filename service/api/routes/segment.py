@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -39,6 +40,7 @@ async def segment(
         service.uploads -= 1
     t = result.masks.shape[0]
     log.info("segmented a %d-frame clip in %.1f ms (output=%s)", t, result.timings_ms["total"], output)
+    started = time.perf_counter()
     if output == "npz":
         body = await asyncio.to_thread(
             masks_npz, result.masks, result.areas, result_json(result, backend) | {"masks": None}
@@ -46,16 +48,30 @@ async def segment(
         return Response(
             body,
             media_type="application/x-npz",
-            headers={"Content-Disposition": 'attachment; filename="masks.npz"'},
+            headers={
+                "Content-Disposition": 'attachment; filename="masks.npz"',
+                **_server_timing(result.timings_ms, started),
+            },
         )
     if output == "mp4":
         body = await asyncio.to_thread(overlay_mp4, result.clip.frames, result.masks, result.clip.fps)
         return Response(
             body,
             media_type="video/mp4",
-            headers={"Content-Disposition": 'attachment; filename="overlay.mp4"'},
+            headers={
+                "Content-Disposition": 'attachment; filename="overlay.mp4"',
+                **_server_timing(result.timings_ms, started),
+            },
         )
-    return Response(_dumps(result_json(result, backend)), media_type="application/json")
+    body = _dumps(result_json(result, backend))
+    return Response(body, media_type="application/json", headers=_server_timing(result.timings_ms, started))
+
+
+def _server_timing(timings_ms: dict[str, float], encode_started: float) -> dict[str, str]:
+    """``Server-Timing`` header: the body's stages plus ``encode`` (building the response body)."""
+    encode_ms = (time.perf_counter() - encode_started) * 1e3
+    parts = [f"{name};dur={ms:.3f}" for name, ms in timings_ms.items()]
+    return {"Server-Timing": ", ".join([*parts, f"encode;dur={encode_ms:.3f}"])}
 
 
 def _dumps(body: dict) -> bytes:

@@ -1,0 +1,417 @@
+"""Model latency: every backend available here × presets × batch sizes, side by side in one run.
+
+    .venv/bin/python -m benchmarks.model_latency                     # CPU: torch eager, ONNX Runtime
+    python3 -m benchmarks.model_latency --device cuda --batches 1 4 16 32   # GPU backends too
+
+For each preset and batch size the backends run interleaved, repetition by repetition, so a
+noisy machine slows them alike; each backend's speed is reported as a ratio to torch eager from
+the same cells. Per frame = per call / batch. A cell's repetitions are capped by a time budget;
+a cell whose estimated call time (from the smaller batch) exceeds ``--max-call-s`` is skipped
+and recorded as capped. The untrained network of each preset is used: weights do not change the
+time.
+
+Backends (what runs depends on what is installed):
+
+- ``torch`` — eager fp32, the calibration form torch uses by default on the device;
+- ``onnxruntime-matmul`` — ONNX Runtime, ``matmul`` form, dynamic batch (the service's export);
+- ``onnxruntime-conv`` — ONNX Runtime, ``conv`` form, one static-batch file per batch size;
+- GPU only: ``torch-fp16-graph`` (fp16 weights, one CUDA graph per batch), ``onnxruntime-cuda``,
+  ``onnxruntime-trt`` (TensorRT execution provider, fp16) and ``tensorrt-fp16`` (an engine built
+  by ``export.tensorrt``) when TensorRT is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import TimingCap, document, export_preset, summarize_ms, time_interleaved, write_result
+
+log = logging.getLogger(__name__)
+
+CPU_BACKENDS = ("torch", "onnxruntime-matmul", "onnxruntime-conv")
+GPU_BACKENDS = ("torch-fp16-graph", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt-fp16")
+BASELINE = "torch"
+
+
+class Skip(Exception):
+    """This backend cannot run this cell here; the message says why."""
+
+
+# -- backends: each factory returns a zero-argument call that runs one batch ---------------------
+def ort_options(threads: int, spinning: bool = False, level: str = "all", parallel: bool = False):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    opts.graph_optimization_level = levels[level]
+    spin = "1" if spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return opts
+
+
+class Cell:
+    """Everything the factories need for one (preset, batch)."""
+
+    def __init__(self, model, batch: int, folder: Path, threads: int, device: str) -> None:
+        self.model = model
+        self.config = model.config
+        self.batch = batch
+        self.folder = folder
+        self.threads = threads
+        self.device = device
+        c = self.config
+        rng = np.random.default_rng(batch)
+        self.x = rng.standard_normal((batch, c.num_frames, c.input_size, c.input_size), dtype=np.float32)
+
+
+def _torch_cpu(cell: Cell) -> Callable[[], object]:
+    import torch
+
+    from export.forms import DEFAULT_CALIBRATION
+
+    net = copy.deepcopy(cell.model).set_calibration(DEFAULT_CALIBRATION["torch-cpu"]).eval()
+    x = torch.from_numpy(cell.x)
+
+    def call():
+        with torch.inference_mode():
+            return net(x).numpy()
+
+    return call
+
+
+def _ort_session(path: Path, cell: Cell, providers: list):
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    missing = [p for p in names if p not in available]
+    if missing:
+        raise Skip(f"onnxruntime {ort.__version__} lacks {missing} (has {available})")
+    session = ort.InferenceSession(str(path), ort_options(cell.threads), providers=providers)
+    if session.get_providers()[0] != names[0]:
+        raise Skip(f"{names[0]} did not load (session providers {session.get_providers()})")
+    feed = {"frames": cell.x}
+    return lambda: session.run(None, feed)
+
+
+def _ort_matmul(cell: Cell, providers=("CPUExecutionProvider",)) -> Callable[[], object]:
+    path = export_preset(cell.config.preset, cell.folder, "matmul", "dynamic")
+    return _ort_session(path, cell, list(providers))
+
+
+def _ort_conv(cell: Cell) -> Callable[[], object]:
+    path = export_preset(cell.config.preset, cell.folder, "conv", cell.batch)
+    return _ort_session(path, cell, ["CPUExecutionProvider"])
+
+
+def _ort_cuda(cell: Cell) -> Callable[[], object]:
+    return _ort_matmul(cell, ("CUDAExecutionProvider", "CPUExecutionProvider"))
+
+
+def _ort_trt(cell: Cell) -> Callable[[], object]:
+    cache = cell.folder / "trt-ep-cache"
+    cache.mkdir(exist_ok=True)
+    trt_opts = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+    return _ort_matmul(
+        cell, (("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider")
+    )
+
+
+def _torch_graph(cell: Cell) -> Callable[[], object]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Skip("torch sees no CUDA GPU")
+    net = copy.deepcopy(cell.model).set_calibration("conv").cuda().half().eval()
+    static_in = torch.from_numpy(cell.x).cuda().half()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            net(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        static_out = net(static_in)
+    host = torch.from_numpy(cell.x).pin_memory()
+
+    def call():  # host windows in, host logits out, as the service does
+        static_in.copy_(host.to("cuda", non_blocking=True).half())
+        graph.replay()
+        return static_out.float().cpu()
+
+    return call
+
+
+_ENGINES: dict[tuple[str, int], object] = {}
+
+
+def _tensorrt(cell: Cell, max_batch: int) -> Callable[[], object]:
+    try:
+        from export.tensorrt import BuildSettings, EngineRunner, TensorRTUnavailable, build_engine
+    except ImportError as e:
+        raise Skip(f"export.tensorrt unavailable: {e}") from None
+    key = (cell.config.preset, max_batch)
+    try:
+        if key not in _ENGINES:
+            onnx_path = export_preset(cell.config.preset, cell.folder, "matmul", "dynamic")
+            plan = cell.folder / f"{cell.config.preset}-fp16-b{max_batch}.plan"
+            settings = BuildSettings(fp16=True, min_batch=1, opt_batch=min(4, max_batch), max_batch=max_batch)
+            build_engine(onnx_path, plan, settings)
+            _ENGINES[key] = EngineRunner(plan)
+    except TensorRTUnavailable as e:
+        raise Skip(str(e)) from None
+    runner = _ENGINES[key]
+    return lambda: runner.run(cell.x)
+
+
+def factories(device: str, max_batch: int) -> dict[str, Callable[[Cell], Callable[[], object]]]:
+    table = {"torch": _torch_cpu, "onnxruntime-matmul": _ort_matmul, "onnxruntime-conv": _ort_conv}
+    if device == "cuda":
+        table = {
+            "torch": _torch_cpu,
+            "onnxruntime-matmul": _ort_matmul,
+            "torch-fp16-graph": _torch_graph,
+            "onnxruntime-cuda": _ort_cuda,
+            "onnxruntime-trt": _ort_trt,
+            "tensorrt-fp16": lambda cell: _tensorrt(cell, max_batch),
+        }
+    return table
+
+
+# -- one preset --------------------------------------------------------------------------------
+def _estimate_s(per_frame_ms: dict[str, float], backends, batch: int) -> float:
+    """Seconds one interleaved round at ``batch`` would take, from the per-frame times measured so far."""
+    return sum(per_frame_ms.get(b, 0.0) for b in backends) * batch / 1e3
+
+
+def run_preset(
+    preset: str,
+    batches: list[int],
+    backends: list[str],
+    device: str,
+    threads: int,
+    cap: TimingCap,
+    max_call_s: float,
+    folder: Path,
+) -> list[dict]:
+    from export.source import build_untrained
+
+    model = build_untrained(preset, seed=0)
+    table = factories(device, max(batches))
+    rows: list[dict] = []
+    per_frame: dict[str, float] = {}
+    for batch in sorted(batches):
+        cell = Cell(model, batch, folder, threads, device)
+        estimate = _estimate_s(per_frame, backends, batch)
+        if estimate > max_call_s:
+            reason = f"capped: one round estimated at {estimate:.1f} s > max_call_s={max_call_s}"
+            rows += [dict(preset=preset, batch=batch, backend=b, skipped=reason) for b in backends]
+            log.info("%s b=%d skipped (%s)", preset, batch, reason)
+            continue
+        calls, skipped = {}, {}
+        for name in backends:
+            if name not in table:
+                skipped[name] = f"backend {name!r} is not available on {device}; valid: {sorted(table)}"
+                continue
+            try:
+                calls[name] = table[name](cell)
+            except Skip as e:
+                skipped[name] = str(e)
+            except Exception as e:  # a backend that fails here must not stop the others
+                log.exception("backend %s failed to start", name)
+                skipped[name] = f"failed: {type(e).__name__}: {e}"
+        times, report = time_interleaved(calls, cap) if calls else ({}, {})
+        base = np.median(times[BASELINE]) if BASELINE in times else None
+        for name in backends:
+            if name in skipped:
+                rows.append(dict(preset=preset, batch=batch, backend=name, skipped=skipped[name]))
+                continue
+            call_ms = summarize_ms(times[name])
+            frame_ms = {
+                k: (round(v / batch, 3) if k != "n" and v is not None else v) for k, v in call_ms.items()
+            }
+            per_frame[name] = frame_ms["p50"]
+            rows.append(
+                dict(
+                    preset=preset,
+                    batch=batch,
+                    backend=name,
+                    input_size=model.config.input_size,
+                    per_call_ms=call_ms,
+                    per_frame_ms=frame_ms,
+                    frames_per_s=round(batch * 1e3 / call_ms["p50"], 1),
+                    speedup_vs_torch=round(base / call_ms["p50"], 3) if base else None,
+                    timing=report,
+                )
+            )
+            print(
+                f"{preset:6s} b={batch:<3d} {name:20s} {frame_ms['p50']:9.2f} ms/frame p50 "
+                f"{frame_ms['p99']:9.2f} p99  ({call_ms['n']} reps, {report['stopped_by']})",
+                flush=True,
+            )
+    return rows
+
+
+# -- the variants that decide the `lite` preset and the ONNX Runtime options ---------------------
+def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path) -> list[dict]:
+    """Batch-1 ONNX Runtime latency of one preset under different session options and forms."""
+    import onnxruntime as ort
+
+    from training.model import get_preset
+
+    c = get_preset(preset)
+    x = np.random.default_rng(0).standard_normal(
+        (1, c.num_frames, c.input_size, c.input_size), dtype=np.float32
+    )
+    variants = {
+        f"matmul, {threads} threads (service default)": ("matmul", dict(threads=threads)),
+        f"conv, {threads} threads": ("conv", dict(threads=threads)),
+        "matmul, 1 thread": ("matmul", dict(threads=1)),
+        "conv, 1 thread": ("conv", dict(threads=1)),
+        f"conv, {threads} threads, spinning": ("conv", dict(threads=threads, spinning=True)),
+        f"conv, {threads} threads, basic graph optimisation": ("conv", dict(threads=threads, level="basic")),
+        f"conv, {threads} threads, parallel execution": ("conv", dict(threads=threads, parallel=True)),
+    }
+    calls = {}
+    for name, (form, opts) in variants.items():
+        path = export_preset(preset, folder, form, "dynamic" if form == "matmul" else 1)
+        session = ort.InferenceSession(str(path), ort_options(**opts), providers=["CPUExecutionProvider"])
+        calls[name] = lambda s=session: s.run(None, {"frames": x})
+    times, report = time_interleaved(calls, cap)
+    base = np.median(next(iter(times.values())))
+    rows = []
+    for name, ms in times.items():
+        s = summarize_ms(ms)
+        rows.append(dict(variant=name, per_frame_ms=s, ratio_to_service_default=round(base / s["p50"], 3)))
+        print(f"ort options {preset}: {name:48s} {s['p50']:8.2f} ms p50", flush=True)
+    return [dict(preset=preset, batch=1, timing=report, variants=rows)]
+
+
+LITE_VARIANTS = {
+    "lite (preset: width 8, ASSC levels 3-4, dilations 1-2-3)": {},
+    "ASSC level 4 only": {"calibrated_levels": (4,)},
+    "ASSC levels 3-4, dilations 1-2": {"dilations": (1, 2)},
+    "width 4, ASSC levels 3-4": {"width": 4},
+    "width 4, ASSC level 4 only": {"width": 4, "calibrated_levels": (4,)},
+    "no ASSC (plain fusion)": {"bssf": False},
+}
+
+
+def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
+    """ONNX Runtime batch-1 latency of ``lite`` and the variants that trade calibration for speed."""
+    import onnxruntime as ort
+    import torch
+
+    from export.onnx import export_onnx
+    from training.model import build_model, get_preset
+
+    calls, params = {}, {}
+    x = np.random.default_rng(0).standard_normal((1, 3, 112, 112), dtype=np.float32)
+    for i, (name, changes) in enumerate(LITE_VARIANTS.items()):
+        torch.manual_seed(0)
+        model = build_model(get_preset("lite", **changes)).eval()
+        params[name] = sum(p.numel() for p in model.parameters())
+        path = folder / f"lite-variant-{i}-conv-b1.onnx"
+        export_onnx(model, path, calibration="conv", batch=1)
+        for t in sorted({1, threads}):
+            session = ort.InferenceSession(str(path), ort_options(t), providers=["CPUExecutionProvider"])
+            calls[f"{name} | {t} thread{'s' if t > 1 else ''}"] = lambda s=session: s.run(None, {"frames": x})
+    times, report = time_interleaved(calls, cap)
+    rows = []
+    for key, ms in times.items():
+        name, threads_label = key.split(" | ")
+        s = summarize_ms(ms)
+        rows.append(dict(variant=name, threads=threads_label, parameters=params[name], per_frame_ms=s))
+        print(f"lite variant {key:64s} {s['p50']:8.2f} ms p50", flush=True)
+    return dict(backend="onnxruntime-conv", batch=1, timing=report, variants=rows)
+
+
+# -- entry point -------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks.model_latency", description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--presets", nargs="+", default=["lite", "paper"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--backends", nargs="+", default=None, help="default: every backend of the device")
+    p.add_argument("--threads", type=int, default=0, help="torch/ORT intra-op threads (0: the usable CPUs)")
+    p.add_argument("--budget-s", type=float, default=6.0, help="timing budget per cell (all backends)")
+    p.add_argument("--max-reps", type=int, default=40)
+    p.add_argument("--min-reps", type=int, default=3)
+    p.add_argument(
+        "--max-call-s", type=float, default=20.0, help="skip a cell whose round is estimated longer"
+    )
+    p.add_argument("--no-variants", action="store_true", help="skip the ORT-options and lite-variant tables")
+    p.add_argument("--out-dir", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def preset_cap(preset: str, args: argparse.Namespace) -> TimingCap:
+    """``paper`` on a CPU takes seconds per call: one warm-up and one or two timed calls."""
+    if preset == "paper" and args.device == "cpu":
+        return TimingCap(budget_s=min(args.budget_s, 10.0), max_reps=3, min_reps=1, warmup=1)
+    return TimingCap(args.budget_s, args.max_reps, args.min_reps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    import torch
+
+    from service.core.config import available_cpus
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: run with --device cpu", file=sys.stderr)
+        return 2
+    threads = args.threads or available_cpus()
+    torch.set_num_threads(threads)
+    backends = args.backends or list(CPU_BACKENDS if args.device == "cpu" else factories("cuda", 1))
+    rows: list[dict] = []
+    extra: dict = {}
+    with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
+        folder = Path(tmp)
+        for preset in args.presets:
+            cap = preset_cap(preset, args)
+            rows += run_preset(
+                preset, args.batches, backends, args.device, threads, cap, args.max_call_s, folder
+            )
+        if not args.no_variants and args.device == "cpu":
+            vcap = TimingCap(args.budget_s, args.max_reps, args.min_reps)
+            extra["ort_options"] = ort_option_variants("lite", threads, vcap, folder)
+            extra["lite_variants"] = lite_variants(threads, vcap, folder)
+    doc = document(
+        "model_latency",
+        argv,
+        started,
+        device=args.device,
+        threads=threads,
+        backends=backends,
+        baseline=BASELINE,
+        results=rows,
+        **extra,
+    )
+    name = "model_latency" if args.device == "cpu" else "model_latency-cuda"
+    print(f"wrote {write_result(doc, args.out_dir, name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

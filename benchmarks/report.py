@@ -1,0 +1,366 @@
+"""``docs/performance.md`` from the JSON files of one ``benchmarks.run_all``: targets, tables, machine.
+
+.venv/bin/python -m benchmarks.report        # re-render from benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.common import REPO, RESULTS
+
+LITE_TARGET_MS = 8.0
+ORT_SPEEDUP_TARGET = 1.5
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _cell(model: dict | None, preset: str, batch: int, backend: str) -> dict | None:
+    for r in (model or {}).get("results", []):
+        if (r["preset"], r["batch"], r["backend"]) == (preset, batch, backend) and "skipped" not in r:
+            return r
+    return None
+
+
+def _scenario(stream: dict | None, streams: int, fps: float) -> dict | None:
+    for r in (stream or {}).get("scenarios", []):
+        if r["streams"] == streams and r["fps"] == fps:
+            return r
+    return None
+
+
+# -- sections ----------------------------------------------------------------------------------
+def targets(model, stream, gpu_model, gpu_stream) -> list[str]:
+    rows = []
+    ort = _cell(model, "lite", 1, "onnxruntime-matmul")
+    conv = _cell(model, "lite", 1, "onnxruntime-conv")
+    best = min((c for c in (ort, conv) if c), key=lambda c: c["per_frame_ms"]["p50"], default=None)
+    if best:
+        p50 = best["per_frame_ms"]["p50"]
+        rows.append(
+            [
+                "CPU: `lite` 112×112, ONNX Runtime, batch 1, p50 ≤ 8 ms/frame",
+                f"{p50:.2f} ms ({best['backend']})",
+                "met" if p50 <= LITE_TARGET_MS else "**missed**",
+            ]
+        )
+    if ort:
+        s = ort.get("speedup_vs_torch")
+        rows.append(
+            [
+                "CPU: ONNX Runtime ≥ 1.5× torch eager (`lite`, batch 1, same run)",
+                f"{s:.2f}× (matmul form)" if s else "–",
+                "met" if s and s >= ORT_SPEEDUP_TARGET else "**missed**",
+            ]
+        )
+    one = _scenario(stream, 1, 50.0)
+    if one:
+        lat = one["client_latency_ms"]
+        rows.append(
+            [
+                "CPU: 1 stream at 50 fps, p99 ≤ 32 ms, no frame lost",
+                f"p99 {_fmt(lat['p99'])} ms, {one['frames_lost']} lost",
+                "met" if one["within_budget"] else "**missed**",
+            ]
+        )
+    four = _scenario(stream, 4, 25.0)
+    if four:
+        lat = four["client_latency_ms"]
+        rows.append(
+            [
+                "CPU: ≥ 4 concurrent 25-fps streams within p99 ≤ 32 ms",
+                f"4×25: p99 {_fmt(lat['p99'])} ms, {four['frames_lost']} lost",
+                "met" if four["within_budget"] else "**missed**",
+            ]
+        )
+    if stream and stream.get("capacity"):
+        cap = stream["capacity"]
+        rows.append(
+            [
+                "CPU: capacity (30-fps streams within p99 ≤ 32 ms, none lost)",
+                f"{cap['streams_held']} streams",
+                "–",
+            ]
+        )
+    if gpu_model:
+        c1 = _cell(gpu_model, "paper", 1, "tensorrt-fp16") or _cell(gpu_model, "paper", 1, "torch-fp16-graph")
+        c32 = _cell(gpu_model, "paper", 32, "tensorrt-fp16") or _cell(
+            gpu_model, "paper", 32, "torch-fp16-graph"
+        )
+        if c1:
+            v = c1["per_frame_ms"]["p50"]
+            rows.append(
+                ["GPU: `paper` fp16 batch 1 ≤ 2 ms/frame", f"{v:.2f} ms ({c1['backend']})", _met(v <= 2)]
+            )
+        if c32:
+            v = c32["frames_per_s"]
+            rows.append(
+                ["GPU: ≥ 3,000 frames/s at batch 32", f"{v:,.0f} ({c32['backend']})", _met(v >= 3000)]
+            )
+        if gpu_stream and gpu_stream.get("capacity"):
+            held = gpu_stream["capacity"]["streams_held"]
+            rows.append(["GPU: ≥ 32 concurrent 50-fps streams", f"{held} streams (30 fps search)", "–"])
+    else:
+        rows.append(
+            ["GPU targets (H100)", "not measured: no GPU in the session that produced this page", "–"]
+        )
+    return ["## Targets", "", *_table(["target", "measured", ""], rows)]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def model_section(model: dict | None, title: str) -> list[str]:
+    if not model:
+        return [f"## {title}", "", "Not run.", ""]
+    rows = []
+    for r in model["results"]:
+        if "skipped" in r:
+            rows.append([r["preset"], r["batch"], r["backend"], "–", "–", "–", "–", r["skipped"]])
+            continue
+        f, t = r["per_frame_ms"], r["timing"]
+        note = f"{t['reps']} reps" + (" (time-capped)" if t["stopped_by"] == "budget_s" else "")
+        rows.append(
+            [
+                r["preset"],
+                r["batch"],
+                r["backend"],
+                f["p50"],
+                f["p99"],
+                r["frames_per_s"],
+                f"{r['speedup_vs_torch']:.2f}×" if r.get("speedup_vs_torch") else "–",
+                note,
+            ]
+        )
+    out = [f"## {title}", "", f"`{model['command']}` — {model['threads']} intra-op threads, interleaved.", ""]
+    out += _table(
+        ["preset", "batch", "backend", "p50 ms/frame", "p99 ms/frame", "frames/s", "vs torch", "timing"], rows
+    )
+    if model.get("ort_options"):
+        block = model["ort_options"][0]
+        out += ["### ONNX Runtime session options (`lite`, batch 1, interleaved)", ""]
+        out += _table(
+            ["variant", "p50 ms", "p99 ms", "speed vs service default"],
+            [
+                [
+                    v["variant"],
+                    v["per_frame_ms"]["p50"],
+                    v["per_frame_ms"]["p99"],
+                    f"{v['ratio_to_service_default']}×",
+                ]
+                for v in block["variants"]
+            ],
+        )
+    if model.get("lite_variants"):
+        lv = model["lite_variants"]
+        out += [
+            "### What would meet 8 ms: `lite` and lighter calibration (ONNX Runtime, conv form, batch 1)",
+            "",
+        ]
+        rows = [
+            [
+                v["variant"],
+                v["threads"],
+                f"{v['parameters']:,}",
+                v["per_frame_ms"]["p50"],
+                v["per_frame_ms"]["min"],
+                "yes" if v["per_frame_ms"]["p50"] <= LITE_TARGET_MS else "no",
+            ]
+            for v in lv["variants"]
+        ]
+        out += _table(["configuration", "threads", "parameters", "p50 ms", "min ms", "p50 ≤ 8 ms"], rows)
+    return out
+
+
+def stream_section(stream: dict | None, title: str) -> list[str]:
+    if not stream:
+        return [f"## {title}", "", "Not run.", ""]
+    out = [
+        f"## {title}",
+        "",
+        f"`{stream['command']}` — model {stream['model_source']}; {stream['client']}.",
+        "",
+    ]
+
+    def row(r):
+        c, s = r["client_latency_ms"], r["server_latency_ms"]
+        return [
+            f"{r['streams']}×{r['fps']:.0f}",
+            r["seconds"],
+            c["p50"],
+            c["p95"],
+            c["p99"],
+            s.get("p50"),
+            s.get("p95"),
+            s.get("p99"),
+            f"{r['frames_lost']}/{r['frames_sent']}",
+            f"{r['budget_misses_client']} / {r['budget_misses_server']}",
+            "yes" if r["within_budget"] else "no",
+        ]
+
+    header = [
+        "streams×fps",
+        "s",
+        "client p50",
+        "p95",
+        "p99",
+        "server p50",
+        "p95",
+        "p99",
+        "lost",
+        "misses c/s",
+        "ok",
+    ]
+    out += _table(header, [row(r) for r in stream["scenarios"]])
+    cap = stream.get("capacity")
+    if cap:
+        out += [
+            f"Capacity: **{cap['streams_held']}** concurrent {cap['fps']:.0f}-fps streams held "
+            f"({cap['criterion']}; "
+            f"first failing: {_fmt(cap['first_failing'])}; search stopped by {cap['stopped_by']}).",
+            "",
+        ]
+        out += _table(header, [row(r) for r in cap["trials"]])
+    out += ["Latencies in ms; server figures come from the `/metrics` histogram (bucket-interpolated).", ""]
+    return out
+
+
+def rest_section(rest: dict | None) -> list[str]:
+    if not rest:
+        return ["## REST", "", "Not run.", ""]
+    out = ["## REST (`POST /v1/segment`)", "", f"`{rest['command']}` — model {rest['model_source']}.", ""]
+    stages = ("decode", "preprocess", "queue", "inference", "postprocess", "encode", "transport")
+    rows = []
+    for c in rest["clips"]:
+        t = c["timings_ms"]
+        rows.append(
+            [c["clip"], c["frames"], t["client"]["p50"], c["frames_per_s"], c["ms_per_frame"]]
+            + [t[s]["p50"] for s in stages]
+        )
+    out += _table(["clip", "frames", "total ms", "frames/s", "ms/frame", *stages], rows)
+    return out
+
+
+def stages_section(stages: dict | None) -> list[str]:
+    if not stages:
+        return ["## Where the time goes", "", "Not run.", ""]
+    names = stages["stages"]
+    out = [
+        "## Where the time goes (one stream, per frame, mean ms)",
+        "",
+        f"`{stages['command']}` — {stages['fps']:.0f} fps, {stages['seconds']} s per variant, "
+        f"first {stages['warmup_frames']} frames dropped. Each variant is a fresh server, run one after "
+        "the other; `baseline_again` repeats the baseline at the end to show the machine's drift.",
+        "",
+    ]
+    for block in stages["results"]:
+        h, w = block["frame_size"]
+        rows = []
+        for v in block["variants"]:
+            s = v["stages_ms"]
+            speed = block["speedup_vs_baseline"].get(v["variant"], {}).get("end_to_end")
+            rows.append(
+                [v["variant"]]
+                + [s[n]["mean"] for n in names]
+                + [
+                    s["other"]["mean"],
+                    s["end_to_end"]["mean"],
+                    s["end_to_end"]["p99"],
+                    f"{speed}×" if speed else "–",
+                ]
+            )
+        out += [f"### {h}×{w} frames", ""]
+        out += _table(["variant", *names, "other", "end-to-end", "e2e p99", "speed vs baseline"], rows)
+        out += _table(["variant", "what it changes"], [[v["variant"], v["note"]] for v in block["variants"]])
+    return out
+
+
+def machine_section(run_all: dict | None, docs: list[dict]) -> list[str]:
+    first = next((d for d in docs if d), None)
+    if not first:
+        return []
+    m = first["machine"]
+    pk = m["packages"]
+    out = ["## Machine and commands", ""]
+    out += [
+        f"- CPU: {m['cpu_model']}, {m['cpu_count']} cores ({m['cpus_usable']} usable); "
+        f"GPU: {m['gpu'] or 'none'}",
+        f"- {m['platform']}, Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in pk.items() if v is not None),
+        f"- commit {m['git_commit']}",
+    ]
+    if run_all:
+        out += [
+            f"- load average (1/5/15 min) before: {run_all['load_average_before']}, "
+            f"after: {run_all['load_average_after']}",
+            f"- `{run_all['command']}` took {run_all['wall_s']:.0f} s: "
+            + ", ".join(
+                f"{s['section']} {s['wall_s']:.0f} s" + (" (FAILED)" if s["error"] else "")
+                for s in run_all["sections"]
+            ),
+        ]
+    for d in docs:
+        if d:
+            out.append(
+                f"- `{d['command']}` ({d['wall_s']:.0f} s, "
+                f"load average at the end {d['machine']['load_average']})"
+            )
+    return [*out, ""]
+
+
+INTRO = """# Performance
+
+Every figure on this page was written by `make bench` (`.venv/bin/python -m benchmarks.run_all`)
+into `benchmarks/results/*.json` and rendered by `benchmarks/report.py`; rerun it to refresh the
+page. The machines these run on are shared: absolute CPU times move with the load average
+(recorded below), so compare the ratios measured side by side in one run — the model backends
+are interleaved repetition by repetition; the streaming variants run one after the other with
+the baseline repeated at the end. The networks are untrained presets (seed 0): weights do not
+change the time. Benchmarks are not tests; nothing here is asserted in the test suite.
+"""
+
+
+def write_report(folder: Path = RESULTS, out: Path | None = None) -> Path:
+    folder = Path(folder)
+    out = Path(out) if out else REPO / "docs" / "performance.md"
+    model, stream = _load(folder, "model_latency"), _load(folder, "streaming")
+    rest, stages = _load(folder, "rest"), _load(folder, "stages")
+    gpu_model, gpu_stream = _load(folder, "model_latency-cuda"), _load(folder, "streaming-cuda")
+    run_all = _load(folder, "run_all")
+    lines = [INTRO]
+    lines += targets(model, stream, gpu_model, gpu_stream)
+    lines += model_section(model, "Model latency (CPU)")
+    lines += stream_section(stream, "Streaming end to end (CPU, loopback)")
+    lines += rest_section(rest)
+    lines += stages_section(stages)
+    if gpu_model or gpu_stream:
+        lines += model_section(gpu_model, "Model latency (GPU)")
+        lines += stream_section(gpu_stream, "Streaming end to end (GPU machine)")
+    lines += machine_section(run_all, [model, stream, rest, stages, gpu_model, gpu_stream])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS))

@@ -1,0 +1,250 @@
+"""Where the time of one streamed frame goes, and what each optimisation of the path buys.
+
+    .venv/bin/python -m benchmarks.stages                  # 480x640 and 112x112 frames, all variants
+    .venv/bin/python -m benchmarks.stages --sizes 112x112 --variants baseline optimised
+
+One stream at ``--fps`` runs against ``benchmarks.stage_server`` (the product's server with
+timers on the streaming path) for each variant of the server's settings. Per frame:
+
+| stage | measured as |
+|---|---|
+| receive | client sent the frame -> the session got the message (one monotonic clock) |
+| decode | ``decode_frame`` (gray8 bytes -> array) |
+| resize | ``preprocess``: resize to the model's input size and normalise |
+| queue wait | time in the micro-batcher before the frame's batch ran |
+| inference | backend time of that batch |
+| resize back | ``logits_to_masks``: sigmoid, resize to the frame's size, threshold |
+| encode | ``encode_mask`` at the frame's size |
+| send | handing the mask message to the WebSocket + its way to the client |
+| other | the rest of the end-to-end mean: event loop scheduling, thread hops, window building |
+
+End to end is the client's view: from sending the last frame a mask needs (frame t+1 for the
+centred window) to receiving the mask. Variants (each a fresh server, one after the other, the
+baseline repeated last to show the drift of a shared machine): the service defaults before
+optimisation, each optimisation alone, and all of them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import struct
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import document, export_preset, moving_disc_clip, served, summarize_ms, write_result
+
+log = logging.getLogger(__name__)
+
+STAGES = ("receive", "decode", "resize", "queue_wait", "inference", "resize_back", "encode", "send")
+WARMUP_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the streaming path: the export form, the client's mask encoding, settings."""
+
+    form: str = "matmul"
+    mask_encoding: str = "png"
+    env: dict = field(default_factory=dict)
+    note: str = ""
+
+
+BEFORE = {"ECHOSEG_STREAM_FAST_PATH": "0"}
+VARIANTS: dict[str, Variant] = {
+    "baseline": Variant(
+        env=BEFORE, note="matmul export, PNG masks, PIL PNG encoder in a worker thread, 1.5 ms wait"
+    ),
+    "fast_path": Variant(
+        note="zlib 1-bit PNG encoder on the event loop, batch wait skipped when no other stream"
+    ),
+    "gray8_masks": Variant(mask_encoding="gray8", env=BEFORE, note="raw 0/1 bytes instead of PNG masks"),
+    "conv_form": Variant(form="conv", env=BEFORE, note="conv calibration form, static batch 1"),
+    "one_thread": Variant(env={**BEFORE, "ECHOSEG_THREADS": "1"}, note="1 ONNX Runtime intra-op thread"),
+    "no_batch_wait": Variant(env={**BEFORE, "ECHOSEG_MAX_BATCH_WAIT_MS": "0"}, note="max_batch_wait_ms=0"),
+    "optimised": Variant(form="conv", mask_encoding="gray8", note="all of the above that helped"),
+    "baseline_again": Variant(env=BEFORE, note="the baseline once more: the drift of the machine"),
+}
+
+
+# -- the client ---------------------------------------------------------------------------------
+async def stream_timed(url: str, frames: np.ndarray, fps: float, mask_encoding: str) -> dict:
+    """Send gray8 frames at ``fps``; returns send times per frame, receive times per mask, lookahead."""
+    from websockets.asyncio.client import connect
+
+    height, width = frames.shape[1:]
+    payloads = [f.tobytes() for f in frames]
+    sent: list[float] = []
+    received: dict[int, float] = {}
+    ws_url = url.replace("http", "ws", 1) + "/v1/stream"
+    async with connect(ws_url, max_size=2**26) as ws:
+        start = {"type": "start", "width": width, "height": height, "encoding": "gray8"}
+        await ws.send(json.dumps({**start, "mask_encoding": mask_encoding, "fps": fps}))
+        ready = json.loads(await ws.recv())
+        if ready.get("type") != "ready":
+            raise RuntimeError(f"the server refused the stream: {ready}")
+
+        async def sender() -> None:
+            t0 = time.perf_counter()
+            for i, payload in enumerate(payloads):
+                await asyncio.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
+                sent.append(time.perf_counter())
+                await ws.send(payload)
+            await ws.send(json.dumps({"type": "end"}))
+
+        task = asyncio.create_task(sender())
+        async for message in ws:
+            if isinstance(message, bytes):
+                received[struct.unpack("<I", message[:4])[0]] = time.perf_counter()
+        await task
+    return {"sent": sent, "received": received, "lookahead": int(ready["lookahead_frames"])}
+
+
+# -- analysis -----------------------------------------------------------------------------------
+def breakdown(client: dict, server: dict) -> dict:
+    """Per-stage ms (mean, p50, p99) of the frames after the warm-up, and the unexplained rest."""
+    sent, received, lookahead = client["sent"], client["received"], client["lookahead"]
+    arrivals = server.get("arrivals", [])
+    n = min(len(sent), len(arrivals))
+    last = len(sent) - 1 - lookahead  # later masks wait for `end`, not for a frame
+    sends = {int(i): (t0, t1) for i, t0, t1 in server.get("sends", [])}
+    per: dict[str, list[float]] = {s: [] for s in (*STAGES, "end_to_end", "server")}
+    per["receive"] = [(arrivals[i] - sent[i]) * 1e3 for i in range(WARMUP_FRAMES, n)]
+    for t in range(WARMUP_FRAMES, last + 1):
+        need = t + lookahead
+        if t not in received or t not in sends or need >= n:
+            continue
+        t0, t1 = sends[t]
+        per["send"].append((received[t] - t0) * 1e3)
+        per["end_to_end"].append((received[t] - sent[need]) * 1e3)
+        per["server"].append((t1 - arrivals[need]) * 1e3)
+    skip = slice(WARMUP_FRAMES, None)
+    for stage in ("decode", "resize", "queue_wait", "inference", "resize_back", "encode"):
+        per[stage] = list(server.get(stage, []))[skip]
+    stats = {k: summarize_ms(v) for k, v in per.items()}
+    explained = sum(stats[s]["mean"] or 0.0 for s in STAGES)
+    e2e = stats["end_to_end"]["mean"] or 0.0
+    stats["other"] = {"mean": round(e2e - explained, 3)}
+    stats["frames_lost"] = len(sent) - len(received)
+    stats["batch_sizes"] = sorted(set(server.get("batch", [])))
+    return stats
+
+
+def run_variant(
+    name: str, variant: Variant, size, fps: float, seconds: float, folder: Path, preset: str
+) -> dict:
+    import httpx
+
+    model = export_preset(preset, folder, variant.form, "dynamic" if variant.form == "matmul" else 1)
+    env = {"ECHOSEG_LOG_LEVEL": "WARNING", **variant.env}
+    count = max(WARMUP_FRAMES + 5, round(fps * seconds))
+    clip = moving_disc_clip(min(count, 100), *size)
+    frames = clip[np.arange(count) % len(clip)]
+    with served(model, env, module="benchmarks.stage_server") as server:
+        httpx.delete(f"{server.url}/bench/stages", timeout=10)
+        timeout = seconds + 30
+        client = asyncio.run(
+            asyncio.wait_for(stream_timed(server.url, frames, fps, variant.mask_encoding), timeout)
+        )
+        records = httpx.get(f"{server.url}/bench/stages", timeout=10).json()
+    stats = breakdown(client, records)
+    e2e = stats["end_to_end"]
+    print(
+        f"stages {size[0]}x{size[1]} {name:15s} end-to-end p50 {e2e['p50']} mean {e2e['mean']} ms | "
+        + " ".join(f"{s} {stats[s]['mean']}" for s in (*STAGES, "other")),
+        flush=True,
+    )
+    return dict(
+        variant=name,
+        note=variant.note,
+        form=variant.form,
+        mask_encoding=variant.mask_encoding,
+        server_settings=env,
+        frames=count,
+        stages_ms=stats,
+    )
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Baseline mean end-to-end / variant mean end-to-end (> 1 is faster), and per-stage ratios."""
+    base = next((r for r in rows if r["variant"] == "baseline"), None)
+    if base is None:
+        return {}
+    out = {}
+    b = base["stages_ms"]
+    for r in rows:
+        v = r["stages_ms"]
+        per_stage = {}
+        for s in (*STAGES, "end_to_end"):
+            if b[s]["mean"] and v[s]["mean"]:
+                per_stage[s] = round(b[s]["mean"] / v[s]["mean"], 2)
+        out[r["variant"]] = per_stage
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = text.lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise ValueError(f"a frame size is HxW such as 480x640, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks.stages", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="lite")
+    p.add_argument("--sizes", nargs="+", default=["480x640", "112x112"], help="frame sizes HxW")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument(
+        "--full-sizes",
+        nargs="*",
+        default=["480x640"],
+        help="sizes that run every variant; the others run baseline and optimised only",
+    )
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--out-dir", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
+        for text in args.sizes:
+            size = parse_size(text)
+            names = args.variants
+            if text not in args.full_sizes:
+                names = [v for v in names if v in ("baseline", "optimised")] or names
+            rows = [
+                run_variant(n, VARIANTS[n], size, args.fps, args.seconds, Path(tmp), args.preset)
+                for n in names
+            ]
+            results.append(dict(frame_size=list(size), variants=rows, speedup_vs_baseline=ratios(rows)))
+    doc = document(
+        "stages",
+        argv,
+        started,
+        model_source=f"untrained {args.preset} (seed 0)",
+        fps=args.fps,
+        seconds=args.seconds,
+        warmup_frames=WARMUP_FRAMES,
+        stages=list(STAGES),
+        results=results,
+    )
+    print(f"wrote {write_result(doc, args.out_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sys.exit(main())
