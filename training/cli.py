@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -53,7 +54,9 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
-    print(run(cfg, resume=args.resume))
+    run_dir = run(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # one line under torchrun
+        print(run_dir)
     return 0
 
 
