@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ class _Request:
     windows: np.ndarray  # (n, k, S, S) float32
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    source: object | None = None  # the stream that sent it (real-time requests)
     enqueued: float = field(default_factory=time.perf_counter)
 
     @property
@@ -60,13 +62,23 @@ def _resolve(fut: asyncio.Future, result=None, error: BaseException | None = Non
 class MicroBatcher:
     """Owns ``backend`` on a worker thread; :meth:`submit` is the async way in."""
 
-    def __init__(self, backend: Backend, metrics: Metrics, max_batch: int = 16, max_wait_s: float = 0.0015):
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: Metrics,
+        max_batch: int = 16,
+        max_wait_s: float = 0.0015,
+        open_sources: Callable[[], int] | None = None,
+    ):
+        """``open_sources``, when given, says how many streams are open: a batch of real-time windows
+        stops waiting to fill once every open stream has one in it (nobody else is coming)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.backend = backend
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.open_sources = open_sources
         self._realtime: deque[_Request] = deque()
         self._bulk: deque[_Request] = deque()
         self._cond = threading.Condition()
@@ -77,17 +89,18 @@ class MicroBatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def enqueue(self, windows: np.ndarray, realtime: bool = False) -> asyncio.Future:
+    def enqueue(self, windows: np.ndarray, realtime: bool = False, source: object = None) -> asyncio.Future:
         """Queue ``(n, k, S, S)`` windows (n <= max_batch) now; the future gets a :class:`BatchResult`.
 
-        ``realtime`` requests (stream frames) are batched before bulk ones (upload chunks).
+        ``realtime`` requests (stream frames) are batched before bulk ones (upload chunks);
+        ``source`` names the stream a real-time request comes from.
         """
         if windows.ndim != 4 or not 1 <= windows.shape[0] <= self.max_batch:
             raise ValueError(
                 f"enqueue takes (n, k, S, S) windows with 1 <= n <= {self.max_batch}, got {windows.shape}"
             )
         loop = asyncio.get_running_loop()
-        req = _Request(windows, loop.create_future(), loop)
+        req = _Request(windows, loop.create_future(), loop, source if realtime else None)
         with self._cond:
             if self._stopping:
                 raise ServiceError("shutting_down", "the server is shutting down")
@@ -145,11 +158,19 @@ class MicroBatcher:
                     continue
                 if self._realtime or self._bulk:  # what waits does not fit
                     break
+                if self._every_stream_in(batch):
+                    break
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
             return batch
+
+    def _every_stream_in(self, batch: list[_Request]) -> bool:
+        """True when the batch holds only stream windows and every open stream has one in it."""
+        if self.open_sources is None or any(r.source is None for r in batch):
+            return False
+        return len({id(r.source) for r in batch}) >= self.open_sources()
 
     def _run(self) -> None:
         while True:

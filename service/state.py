@@ -41,7 +41,8 @@ class Service:
         s = self.settings
         backend.warmup(s.max_batch)
         self.backend = backend
-        self.batcher = MicroBatcher(backend, self.metrics, s.max_batch, s.max_batch_wait_s)
+        open_streams = (lambda: len(self.streams)) if s.stream_fast_path else None
+        self.batcher = MicroBatcher(backend, self.metrics, s.max_batch, s.max_batch_wait_s, open_streams)
         self.batcher.start()
         cfg = backend.config
         self.metrics.model_info.labels(backend.model_id, cfg.preset, backend.name).set(1)

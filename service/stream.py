@@ -255,7 +255,7 @@ class StreamSession:
                 "overloaded",
                 f"more than {self.settings.stream_queue} frames in flight: send slower or read masks faster",
             )
-        future = batcher.enqueue(window[None], realtime=True)  # (k, S, S) -> (1, k, S, S)
+        future = batcher.enqueue(window[None], realtime=True, source=self)  # (k, S, S) -> (1, k, S, S)
         pending.put_nowait((target, arrival, future))
 
     # -- sending -------------------------------------------------------------------------------
@@ -270,7 +270,10 @@ class StreamSession:
             mask = logits_to_masks(result.logits, start.height, start.width, backend.config)[
                 0
             ]  # (S,S) -> (H,W)
-            payload = await asyncio.to_thread(encode_mask, mask, start.mask_encoding)
+            if self.settings.stream_fast_path:  # a zlib 1-bit PNG costs less than a thread hop
+                payload = encode_mask(mask, start.mask_encoding, png_encoder="zlib")
+            else:
+                payload = await asyncio.to_thread(encode_mask, mask, start.mask_encoding, "pil")
             await self.ws.send_bytes(struct.pack("<I", target) + payload)
             self.sent += 1
             self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)

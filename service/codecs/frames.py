@@ -8,6 +8,8 @@ per message (colour images are converted to luma). Masks go back at the client's
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -56,13 +58,44 @@ def decode_frame(payload: bytes, encoding: str, width: int, height: int) -> np.n
         ) from None
 
 
-def encode_mask(mask: np.ndarray, encoding: str) -> bytes:
-    """``(H, W)`` {0, 1} mask -> payload bytes."""
+def encode_mask(mask: np.ndarray, encoding: str, png_encoder: str = "zlib") -> bytes:
+    """``(H, W)`` {0, 1} mask -> payload bytes.
+
+    ``png_encoder``: ``zlib`` writes the 1-bit PNG directly (about 10x faster than PIL on a
+    640x480 mask); ``pil`` goes through Pillow. Both decode to the same pixels.
+    """
     if encoding == "gray8":
         return np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
+    if png_encoder == "zlib":
+        return png_1bit(mask)
+    if png_encoder != "pil":
+        raise ValueError(f"png_encoder must be 'zlib' or 'pil', got {png_encoder!r}")
     buf = io.BytesIO()
     Image.fromarray(np.asarray(mask, dtype=bool)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_1bit(mask: np.ndarray) -> bytes:
+    """``(H, W)`` mask -> a 1-bit grayscale PNG (nonzero = 1): rows bit-packed, filter 0, zlib level 1."""
+    h, w = mask.shape
+    rows = np.packbits(np.asarray(mask, dtype=bool), axis=1)  # (H, ceil(W/8)), MSB first as PNG wants
+    raw = np.empty((h, rows.shape[1] + 1), np.uint8)  # each scanline starts with its filter byte (0)
+    raw[:, 0] = 0
+    raw[:, 1:] = rows
+    header = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)  # bit depth 1, grayscale, no interlace
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 1))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def decode_mask(payload: bytes, encoding: str, width: int, height: int) -> np.ndarray:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # -- batching -----------------------------------------------------------------------------
     max_batch: int = Field(16, ge=1, le=256, description="largest batch of windows the backend runs")
     max_batch_wait_ms: float = Field(1.5, ge=0.0, le=100.0, description="how long a batch waits to fill")
+    stream_fast_path: bool = Field(
+        True,
+        description="streams: PNG masks written directly with zlib on the event loop, and a batch does not "
+        "wait to fill once every open stream has a frame in it; false = Pillow in a worker thread, full wait",
+    )
 
     # -- limits -------------------------------------------------------------------------------
     max_streams: int = Field(16, ge=1, description="concurrent WebSocket streams")
