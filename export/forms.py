@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from training.model.config import CALIBRATION_FORMS
 
-# backend -> form; measured entries name their benchmark file, the others are reasoned defaults.
+# backend -> form. Measured (benchmarks/results/export_forms-cpu.json, geometric mean of the
+# conv/matmul time ratio over lite/paper x batch 1/8): torch-cpu 0.39 -> conv; onnxruntime-cpu
+# 1.16 -> matmul (conv 4-6 % faster for lite, twice slower for paper at batch 8).
+# Not measured yet (no GPU here): the portable matmul form until export_forms-cuda.json says otherwise.
 DEFAULT_CALIBRATION: dict[str, str] = {
-    "torch-cpu": "conv",  # export_forms-cpu.json
-    "onnxruntime-cpu": "conv",  # export_forms-cpu.json
-    "torch-cuda": "conv",  # not measured yet: cuDNN grouped conv
-    "onnxruntime-cuda": "conv",  # not measured yet
-    "tensorrt": "conv",  # not measured yet: one profile per batch size
+    "torch-cpu": "conv",
+    "onnxruntime-cpu": "matmul",
+    "torch-cuda": "matmul",
+    "onnxruntime-cuda": "matmul",
+    "tensorrt": "matmul",
 }
 DEFAULT_BACKEND = "onnxruntime-cpu"
 
