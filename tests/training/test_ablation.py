@@ -103,5 +103,21 @@ def test_combining_seed_runs_gives_mean_and_std_per_row():
     assert full["dice_pct"]["per_seed"] == pytest.approx([60.0, 90.0, 75.0])
     assert full["dice_pct"]["mean"] == pytest.approx(75.0)
     assert full["dice_pct"]["std"] == pytest.approx(15.0)
-    md = ablation.seeds_markdown(combined, ["a.json"])
-    assert "| Baseline+TCE+BSSF (full) | 60.0, 90.0, 75.0 | 75.00 ± 15.00 |" in md
+    rows = combined["rows"]
+    report = {
+        "command": "python -m benchmarks.ablation",
+        "budget": {**ablation.asdict(ablation.FULL)},
+        "machine": {"cpus": 2, "torch": "x"},
+        "seeds": [0, 1, 2],
+        "rows": rows,
+        "timing": {"1": {"ms_per_frame": 1.0, "ratio_to_k1": 1.0, "params": 10}},
+        "ranking": ablation.seeds_ranking(rows),
+        "per_seed_reports": ["ablation_seed0.md"],
+    }
+    md = ablation.combined_markdown(report)
+    assert "| Baseline+TCE+BSSF (full) | 75.00 ± 15.00 | 60.0, 90.0, 75.0 |" in md
+    # The paper ranks the full model above TCE; here its seed mean (75) is below TCE (80).
+    flagged = report["ranking"]["dice_pct"]["pairs_disagreeing"]
+    assert [(p["paper_better"], p["paper_worse"]) for p in flagged] == [("full", "tce")]
+    assert flagged[0]["difference"] == pytest.approx(-5.0)
+    assert flagged[0]["beyond_seed_spread"] is False  # 5 points < the 15-point seed std
