@@ -28,6 +28,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# Idle OpenMP threads of torch spin by default; on a few shared cores that makes 2-thread torch
+# 5-30x slower than 1 thread (measured: lite batch 1, 100 ms passive vs 300-3800 ms spinning).
+# ONNX Runtime runs with spinning off (as the service does), so torch gets the same here. It must
+# be set before torch is first imported, which the benchmarks do only inside their functions.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 BUDGET_MS = 32.0  # the per-frame latency budget of the service
@@ -82,12 +88,17 @@ def gpu_name() -> str | None:
         return None
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), as the service counts its threads."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
 def machine_info() -> dict:
     """What the figures were measured on; ``load_average`` is the 1/5/15-minute load now."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
+    affinity = usable_cpus()
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -97,6 +108,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
         "gpu": gpu_name(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "git_commit": git_commit(),
     }
 
@@ -186,6 +198,16 @@ def write_result(doc: dict, out_dir: Path | None, name: str | None = None) -> Pa
     return path
 
 
+SERVER_MODULES = ("fastapi", "uvicorn", "websockets", "httpx", "prometheus_client", "pydantic_settings")
+
+
+def missing_server_modules() -> list[str]:
+    """The modules a served benchmark needs that this Python lacks (a bare GPU machine may lack them)."""
+    import importlib.util
+
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
 # -- models to serve ---------------------------------------------------------------------------
 def export_preset(
     preset: str, folder: Path, calibration: str = "matmul", batch: str | int = "dynamic"
@@ -214,10 +236,22 @@ def checkpoint_preset(preset: str, folder: Path) -> Path:
     return path
 
 
-def model_for(preset: str, folder: Path, backend: str = "auto", form: str = "matmul") -> Path:
-    """What a benchmark server serves: a checkpoint for the torch backend, else an ONNX export."""
+def resolve_form(form: str, device: str = "cpu") -> str:
+    """``auto`` -> the form the service exports a checkpoint to on ``device``."""
+    return ("conv" if device == "cpu" else "matmul") if form == "auto" else form
+
+
+def model_for(
+    preset: str, folder: Path, backend: str = "auto", form: str = "auto", device: str = "cpu"
+) -> Path:
+    """What a benchmark server serves: a checkpoint for the torch backend, else an ONNX export.
+
+    ``form`` ``auto`` is what the service exports a checkpoint to on ``device``: ``conv`` with a
+    static batch of 1 on the CPU, ``matmul`` with a dynamic batch on a GPU.
+    """
     if backend == "torch":
         return checkpoint_preset(preset, folder)
+    form = resolve_form(form, device)
     return export_preset(preset, folder, form, "dynamic" if form == "matmul" else 1)
 
 
@@ -308,11 +342,12 @@ def counter_value(metrics_text: str, name: str, labels: dict[str, str] | None = 
 
 
 def bucket_quantiles(
-    after: dict[float, float], before: dict[float, float] | None = None, qs=(0.5, 0.95, 0.99)
+    after: dict[float, float], before: dict[float, float] | None = None, qs=(0.5, 0.95, 0.99), scale=1000.0
 ) -> dict:
-    """Quantiles (ms) of the observations between two scrapes, interpolated inside buckets.
+    """Quantiles of the observations between two scrapes, interpolated inside buckets, times ``scale``.
 
-    The same estimate as PromQL's ``histogram_quantile``: only as fine as the buckets.
+    The same estimate as PromQL's ``histogram_quantile``: only as fine as the buckets. The
+    default ``scale`` turns seconds into milliseconds.
     """
     before = before or {}
     edges = sorted(after)
@@ -331,7 +366,7 @@ def bucket_quantiles(
                     value = prev_le
                 else:
                     value = prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-12)
-                out[key] = round(value * 1000.0, 3)
+                out[key] = round(value * scale, 3)
                 break
             prev_le, prev_count = le, count
     return out
@@ -341,6 +376,21 @@ def scrape(url: str) -> str:
     import httpx
 
     return httpx.get(f"{url}/metrics", timeout=10).text
+
+
+def wait_idle(url: str, timeout_s: float = 30.0, poll_s: float = 0.5) -> float:
+    """Wait until no stream is open and the backend has stopped running batches (a backlog left by
+    a previous overloaded scenario must not count against the next); returns the seconds waited."""
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < timeout_s:
+        text = scrape(url)
+        batches = counter_value(text, "echoseg_inference_seconds_count")
+        if counter_value(text, "echoseg_active_streams") == 0 and batches == last:
+            break
+        last = batches
+        time.sleep(poll_s)
+    return round(time.monotonic() - started, 2)
 
 
 # -- clips -------------------------------------------------------------------------------------

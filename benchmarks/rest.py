@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import document, export_preset, moving_disc_clip, served, summarize_ms, write_result
+from benchmarks.common import (
+    document,
+    model_for,
+    moving_disc_clip,
+    resolve_form,
+    served,
+    summarize_ms,
+    write_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +124,7 @@ def post_clip(url: str, data: bytes, media_type: str, reps: int) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks.rest", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="lite")
-    p.add_argument("--form", choices=("matmul", "conv"), default="matmul")
+    p.add_argument("--form", choices=("auto", "matmul", "conv"), default="auto", help="auto: conv on a CPU")
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--dicom-size", type=int, default=256)
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ImportError:
             log.warning("pydicom is not installed: the DICOM clip is skipped")
-        model = export_preset(args.preset, folder, args.form, "dynamic" if args.form == "matmul" else 1)
+        model = model_for(args.preset, folder, "auto", args.form, "cpu")
         rows = []
         with served(model, env) as server:
             for name, (data, media) in clips.items():
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "rest",
         argv,
         started,
-        model_source=f"untrained {args.preset} (seed 0), {args.form} form",
+        model_source=f"untrained {args.preset} (seed 0), {resolve_form(args.form)} form",
         server_settings=env,
         clips=rows,
     )

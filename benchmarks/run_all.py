@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 SECTIONS = ("model", "stream", "rest", "stages")
 
 
+def stream_preset(args: argparse.Namespace) -> str:
+    """What the server runs: ``lite`` on a CPU, the paper's network on a GPU."""
+    return args.stream_preset or ("paper" if args.device == "cuda" else "lite")
+
+
 def section_args(section: str, args: argparse.Namespace) -> list[str]:
     """The command line each benchmark runs with, full or ``--quick``."""
     out = ["--out-dir", str(args.out_dir)]
@@ -42,20 +47,11 @@ def section_args(section: str, args: argparse.Namespace) -> list[str]:
         if q or args.no_variants:
             out += ["--no-variants"]
     elif section == "stream":
-        out += ["--preset", args.stream_preset, "--device", args.device, "--backend", args.stream_backend]
-        if args.device == "cuda":
-            out += [
-                "--name",
-                "streaming-cuda",
-                "--scenarios",
-                "1x50",
-                "8x50",
-                "32x50",
-                "--max-streams",
-                "128",
-                "--seconds",
-                "5",
-            ]
+        backend = args.stream_backend or ("torch" if args.device == "cuda" else "auto")
+        out += ["--preset", stream_preset(args), "--device", args.device, "--backend", backend]
+        if args.device == "cuda":  # the GPU targets: the paper's network, 50-fps streams
+            out += ["--name", "streaming-cuda", "--scenarios", "1x50", "8x50", "32x50", "--seconds", "5"]
+            out += ["--max-streams", "128", "--mask-encoding", "gray8", "--capacity-fps", "50"]
             out += ["--capacity-seconds", "4", "--max-trials", "8", "--capacity-budget-s", "90"]
         elif q:
             out += ["--scenarios", "1x50", "4x25", "--seconds", "4", "--capacity-seconds", "3"]
@@ -67,20 +63,29 @@ def section_args(section: str, args: argparse.Namespace) -> list[str]:
         if args.no_capacity:
             out += ["--no-capacity"]
     elif section == "rest":
-        out += ["--preset", args.stream_preset, "--reps", "1" if q else "3"]
+        out += ["--preset", stream_preset(args), "--reps", "1" if q else "3"]
     elif section == "stages":
-        out += ["--preset", args.stream_preset]
+        out += ["--preset", stream_preset(args)]
         if q:
-            out += ["--sizes", "480x640", "--variants", "baseline", "optimised", "--seconds", "3"]
+            out += ["--sizes", "480x640", "--variants", "baseline", "optimised", "--rounds", "2"]
         if args.stream_seconds:
-            out += ["--seconds", str(args.stream_seconds)]
+            out += ["--burst-seconds", str(args.stream_seconds)]
     return out
 
 
 def run_section(section: str, argv: list[str]) -> dict:
-    from benchmarks import model_latency, rest, stages, streaming
+    import importlib
 
-    module = {"model": model_latency, "stream": streaming, "rest": rest, "stages": stages}[section]
+    from benchmarks.common import missing_server_modules
+
+    name = {"model": "model_latency", "stream": "streaming", "rest": "rest", "stages": "stages"}[section]
+    missing = missing_server_modules() if section != "model" else []
+    if missing:  # e.g. a GPU machine with torch but without the service's dependencies
+        note = f"skipped: the server needs {', '.join(missing)}, not installed here"
+        print(f"== {section}: {note}", flush=True)
+        return {"section": section, "command": f"python -m benchmarks.{name} {' '.join(argv)}", "wall_s": 0.0,
+                "error": None, "skipped": note}  # fmt: skip
+    module = importlib.import_module(f"benchmarks.{name}")
     started = time.time()
     print(f"== {section}: python -m {module.__name__} {' '.join(argv)}", flush=True)
     try:

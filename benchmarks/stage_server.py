@@ -92,11 +92,9 @@ def instrument() -> None:
 
 
 def serve(model: str, host: str, port: int, overrides: dict) -> None:
-    import uvicorn
-
     from service.core.config import Settings
     from service.main import create_app
-    from service.server import DrainingServer
+    from service.server import DrainingServer, uvicorn_config
 
     instrument()
     settings = Settings(model=model, **overrides)
@@ -113,10 +111,7 @@ def serve(model: str, host: str, port: int, overrides: dict) -> None:
             RECORDS.clear()
         return {"cleared": True}
 
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=settings.log_level.lower(), ws_max_size=64 * 2**20, lifespan="on"
-    )
-    DrainingServer(config, app.state.service).run()
+    DrainingServer(uvicorn_config(app, settings, host, port), app.state.service).run()
 
 
 def main(argv: list[str] | None = None) -> int:

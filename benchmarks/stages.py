@@ -19,15 +19,17 @@ timers on the streaming path) for each variant of the server's settings. Per fra
 | other | the rest of the end-to-end mean: event loop scheduling, thread hops, window building |
 
 End to end is the client's view: from sending the last frame a mask needs (frame t+1 for the
-centred window) to receiving the mask. Variants (each a fresh server, one after the other, the
-baseline repeated last to show the drift of a shared machine): the service defaults before
-optimisation, each optimisation alone, and all of them together.
+centred window) to receiving the mask. Variants: the service defaults before optimisation, each
+optimisation alone, and the combination that helped. Every variant has its own server, all
+started before timing; the stream then visits them in short bursts, round after round (the order
+reversed every other round), so the drift of a shared machine falls on all variants alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import struct
@@ -57,20 +59,27 @@ class Variant:
     note: str = ""
 
 
-BEFORE = {"ECHOSEG_STREAM_FAST_PATH": "0"}
+# The streaming path as it was before these optimisations; each variant below changes one thing.
+BEFORE = {"ECHOSEG_STREAM_FAST_PATH": "0", "ECHOSEG_WS_DEFLATE": "1", "ECHOSEG_EXPORT_CALIBRATION": "matmul"}
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant(
-        env=BEFORE, note="matmul export, PNG masks, PIL PNG encoder in a worker thread, 1.5 ms wait"
+        env=BEFORE,
+        note="matmul export, WebSocket per-message deflate, Pillow PNG masks in a worker thread, 1.5 ms wait",
     ),
+    "no_deflate": Variant(env={**BEFORE, "ECHOSEG_WS_DEFLATE": "0"}, note="no per-message deflate"),
     "fast_path": Variant(
-        note="zlib 1-bit PNG encoder on the event loop, batch wait skipped when no other stream"
+        env={**BEFORE, "ECHOSEG_STREAM_FAST_PATH": "1"},
+        note="zlib 1-bit PNG masks on the event loop; a batch stops waiting once every open stream is in",
     ),
-    "gray8_masks": Variant(mask_encoding="gray8", env=BEFORE, note="raw 0/1 bytes instead of PNG masks"),
-    "conv_form": Variant(form="conv", env=BEFORE, note="conv calibration form, static batch 1"),
-    "one_thread": Variant(env={**BEFORE, "ECHOSEG_THREADS": "1"}, note="1 ONNX Runtime intra-op thread"),
+    "conv_form": Variant(form="conv", env=BEFORE, note="conv calibration form (static batch 1)"),
+    "gray8_masks": Variant(
+        mask_encoding="gray8", env=BEFORE, note="the client asks for raw 0/1 masks, not PNG"
+    ),
+    "one_thread": Variant(
+        env={**BEFORE, "ECHOSEG_THREADS": "1"}, note="1 ONNX Runtime intra-op thread (not 2)"
+    ),
     "no_batch_wait": Variant(env={**BEFORE, "ECHOSEG_MAX_BATCH_WAIT_MS": "0"}, note="max_batch_wait_ms=0"),
-    "optimised": Variant(form="conv", mask_encoding="gray8", note="all of the above that helped"),
-    "baseline_again": Variant(env=BEFORE, note="the baseline once more: the drift of the machine"),
+    "optimised": Variant(form="conv", note="the new defaults: no deflate, fast path, conv form; PNG masks"),
 }
 
 
@@ -108,8 +117,8 @@ async def stream_timed(url: str, frames: np.ndarray, fps: float, mask_encoding: 
 
 
 # -- analysis -----------------------------------------------------------------------------------
-def breakdown(client: dict, server: dict) -> dict:
-    """Per-stage ms (mean, p50, p99) of the frames after the warm-up, and the unexplained rest."""
+def frame_values(client: dict, server: dict) -> dict[str, list[float]]:
+    """Per-frame ms of every stage in one burst (after its warm-up frames)."""
     sent, received, lookahead = client["sent"], client["received"], client["lookahead"]
     arrivals = server.get("arrivals", [])
     n = min(len(sent), len(arrivals))
@@ -125,51 +134,69 @@ def breakdown(client: dict, server: dict) -> dict:
         per["send"].append((received[t] - t0) * 1e3)
         per["end_to_end"].append((received[t] - sent[need]) * 1e3)
         per["server"].append((t1 - arrivals[need]) * 1e3)
-    skip = slice(WARMUP_FRAMES, None)
     for stage in ("decode", "resize", "queue_wait", "inference", "resize_back", "encode"):
-        per[stage] = list(server.get(stage, []))[skip]
-    stats = {k: summarize_ms(v) for k, v in per.items()}
+        per[stage] = list(server.get(stage, []))[WARMUP_FRAMES:]
+    per["lost"] = [float(len(sent) - len(received))]
+    return per
+
+
+def breakdown(per: dict[str, list[float]], batches: list[int]) -> dict:
+    """Per-stage ms (mean, p50, p99, ...) and the part of the end-to-end mean no stage explains."""
+    stats = {k: summarize_ms(v) for k, v in per.items() if k != "lost"}
     explained = sum(stats[s]["mean"] or 0.0 for s in STAGES)
-    e2e = stats["end_to_end"]["mean"] or 0.0
-    stats["other"] = {"mean": round(e2e - explained, 3)}
-    stats["frames_lost"] = len(sent) - len(received)
-    stats["batch_sizes"] = sorted(set(server.get("batch", [])))
+    stats["other"] = {"mean": round((stats["end_to_end"]["mean"] or 0.0) - explained, 3)}
+    stats["frames_lost"] = int(sum(per.get("lost", [])))
+    stats["batch_sizes"] = sorted(set(batches))
     return stats
 
 
-def run_variant(
-    name: str, variant: Variant, size, fps: float, seconds: float, folder: Path, preset: str
-) -> dict:
+def run_size(names: list[str], size, args: argparse.Namespace, folder: Path) -> list[dict]:
+    """All ``names`` variants at one frame size: one server each, interleaved bursts of one stream."""
     import httpx
 
-    model = export_preset(preset, folder, variant.form, "dynamic" if variant.form == "matmul" else 1)
-    env = {"ECHOSEG_LOG_LEVEL": "WARNING", **variant.env}
-    count = max(WARMUP_FRAMES + 5, round(fps * seconds))
+    count = max(WARMUP_FRAMES + 5, round(args.fps * args.burst_seconds))
     clip = moving_disc_clip(min(count, 100), *size)
     frames = clip[np.arange(count) % len(clip)]
-    with served(model, env, module="benchmarks.stage_server") as server:
-        httpx.delete(f"{server.url}/bench/stages", timeout=10)
-        timeout = seconds + 30
-        client = asyncio.run(
-            asyncio.wait_for(stream_timed(server.url, frames, fps, variant.mask_encoding), timeout)
+    pooled: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+    batches: dict[str, list[int]] = {n: [] for n in names}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for n in names:
+            v = VARIANTS[n]
+            model = export_preset(args.preset, folder, v.form, "dynamic" if v.form == "matmul" else 1)
+            env = {"ECHOSEG_LOG_LEVEL": "WARNING", **v.env}
+            servers[n] = stack.enter_context(served(model, env, module="benchmarks.stage_server"))
+        for r in range(args.rounds):
+            for n in names if r % 2 == 0 else names[::-1]:
+                url, v = servers[n].url, VARIANTS[n]
+                httpx.delete(f"{url}/bench/stages", timeout=10)
+                burst = stream_timed(url, frames, args.fps, v.mask_encoding)
+                client = asyncio.run(asyncio.wait_for(burst, args.burst_seconds + 30))
+                records = httpx.get(f"{url}/bench/stages", timeout=10).json()
+                for k, vals in frame_values(client, records).items():
+                    pooled[n].setdefault(k, []).extend(vals)
+                batches[n] += records.get("batch", [])
+    rows = []
+    for n in names:
+        v, stats = VARIANTS[n], breakdown(pooled[n], batches[n])
+        e2e = stats["end_to_end"]
+        print(
+            f"stages {size[0]}x{size[1]} {n:15s} end-to-end p50 {e2e['p50']} mean {e2e['mean']} ms | "
+            + " ".join(f"{s} {stats[s]['mean']}" for s in (*STAGES, "other")),
+            flush=True,
         )
-        records = httpx.get(f"{server.url}/bench/stages", timeout=10).json()
-    stats = breakdown(client, records)
-    e2e = stats["end_to_end"]
-    print(
-        f"stages {size[0]}x{size[1]} {name:15s} end-to-end p50 {e2e['p50']} mean {e2e['mean']} ms | "
-        + " ".join(f"{s} {stats[s]['mean']}" for s in (*STAGES, "other")),
-        flush=True,
-    )
-    return dict(
-        variant=name,
-        note=variant.note,
-        form=variant.form,
-        mask_encoding=variant.mask_encoding,
-        server_settings=env,
-        frames=count,
-        stages_ms=stats,
-    )
+        rows.append(
+            dict(
+                variant=n,
+                note=v.note,
+                form=v.form,
+                mask_encoding=v.mask_encoding,
+                server_settings=v.env,
+                frames=count * args.rounds,
+                stages_ms=stats,
+            )
+        )
+    return rows
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -209,7 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sizes that run every variant; the others run baseline and optimised only",
     )
     p.add_argument("--fps", type=float, default=25.0)
-    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--burst-seconds", type=float, default=3.0, help="one visit of the stream to a variant")
+    p.add_argument("--rounds", type=int, default=3, help="visits per variant")
     p.add_argument("--out-dir", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -224,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             names = args.variants
             if text not in args.full_sizes:
                 names = [v for v in names if v in ("baseline", "optimised")] or names
-            rows = [
-                run_variant(n, VARIANTS[n], size, args.fps, args.seconds, Path(tmp), args.preset)
-                for n in names
-            ]
+            rows = run_size(names, size, args, Path(tmp))
             results.append(dict(frame_size=list(size), variants=rows, speedup_vs_baseline=ratios(rows)))
     doc = document(
         "stages",
@@ -235,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         started,
         model_source=f"untrained {args.preset} (seed 0)",
         fps=args.fps,
-        seconds=args.seconds,
+        burst_seconds=args.burst_seconds,
+        rounds=args.rounds,
         warmup_frames=WARMUP_FRAMES,
         stages=list(STAGES),
         results=results,

@@ -10,8 +10,8 @@ client measures it), the server's own ``echoseg_frame_latency_seconds{transport=
 histogram over the scenario (difference of two /metrics scrapes), frames lost (sent but never
 answered), budget misses (client latency above 32 ms; the server's counter too), and errors.
 
-The capacity search finds the most concurrent 30-frame/s streams held with client p99 within
-the budget and no frame lost: doubling from 1 stream, then bisecting, bounded by
+The capacity search finds the most concurrent 30-frame/s streams (``--capacity-fps``) held with
+client p99 within the budget and no frame lost: doubling from 1 stream, then bisecting, bounded by
 ``--max-streams``, ``--max-trials`` and ``--capacity-budget-s``.
 
 The server serves the untrained network of ``--preset`` exported to ONNX (``--form``); settings
@@ -38,16 +38,17 @@ from benchmarks.common import (
     histogram_buckets,
     model_for,
     moving_disc_clip,
+    resolve_form,
     scrape,
     served,
     summarize_ms,
+    wait_idle,
     write_result,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCENARIOS = ("1x50", "4x25", "8x30")
-CAPACITY_FPS = 30.0
 CLIENT_SLACK_S = 20.0  # a stream that has not finished this long after its last frame is abandoned
 
 
@@ -77,6 +78,7 @@ def run_scenario(
     count = max(1, round(fps * seconds))
     clip = moving_disc_clip(min(count, 100), *size)
     frames = clip[np.arange(count) % len(clip)]  # (count, H, W), the clip looped
+    settled_s = wait_idle(url)
     before = scrape(url)
     started = time.perf_counter()
 
@@ -108,7 +110,9 @@ def run_scenario(
         before, "echoseg_budget_misses_total", ws
     )
     batch = bucket_quantiles(
-        histogram_buckets(after, "echoseg_batch_size"), histogram_buckets(before, "echoseg_batch_size")
+        histogram_buckets(after, "echoseg_batch_size"),
+        histogram_buckets(before, "echoseg_batch_size"),
+        scale=1,
     )
     ok = client["p99"] is not None and client["p99"] <= BUDGET_MS and lost == 0 and not errors
     row = dict(
@@ -126,6 +130,7 @@ def run_scenario(
         budget_misses_server=int(misses_server),
         batch_size_quantiles={k: v for k, v in batch.items() if k != "n"},
         wall_s=round(wall, 2),
+        waited_for_idle_s=settled_s,
         within_budget=ok,
     )
     print(
@@ -138,9 +143,16 @@ def run_scenario(
 
 
 def capacity_search(
-    url: str, seconds: float, size, mask_encoding: str, max_streams: int, max_trials: int, budget_s: float
+    url: str,
+    fps: float,
+    seconds: float,
+    size,
+    mask_encoding: str,
+    max_streams: int,
+    max_trials: int,
+    budget_s: float,
 ) -> dict:
-    """Most concurrent ``CAPACITY_FPS`` streams within the budget: doubling, then bisection."""
+    """Most concurrent ``fps`` streams within the budget: doubling, then bisection."""
     trials: list[dict] = []
     started = time.monotonic()
     best, worst = 0, max_streams + 1  # best passing, smallest failing
@@ -153,7 +165,7 @@ def capacity_search(
         if time.monotonic() - started > budget_s:
             stopped_by = "budget_s"
             break
-        row = run_scenario(url, n, CAPACITY_FPS, seconds, size, mask_encoding)
+        row = run_scenario(url, n, fps, seconds, size, mask_encoding)
         trials.append(row)
         if row["within_budget"]:
             best = n
@@ -164,7 +176,7 @@ def capacity_search(
         if n <= best or n >= worst:
             break
     return dict(
-        fps=CAPACITY_FPS,
+        fps=fps,
         criterion=f"client p99 <= {BUDGET_MS} ms and no frame lost",
         streams_held=best,
         first_failing=worst if worst <= max_streams else None,
@@ -181,7 +193,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model", type=Path, default=None, help="serve this model instead of the untrained preset"
     )
     p.add_argument(
-        "--form", choices=("matmul", "conv"), default="matmul", help="calibration form of the export"
+        "--form",
+        choices=("auto", "matmul", "conv"),
+        default="auto",
+        help="calibration form of the export (auto: as the service exports a checkpoint on --device)",
     )
     p.add_argument("--scenarios", nargs="*", default=list(DEFAULT_SCENARIOS), help="STREAMSxFPS, e.g. 4x25")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each scenario")
@@ -189,6 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mask-encoding", choices=("png", "gray8"), default="png")
     p.add_argument("--no-capacity", action="store_true")
     p.add_argument("--capacity-seconds", type=float, default=5.0)
+    p.add_argument("--capacity-fps", type=float, default=30.0, help="frame rate of each stream in the search")
     p.add_argument("--max-streams", type=int, default=32)
     p.add_argument("--max-trials", type=int, default=7)
     p.add_argument("--capacity-budget-s", type=float, default=90.0)
@@ -209,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("ECHOSEG_LOG_LEVEL", "WARNING")
     size = tuple(args.size)
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
-        model = args.model or model_for(args.preset, Path(tmp), args.backend, args.form)
+        model = args.model or model_for(args.preset, Path(tmp), args.backend, args.form, args.device)
         extra = ("--device", args.device, "--backend", args.backend)
         with served(model, env, extra_args=extra) as server:
             import httpx
@@ -222,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_capacity:
                 capacity = capacity_search(
                     server.url,
+                    args.capacity_fps,
                     args.capacity_seconds,
                     size,
                     args.mask_encoding,
@@ -229,13 +246,18 @@ def main(argv: list[str] | None = None) -> int:
                     args.max_trials,
                     args.capacity_budget_s,
                 )
-                print(f"capacity: {capacity['streams_held']} streams at {CAPACITY_FPS:.0f} fps", flush=True)
+                print(
+                    f"capacity: {capacity['streams_held']} streams at {args.capacity_fps:.0f} fps", flush=True
+                )
     doc = document(
         "streaming",
         argv,
         started,
         model=model_info,
-        model_source=str(args.model) if args.model else f"untrained {args.preset} (seed 0), {args.form} form",
+        model_source=str(args.model)
+        if args.model
+        else f"untrained {args.preset} (seed 0), "
+        + ("checkpoint" if args.backend == "torch" else f"{resolve_form(args.form, args.device)} form"),
         backend=args.backend,
         server_settings=env,
         client="service.client.stream_frames (gray8 frames), all clients in one asyncio process",

@@ -40,9 +40,18 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=64 * 2**20,
+        ws_per_message_deflate=settings.ws_deflate,
+        lifespan="on",
+    )
+
+
 def run_server(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=settings.log_level.lower(), ws_max_size=64 * 2**20, lifespan="on"
-    )
-    DrainingServer(config, app.state.service).run()
+    DrainingServer(uvicorn_config(app, settings, host, port), app.state.service).run()

@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     ort_spinning: bool = Field(
         False, description="let idle ONNX Runtime threads spin (only on dedicated cores)"
     )
-    export_calibration: Literal["conv", "matmul"] = Field(
-        "matmul", description="calibration form when a checkpoint is exported to ONNX at startup"
+    export_calibration: Literal["auto", "conv", "matmul"] = Field(
+        "auto",
+        description="calibration form when a checkpoint is exported to ONNX at startup; auto = conv "
+        "(static batch 1, faster on CPU) for --device cpu, matmul (dynamic batch) for cuda",
     )
     cache_dir: str = Field(
         "", description="where exported models are cached; default $XDG_CACHE_HOME/echoseg"
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     # -- batching -----------------------------------------------------------------------------
     max_batch: int = Field(16, ge=1, le=256, description="largest batch of windows the backend runs")
     max_batch_wait_ms: float = Field(1.5, ge=0.0, le=100.0, description="how long a batch waits to fill")
+    ws_deflate: bool = Field(
+        False,
+        description="offer WebSocket per-message deflate; compressing raw frames costs more CPU than "
+        "loopback or LAN bandwidth saves (about 12 ms per 640x480 gray8 frame on a shared 2-core machine)",
+    )
     stream_fast_path: bool = Field(
         True,
         description="streams: PNG masks written directly with zlib on the event loop, and a batch does not "

@@ -1,4 +1,4 @@
-"""The streaming fast path: the zlib 1-bit PNG writer and the batcher's early close of a batch."""
+"""Streaming-path settings: zlib 1-bit PNG masks, early batch close, export form, WebSocket deflate."""
 
 from __future__ import annotations
 
@@ -84,3 +84,21 @@ def test_fast_path_setting(monkeypatch):
     assert Settings().stream_fast_path is True
     monkeypatch.setenv("ECHOSEG_STREAM_FAST_PATH", "0")
     assert Settings().stream_fast_path is False
+
+
+def test_export_form_follows_the_device_unless_set():
+    from service.export_cache import export_batch, export_calibration
+
+    cpu, cuda = Settings(device="cpu"), Settings(device="cuda")
+    assert (export_calibration(cpu), export_batch(cpu)) == ("conv", 1)
+    assert (export_calibration(cuda), export_batch(cuda)) == ("matmul", "dynamic")
+    forced = Settings(device="cpu", export_calibration="matmul")
+    assert (export_calibration(forced), export_batch(forced)) == ("matmul", "dynamic")
+
+
+def test_websocket_deflate_is_off_unless_asked_for(monkeypatch):
+    from service.server import uvicorn_config
+
+    assert uvicorn_config(None, Settings(), "127.0.0.1", 0).ws_per_message_deflate is False
+    monkeypatch.setenv("ECHOSEG_WS_DEFLATE", "1")
+    assert uvicorn_config(None, Settings(), "127.0.0.1", 0).ws_per_message_deflate is True
