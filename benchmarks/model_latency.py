@@ -184,11 +184,20 @@ _ENGINES: dict[tuple[str, int], object] = {}
 
 def _tensorrt(cell: Cell, max_batch: int) -> Callable[[], object]:
     try:
-        from export.tensorrt import BuildSettings, EngineRunner, TensorRTUnavailable, build_engine
+        from export.tensorrt import (
+            BuildSettings,
+            EngineRunner,
+            TensorRTUnavailable,
+            build_engine,
+            require_cuda,
+            require_tensorrt,
+        )
     except ImportError as e:
         raise Skip(f"export.tensorrt unavailable: {e}") from None
     key = (cell.config.preset, max_batch)
     try:
+        require_tensorrt()  # before the export: say so at once when TensorRT is missing
+        require_cuda()
         if key not in _ENGINES:
             onnx_path = export_preset(cell.config.preset, cell.folder, "matmul", "dynamic")
             plan = cell.folder / f"{cell.config.preset}-fp16-b{max_batch}.plan"
@@ -289,8 +298,8 @@ def run_preset(
 
 
 # -- the variants that decide the `lite` preset and the ONNX Runtime options ---------------------
-def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path) -> list[dict]:
-    """Batch-1 ONNX Runtime latency of one preset under different session options and forms."""
+def _time_ort_variants(preset: str, variants: dict, cap: TimingCap, folder: Path) -> dict:
+    """Interleaved batch-1 timing of ONNX Runtime sessions ``{name: (form, ort_options kwargs)}``."""
     import onnxruntime as ort
 
     from training.model import get_preset
@@ -299,15 +308,6 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
     x = np.random.default_rng(0).standard_normal(
         (1, c.num_frames, c.input_size, c.input_size), dtype=np.float32
     )
-    variants = {  # the first is the reference of the ratios: the service's default on a CPU
-        f"conv, {threads} threads (service default on CPU)": ("conv", dict(threads=threads)),
-        f"matmul, {threads} threads (the export before)": ("matmul", dict(threads=threads)),
-        "conv, 1 thread": ("conv", dict(threads=1)),
-        "matmul, 1 thread": ("matmul", dict(threads=1)),
-        f"conv, {threads} threads, spinning": ("conv", dict(threads=threads, spinning=True)),
-        f"conv, {threads} threads, basic graph optimisation": ("conv", dict(threads=threads, level="basic")),
-        f"conv, {threads} threads, parallel execution": ("conv", dict(threads=threads, parallel=True)),
-    }
     calls = {}
     for name, (form, opts) in variants.items():
         path = export_preset(preset, folder, form, "dynamic" if form == "matmul" else 1)
@@ -320,7 +320,37 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
         s = summarize_ms(ms)
         rows.append(dict(variant=name, per_frame_ms=s, speed_vs_service_default=round(base / s["p50"], 3)))
         print(f"ort options {preset}: {name:48s} {s['p50']:8.2f} ms p50", flush=True)
-    return [dict(preset=preset, batch=1, timing=report, variants=rows)]
+    return dict(preset=preset, batch=1, timing=report, variants=rows)
+
+
+def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path) -> list[dict]:
+    """Batch-1 ONNX Runtime latency of one preset under different session options and forms.
+
+    The first variant of each block is the reference of its ratios: the service's default on a
+    CPU. Spinning gets a block of its own: threads left spinning after a run slow whatever runs
+    next, which would taint the other variants of an interleaved block.
+    """
+    default = (f"conv, {threads} threads (service default on CPU)", ("conv", dict(threads=threads)))
+    options = dict(
+        [
+            default,
+            (f"matmul, {threads} threads (the export before)", ("matmul", dict(threads=threads))),
+            ("conv, 1 thread", ("conv", dict(threads=1))),
+            ("matmul, 1 thread", ("matmul", dict(threads=1))),
+            (
+                f"conv, {threads} threads, basic graph optimisation",
+                ("conv", dict(threads=threads, level="basic")),
+            ),
+            (f"conv, {threads} threads, parallel execution", ("conv", dict(threads=threads, parallel=True))),
+        ]
+    )
+    spinning = dict(
+        [default, (f"conv, {threads} threads, spinning", ("conv", dict(threads=threads, spinning=True)))]
+    )
+    return [
+        _time_ort_variants(preset, options, cap, folder),
+        _time_ort_variants(preset, spinning, cap, folder),
+    ]
 
 
 LITE_VARIANTS = {

@@ -33,7 +33,7 @@ def stream_preset(args: argparse.Namespace) -> str:
 
 def section_args(section: str, args: argparse.Namespace) -> list[str]:
     """The command line each benchmark runs with, full or ``--quick``."""
-    out = ["--out-dir", str(args.out_dir)]
+    out = [] if Path(args.out_dir).resolve() == RESULTS.resolve() else ["--out-dir", str(args.out_dir)]
     q = args.quick
     if section == "model":
         presets = args.presets or (["lite"] if q else ["lite", "paper"])
