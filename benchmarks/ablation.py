@@ -532,6 +532,9 @@ def combined_markdown(report: dict[str, Any]) -> str:
         "",
         "## Where the ranking differs from the paper (seed means)",
         "",
+        "A difference is the paper's better row minus its worse row, in the metric's unit (for HD, lower",
+        "is better, so a positive difference means the paper's better row has the larger distance here).",
+        "",
     ]
     names = {"dice_pct": "Dice", "hd_px": "HD", "auc_pct": "AUC"}
     for metric, r in report["ranking"].items():
