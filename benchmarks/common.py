@@ -237,8 +237,9 @@ def checkpoint_preset(preset: str, folder: Path) -> Path:
 
 
 def resolve_form(form: str, device: str = "cpu") -> str:
-    """``auto`` -> the form the service exports a checkpoint to on ``device``."""
-    return ("conv" if device == "cpu" else "matmul") if form == "auto" else form
+    """``auto`` -> the form the service exports a checkpoint to (``matmul``, dynamic batch, on every
+    device: batching several streams needs it; ``conv`` is static)."""
+    return "matmul" if form == "auto" else form
 
 
 def model_for(
@@ -246,8 +247,7 @@ def model_for(
 ) -> Path:
     """What a benchmark server serves: a checkpoint for the torch backend, else an ONNX export.
 
-    ``form`` ``auto`` is what the service exports a checkpoint to on ``device``: ``conv`` with a
-    static batch of 1 on the CPU, ``matmul`` with a dynamic batch on a GPU.
+    ``form`` ``auto`` is what the service exports a checkpoint to (see :func:`resolve_form`).
     """
     if backend == "torch":
         return checkpoint_preset(preset, folder)

@@ -330,22 +330,25 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
     CPU. Spinning gets a block of its own: threads left spinning after a run slow whatever runs
     next, which would taint the other variants of an interleaved block.
     """
-    default = (f"conv, {threads} threads (service default on CPU)", ("conv", dict(threads=threads)))
+    default = (f"matmul, {threads} threads (service default)", ("matmul", dict(threads=threads)))
     options = dict(
         [
             default,
-            (f"matmul, {threads} threads (the export before)", ("matmul", dict(threads=threads))),
-            ("conv, 1 thread", ("conv", dict(threads=1))),
+            (f"conv, {threads} threads", ("conv", dict(threads=threads))),
             ("matmul, 1 thread", ("matmul", dict(threads=1))),
+            ("conv, 1 thread", ("conv", dict(threads=1))),
             (
-                f"conv, {threads} threads, basic graph optimisation",
-                ("conv", dict(threads=threads, level="basic")),
+                f"matmul, {threads} threads, basic graph optimisation",
+                ("matmul", dict(threads=threads, level="basic")),
             ),
-            (f"conv, {threads} threads, parallel execution", ("conv", dict(threads=threads, parallel=True))),
+            (
+                f"matmul, {threads} threads, parallel execution",
+                ("matmul", dict(threads=threads, parallel=True)),
+            ),
         ]
     )
     spinning = dict(
-        [default, (f"conv, {threads} threads, spinning", ("conv", dict(threads=threads, spinning=True)))]
+        [default, (f"matmul, {threads} threads, spinning", ("matmul", dict(threads=threads, spinning=True)))]
     )
     return [
         _time_ort_variants(preset, options, cap, folder),

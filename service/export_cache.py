@@ -32,17 +32,9 @@ def checkpoint_files(path: Path) -> list[Path]:
     return [root / "config.json", *sorted(root.glob("student*.safetensors"))]
 
 
-def export_calibration(settings: Settings) -> str:
-    """The form to export: ``auto`` is ``conv`` on the CPU (faster in ONNX Runtime, see
-    docs/performance.md) and ``matmul`` on a GPU (a dynamic batch for the batcher)."""
-    if settings.export_calibration != "auto":
-        return settings.export_calibration
-    return "conv" if settings.device == "cpu" else "matmul"
-
-
 def export_batch(settings: Settings) -> str | int:
     """``matmul`` exports with a dynamic batch; ``conv`` needs a static one (1: no padding waste)."""
-    return "dynamic" if export_calibration(settings) == "matmul" else 1
+    return "dynamic" if settings.export_calibration == "matmul" else 1
 
 
 def cache_key(path: Path, settings: Settings) -> str:
@@ -50,7 +42,7 @@ def cache_key(path: Path, settings: Settings) -> str:
     for f in checkpoint_files(path):
         if f.exists():
             h.update(f.read_bytes())
-    h.update(f"calibration={export_calibration(settings)};batch={export_batch(settings)}".encode())
+    h.update(f"calibration={settings.export_calibration};batch={export_batch(settings)}".encode())
     return h.hexdigest()[:16]
 
 
@@ -66,8 +58,11 @@ def onnx_for(path: Path, settings: Settings) -> Path:
     model, config, meta = load_pretrained(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"model.{os.getpid()}.tmp.onnx")
-    form = export_calibration(settings)
-    log.info("exporting %s checkpoint to ONNX (%s form) into %s", config.preset, form, out)
-    export_onnx(model.eval(), tmp, calibration=form, batch=export_batch(settings), meta=meta)
+    log.info(
+        "exporting %s checkpoint to ONNX (%s form) into %s", config.preset, settings.export_calibration, out
+    )
+    export_onnx(
+        model.eval(), tmp, calibration=settings.export_calibration, batch=export_batch(settings), meta=meta
+    )
     tmp.replace(out)
     return out

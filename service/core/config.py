@@ -40,10 +40,10 @@ class Settings(BaseSettings):
     ort_spinning: bool = Field(
         False, description="let idle ONNX Runtime threads spin (only on dedicated cores)"
     )
-    export_calibration: Literal["auto", "conv", "matmul"] = Field(
-        "auto",
-        description="calibration form when a checkpoint is exported to ONNX at startup; auto = conv "
-        "(static batch 1, faster on CPU) for --device cpu, matmul (dynamic batch) for cuda",
+    export_calibration: Literal["conv", "matmul"] = Field(
+        "matmul",
+        description="calibration form when a checkpoint is exported to ONNX at startup (matmul: dynamic "
+        "batch, which multi-stream batching needs; conv: static batch 1)",
     )
     cache_dir: str = Field(
         "", description="where exported models are cached; default $XDG_CACHE_HOME/echoseg"

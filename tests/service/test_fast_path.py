@@ -1,4 +1,4 @@
-"""Streaming-path settings: zlib 1-bit PNG masks, early batch close, export form, WebSocket deflate."""
+"""Streaming-path settings: zlib 1-bit PNG masks, early batch close, WebSocket deflate."""
 
 from __future__ import annotations
 
@@ -84,16 +84,6 @@ def test_fast_path_setting(monkeypatch):
     assert Settings().stream_fast_path is True
     monkeypatch.setenv("ECHOSEG_STREAM_FAST_PATH", "0")
     assert Settings().stream_fast_path is False
-
-
-def test_export_form_follows_the_device_unless_set():
-    from service.export_cache import export_batch, export_calibration
-
-    cpu, cuda = Settings(device="cpu"), Settings(device="cuda")
-    assert (export_calibration(cpu), export_batch(cpu)) == ("conv", 1)
-    assert (export_calibration(cuda), export_batch(cuda)) == ("matmul", "dynamic")
-    forced = Settings(device="cpu", export_calibration="matmul")
-    assert (export_calibration(forced), export_batch(forced)) == ("matmul", "dynamic")
 
 
 def test_websocket_deflate_is_off_unless_asked_for(monkeypatch):
