@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data.synthetic import generate
+from training.data.synthetic import FILELIST_HEADER, generate
 from training.data.video import write_avi
 
 SYNTH_VIDEOS = 6
@@ -45,17 +45,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 def make_echonet(
     root: Path,
     videos: dict[str, dict],
-    header: tuple[str, ...] = (
-        "FileName",
-        "EF",
-        "ESV",
-        "EDV",
-        "FrameHeight",
-        "FrameWidth",
-        "FPS",
-        "NumberOfFrames",
-        "Split",
-    ),
+    header: tuple[str, ...] = FILELIST_HEADER,
     avi_in_filelist: bool = False,
 ) -> Path:
     """Write a hand-made EchoNet-Dynamic folder.
