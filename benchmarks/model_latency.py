@@ -357,11 +357,11 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
 
 
 LITE_VARIANTS = {
-    "lite (preset: width 8, ASSC levels 3-4, dilations 1-2-3)": {},
+    "lite (preset: width 4, ASSC levels 3-4, dilations 1-2-3)": {},
     "ASSC level 4 only": {"calibrated_levels": (4,)},
     "ASSC levels 3-4, dilations 1-2": {"dilations": (1, 2)},
-    "width 4, ASSC levels 3-4": {"width": 4},
-    "width 4, ASSC level 4 only": {"width": 4, "calibrated_levels": (4,)},
+    "width 8, ASSC levels 3-4": {"width": 8},
+    "width 8, ASSC level 4 only": {"width": 8, "calibrated_levels": (4,)},
     "no ASSC (plain fusion)": {"bssf": False},
 }
 
