@@ -151,11 +151,6 @@ def findings(model, stream, rest, stages) -> list[str]:
             text = "- Measured in the same run, the configurations under 8 ms are: " + "; ".join(
                 f"{name} ({ms:.1f} ms, best thread count)" for name, ms in fast
             )
-            if any(name.startswith("width 4") for name, _ in fast):
-                text += (
-                    ". Halving the width meets the target while keeping ASSC; the accuracy of such a "
-                    "preset must be measured before it replaces `lite`"
-                )
             out.append(text + ".")
     four = _scenario(stream, 4, 25.0)
     batched = _cell(model, "lite", 4, "onnxruntime-matmul")

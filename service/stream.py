@@ -82,12 +82,6 @@ def parse_control(text: str) -> dict:
     return msg
 
 
-def mask_payload(logits: np.ndarray, start: StartParams, config) -> tuple[np.ndarray, bytes]:
-    """``(1, S, S)`` logits -> ``(H, W)`` mask at the client's size and its encoded payload."""
-    mask = logits_to_masks(logits, start.height, start.width, config)[0]  # (1, S, S) -> (H, W)
-    return mask, encode_mask(mask, start.mask_encoding)
-
-
 class StreamSession:
     def __init__(self, websocket: WebSocket, service: Service) -> None:
         self.ws = websocket
