@@ -32,6 +32,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from training.evaluate import fmt_num, fmt_pm
+
 logger = logging.getLogger("benchmarks.ablation")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -299,19 +301,6 @@ def ranking_report(rows: list[dict[str, Any]], dice: dict[str, list[float]]) -> 
 # -- report --------------------------------------------------------------------------------------
 
 
-def _pm(stat: dict[str, Any] | None, digits: int = 2) -> str:
-    if not stat or stat.get("mean") is None:
-        return "–"
-    text = f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-    if stat.get("n_undefined"):
-        text += f" ({stat['n_undefined']} undef.)"
-    return text
-
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def markdown(report: dict[str, Any]) -> str:
     b = report["budget"]
     m = report["machine"]
@@ -336,9 +325,10 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         p = r["paper"] or {}
         lines.append(
-            f"| {r['label']} | {_pm(r['dice_pct'])} | {_pm(r['hd_px'])} | {_pm(r['hd95_px'])} "
-            f"| {_pm(r['auc_pct'])} | {_f(r['ef']['corr'])} | {r['train_seconds']:.0f} "
-            f"| {_f(p.get('dice_pct'), 2)} | {_f(p.get('hd_mm'), 2)} | {_f(p.get('auc_pct'), 2)} |"
+            f"| {r['label']} | {fmt_pm(r['dice_pct'])} | {fmt_pm(r['hd_px'])} | {fmt_pm(r['hd95_px'])} "
+            f"| {fmt_pm(r['auc_pct'])} | {fmt_num(r['ef']['corr'])} | {r['train_seconds']:.0f} "
+            f"| {fmt_num(p.get('dice_pct'), 2)} | {fmt_num(p.get('hd_mm'), 2)} "
+            f"| {fmt_num(p.get('auc_pct'), 2)} |"
         )
     lines += ["", "Mean ± std over the traced test frames. How each row is configured:", ""]
     lines += [
@@ -360,7 +350,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = (
             ["–"] * 4
             if r is None
-            else [_pm(r["dice_pct"]), _pm(r["hd_px"]), _pm(r["auc_pct"]), _f(r["ef"]["corr"])]
+            else [fmt_pm(r["dice_pct"]), fmt_pm(r["hd_px"]), fmt_pm(r["auc_pct"]), fmt_num(r["ef"]["corr"])]
         )
         lines.append(
             f"| {k} | {TABLE5_ROWS[k]} | "
@@ -501,9 +491,10 @@ def combined_markdown(report: dict[str, Any]) -> str:
         p = r["paper"] or {}
         per_seed = ", ".join("–" if v is None else f"{v:.1f}" for v in r["dice_pct"]["per_seed"])
         lines.append(
-            f"| {r['label']} | {_pm(r['dice_pct'])} | {per_seed} | {_pm(r['hd_px'])} | {_pm(r['hd95_px'])} "
-            f"| {_pm(r['auc_pct'])} | {_pm(r['ef_corr'], 3)} | {_f(p.get('dice_pct'), 2)} "
-            f"| {_f(p.get('hd_mm'), 2)} | {_f(p.get('auc_pct'), 2)} |"
+            f"| {r['label']} | {fmt_pm(r['dice_pct'])} | {per_seed} | {fmt_pm(r['hd_px'])} "
+            f"| {fmt_pm(r['hd95_px'])} "
+            f"| {fmt_pm(r['auc_pct'])} | {fmt_pm(r['ef_corr'], digits=3)} | {fmt_num(p.get('dice_pct'), 2)} "
+            f"| {fmt_num(p.get('hd_mm'), 2)} | {fmt_num(p.get('auc_pct'), 2)} |"
         )
     rows = report["rows"]
     lines += ["", "How each row is configured:", ""]
@@ -520,7 +511,7 @@ def combined_markdown(report: dict[str, Any]) -> str:
     for k_text, t in report["timing"].items():
         k = int(k_text)
         r = by_key.get(TABLE5_ROWS[k])
-        cells = ["–"] * 3 if r is None else [_pm(r["dice_pct"]), _pm(r["hd_px"]), _pm(r["auc_pct"])]
+        cells = ["–"] * 3 if r is None else [fmt_pm(r["dice_pct"]), fmt_pm(r["hd_px"]), fmt_pm(r["auc_pct"])]
         cells += [f"{t['params']:,}", f"{t['ms_per_frame']:.1f}", f"{t['ratio_to_k1']:.2f}"]
         pms = PAPER_TABLE5[k][3]
         cells += [f"{PAPER_TABLE5[k][0]:.2f}", f"{pms:.0f}", f"{pms / PAPER_TABLE5[1][3]:.2f}"]

@@ -276,7 +276,8 @@ def write_per_case(results: list[ClipResult], path: Path) -> None:
                 writer.writerow([r.name, s.frame, s.phase, *values, *efs])
 
 
-def _pm(stats: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+def fmt_pm(stats: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` of a metric summary for a table (scaled, e.g. by 100 for percent)."""
     if not stats or stats.get("mean") is None:
         return "–"
     text = f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
@@ -285,7 +286,8 @@ def _pm(stats: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> st
     return text
 
 
-def _num(x: float | None, digits: int = 3) -> str:
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number for a table; an en dash where it is undefined."""
     return "–" if x is None else f"{x:.{digits}f}"
 
 
@@ -306,7 +308,7 @@ def metrics_markdown(out: dict[str, Any]) -> str:
         "|---|---|" + "---|" * len(rows),
     ]
     for label, g in groups:
-        cells = [_pm(g.get(key), scale) for _, key, scale in rows]
+        cells = [fmt_pm(g.get(key), scale) for _, key, scale in rows]
         lines.append(f"| {label} | {g['n_frames']} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -325,8 +327,8 @@ def metrics_markdown(out: dict[str, Any]) -> str:
         e = out["ef"][key]
         n = f"{e['n']}" + (f" (+{e['n_undefined']} undefined)" if e["n_undefined"] else "")
         lines.append(
-            f"| {label} | {n} | {_num(e['corr'])} | {_num(e['bias'], 2)} | {_num(e['std'], 2)} "
-            f"| {_num(e['mae'], 2)} |"
+            f"| {label} | {n} | {fmt_num(e['corr'])} | {fmt_num(e['bias'], 2)} | {fmt_num(e['std'], 2)} "
+            f"| {fmt_num(e['mae'], 2)} |"
         )
     t = out["timing"]
     lines += ["", f"Inference: {t['frames']} frames, {t['ms_per_frame']:.1f} ms/frame (this machine).", ""]
@@ -339,10 +341,10 @@ def format_summary(out: dict[str, Any]) -> str:
     e = out["ef"]["predicted"]
     lines = [
         f"split {out['split']}: {out['n_clips']} clips, {tr['n_frames']} traced frames",
-        f"  Dice {_pm(tr['dice'], 100.0)} %  HD {_pm(tr['hd'])} px  HD95 {_pm(tr['hd95'])} px  "
-        f"AUC {_pm(tr['auc'], 100.0)} %",
-        f"  EF corr {_num(e['corr'])}  bias {_num(e['bias'], 2)}  std {_num(e['std'], 2)}",
+        f"  Dice {fmt_pm(tr['dice'], 100.0)} %  HD {fmt_pm(tr['hd'])} px  HD95 {fmt_pm(tr['hd95'])} px  "
+        f"AUC {fmt_pm(tr['auc'], 100.0)} %",
+        f"  EF corr {fmt_num(e['corr'])}  bias {fmt_num(e['bias'], 2)}  std {fmt_num(e['std'], 2)}",
     ]
     if out.get("all_frames"):
-        lines.append(f"  every frame: Dice {_pm(out['all_frames']['dice'], 100.0)} %")
+        lines.append(f"  every frame: Dice {fmt_pm(out['all_frames']['dice'], 100.0)} %")
     return "\n".join(lines)
