@@ -145,6 +145,8 @@ def decode_video(data: bytes, limits: Limits) -> DecodedClip:
         raise ServiceError("corrupt_input", f"the video could not be decoded ({type(e).__name__})") from None
     if not frames:
         raise ServiceError("corrupt_input", "the video holds no decodable frames")
+    if len({f.shape for f in frames}) != 1:
+        raise ServiceError("corrupt_input", "the frame size changes within the video")
     return DecodedClip(np.stack(frames), fps, None)
 
 

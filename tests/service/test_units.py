@@ -171,6 +171,32 @@ def test_decode_errors(data, media, code):
     assert e.value.code == code
 
 
+def h264_ts_bytes(size: int, frames: int = 4) -> bytes:
+    """An H.264 MPEG-TS segment; two segments of different sizes concatenated change size mid-stream."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            gray = np.full((size, size), 20 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(gray, format="gray").reformat(format="yuv420p")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def test_decode_video_whose_frame_size_changes_is_corrupt_input():
+    with pytest.raises(ServiceError) as e:
+        decode_clip(h264_ts_bytes(32) + h264_ts_bytes(24), "video/mp4", LIMITS)
+    assert e.value.code == "corrupt_input"
+    assert "frame size changes" in e.value.detail
+
+
 def test_decode_dicom_multiframe_with_region_spacing():
     pydicom = pytest.importorskip("pydicom")
     from service.codecs.clip import decode_dicom
