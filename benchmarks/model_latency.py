@@ -23,7 +23,6 @@ Backends (what runs depends on what is installed):
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import tempfile
@@ -55,25 +54,6 @@ class Skip(Exception):
 
 
 # -- backends: each factory returns a zero-argument call that runs one batch ---------------------
-def ort_options(threads: int, spinning: bool = False, level: str = "all", parallel: bool = False):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    opts.graph_optimization_level = levels[level]
-    spin = "1" if spinning else "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    return opts
-
-
 class Cell:
     """Everything the factories need for one (preset, batch)."""
 
@@ -89,125 +69,104 @@ class Cell:
         self.x = rng.standard_normal((batch, c.num_frames, c.input_size, c.input_size), dtype=np.float32)
 
 
+def _loaded(runtime):
+    """Load ``runtime``; a runtime that cannot run here is a :class:`Skip` with its reason."""
+    from echoseg.runtime import RuntimeUnavailable
+
+    try:
+        runtime.load()
+    except RuntimeUnavailable as e:
+        raise Skip(str(e)) from None
+    return runtime
+
+
 def _torch_eager(cell: Cell) -> Callable[[], object]:
     """fp32 eager in the calibration form torch uses by default on the device; host in, host out."""
-    import torch
-
-    from export.forms import DEFAULT_CALIBRATION
+    from echoseg.forms import DEFAULT_CALIBRATION
+    from echoseg.runtime.torch import TorchRuntime
 
     form = DEFAULT_CALIBRATION[f"torch-{cell.device}"]
-    net = copy.deepcopy(cell.model).set_calibration(form).to(cell.device).eval()
-    x = torch.from_numpy(cell.x)
-
-    def call():
-        with torch.inference_mode():
-            return net(x.to(cell.device)).cpu().numpy()
-
-    return call
+    runtime = TorchRuntime(
+        cell.model, cell.device, cell.threads, precision="fp32", cuda_graphs=False, calibration=form
+    )
+    return _loaded(runtime) and (lambda: runtime.infer(cell.x))
 
 
-def _require_providers(providers: list) -> list[str]:
-    """The providers' names; :class:`Skip` when this ONNX Runtime build lacks one (before any export)."""
+def _onnxruntime(cell: Cell, form: str, provider: str = "cpu", **options) -> Callable[[], object]:
+    """An :class:`OnnxRuntime` of the preset's export in ``form``; :class:`Skip` when the provider
+    is missing (checked before any export) or did not load."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    names = [p[0] if isinstance(p, tuple) else p for p in providers]
-    missing = [p for p in names if p not in available]
-    if missing:
-        raise Skip(f"onnxruntime {ort.__version__} lacks {missing} (has {available})")
-    return names
+    from echoseg.runtime.onnxruntime import CUDA_PROVIDER, TRT_PROVIDER, OnnxRuntime
+
+    wanted = {"cpu": "CPUExecutionProvider", "cuda": CUDA_PROVIDER, "tensorrt": TRT_PROVIDER}[provider]
+    if wanted not in ort.get_available_providers():
+        raise Skip(f"onnxruntime {ort.__version__} lacks {wanted} (has {ort.get_available_providers()})")
+    batch = "dynamic" if form == "matmul" else cell.batch
+    path = export_preset(cell.config.preset, cell.folder, form, batch)
+    device = "cpu" if provider == "cpu" else "cuda"
+    runtime = _loaded(
+        OnnxRuntime(
+            path, device, cell.threads, provider=provider, cache_dir=cell.folder / "trt-ep-cache", **options
+        )
+    )
+    if runtime.providers[0] != wanted:
+        raise Skip(f"{wanted} did not load (session providers {runtime.providers})")
+    return lambda: runtime.infer(cell.x)
 
 
-def _ort_session(path: Path, cell: Cell, providers: list):
-    import onnxruntime as ort
-
-    names = _require_providers(providers)
-    session = ort.InferenceSession(str(path), ort_options(cell.threads), providers=providers)
-    if session.get_providers()[0] != names[0]:
-        raise Skip(f"{names[0]} did not load (session providers {session.get_providers()})")
-    feed = {"frames": cell.x}
-    return lambda: session.run(None, feed)
-
-
-def _ort_matmul(cell: Cell, providers=("CPUExecutionProvider",)) -> Callable[[], object]:
-    _require_providers(list(providers))
-    path = export_preset(cell.config.preset, cell.folder, "matmul", "dynamic")
-    return _ort_session(path, cell, list(providers))
+def _ort_matmul(cell: Cell) -> Callable[[], object]:
+    return _onnxruntime(cell, "matmul")
 
 
 def _ort_conv(cell: Cell) -> Callable[[], object]:
-    path = export_preset(cell.config.preset, cell.folder, "conv", cell.batch)
-    return _ort_session(path, cell, ["CPUExecutionProvider"])
+    return _onnxruntime(cell, "conv")
 
 
 def _ort_cuda(cell: Cell) -> Callable[[], object]:
-    return _ort_matmul(cell, ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    return _onnxruntime(cell, "matmul", "cuda")
 
 
 def _ort_trt(cell: Cell) -> Callable[[], object]:
-    cache = cell.folder / "trt-ep-cache"
-    cache.mkdir(exist_ok=True)
-    trt_opts = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
-    return _ort_matmul(
-        cell, (("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider")
+    return _onnxruntime(
+        cell, "matmul", "tensorrt", fp16=True, opt_batch=cell.batch, max_batch=max(cell.batch, 32)
     )
 
 
 def _torch_graph(cell: Cell) -> Callable[[], object]:
-    import torch
+    """fp16 CUDA graphs of the conv form, host windows in and host logits out, as the service runs."""
+    from echoseg.runtime.torch import TorchRuntime
 
-    if not torch.cuda.is_available():
-        raise Skip("torch sees no CUDA GPU")
-    net = copy.deepcopy(cell.model).set_calibration("conv").cuda().half().eval()
-    static_in = torch.from_numpy(cell.x).cuda().half()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            net(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        static_out = net(static_in)
-    host = torch.from_numpy(cell.x).pin_memory()
-
-    def call():  # host windows in, host logits out, as the service does
-        static_in.copy_(host.to("cuda", non_blocking=True).half())
-        graph.replay()
-        return static_out.float().cpu()
-
-    return call
+    runtime = TorchRuntime(
+        cell.model, "cuda", cell.threads, precision="fp16", calibration="conv", max_batch=cell.batch
+    )
+    _loaded(runtime).warmup(cell.batch)  # captures the graphs
+    return lambda: runtime.infer(cell.x)
 
 
 _ENGINES: dict[tuple[str, int], object] = {}
 
 
 def _tensorrt(cell: Cell, max_batch: int) -> Callable[[], object]:
-    try:
-        from export.tensorrt import (
-            BuildSettings,
-            EngineRunner,
-            TensorRTUnavailable,
-            build_engine,
-            require_cuda,
-            require_tensorrt,
-        )
-    except ImportError as e:
-        raise Skip(f"export.tensorrt unavailable: {e}") from None
+    from echoseg.runtime import RuntimeUnavailable
+    from echoseg.runtime.cuda import TorchCuda
+    from echoseg.runtime.tensorrt import TensorRTRuntime, require_tensorrt
+    from export.tensorrt import BuildSettings, build_engine
+
     key = (cell.config.preset, max_batch)
     try:
         require_tensorrt()  # before the export: say so at once when TensorRT is missing
-        require_cuda()
+        TorchCuda()
         if key not in _ENGINES:
             onnx_path = export_preset(cell.config.preset, cell.folder, "matmul", "dynamic")
             plan = cell.folder / f"{cell.config.preset}-fp16-b{max_batch}.plan"
             settings = BuildSettings(fp16=True, min_batch=1, opt_batch=min(4, max_batch), max_batch=max_batch)
             build_engine(onnx_path, plan, settings)
-            _ENGINES[key] = EngineRunner(plan)
-    except TensorRTUnavailable as e:
+            _ENGINES[key] = _loaded(TensorRTRuntime(plan, "cuda"))
+    except RuntimeUnavailable as e:
         raise Skip(str(e)) from None
-    runner = _ENGINES[key]
-    return lambda: runner.run(cell.x)
+    runtime = _ENGINES[key]
+    return lambda: runtime.infer(cell.x)
 
 
 def factories(device: str, max_batch: int) -> dict[str, Callable[[Cell], Callable[[], object]]]:
@@ -300,9 +259,8 @@ def run_preset(
 # -- the variants that decide the `lite` preset and the ONNX Runtime options ---------------------
 def _time_ort_variants(preset: str, variants: dict, cap: TimingCap, folder: Path) -> dict:
     """Interleaved batch-1 timing of ONNX Runtime sessions ``{name: (form, ort_options kwargs)}``."""
-    import onnxruntime as ort
-
-    from training.model import get_preset
+    from echoseg.presets import get_preset
+    from echoseg.runtime.onnxruntime import OnnxRuntime
 
     c = get_preset(preset)
     x = np.random.default_rng(0).standard_normal(
@@ -311,8 +269,9 @@ def _time_ort_variants(preset: str, variants: dict, cap: TimingCap, folder: Path
     calls = {}
     for name, (form, opts) in variants.items():
         path = export_preset(preset, folder, form, "dynamic" if form == "matmul" else 1)
-        session = ort.InferenceSession(str(path), ort_options(**opts), providers=["CPUExecutionProvider"])
-        calls[name] = lambda s=session: s.run(None, {"frames": x})
+        runtime = OnnxRuntime(path, "cpu", **opts)
+        runtime.load()
+        calls[name] = lambda r=runtime: r.infer(x)
     times, report = time_interleaved(calls, cap)
     base = np.median(next(iter(times.values())))
     rows = []
@@ -339,7 +298,7 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
             ("conv, 1 thread", ("conv", dict(threads=1))),
             (
                 f"matmul, {threads} threads, basic graph optimisation",
-                ("matmul", dict(threads=threads, level="basic")),
+                ("matmul", dict(threads=threads, optimization="basic")),
             ),
             (
                 f"matmul, {threads} threads, parallel execution",
@@ -368,11 +327,12 @@ LITE_VARIANTS = {
 
 def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
     """ONNX Runtime batch-1 latency of ``lite`` and the variants that trade calibration for speed."""
-    import onnxruntime as ort
     import torch
 
+    from echoseg.presets import get_preset
+    from echoseg.runtime.onnxruntime import OnnxRuntime
     from export.onnx import export_onnx
-    from training.model import build_model, get_preset
+    from training.model import build_model
 
     calls, params = {}, {}
     x = np.random.default_rng(0).standard_normal((1, 3, 112, 112), dtype=np.float32)
@@ -383,8 +343,9 @@ def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
         path = folder / f"lite-variant-{i}-conv-b1.onnx"
         export_onnx(model, path, calibration="conv", batch=1)
         for t in sorted({1, threads}):
-            session = ort.InferenceSession(str(path), ort_options(t), providers=["CPUExecutionProvider"])
-            calls[f"{name} | {t} thread{'s' if t > 1 else ''}"] = lambda s=session: s.run(None, {"frames": x})
+            runtime = OnnxRuntime(path, "cpu", t)
+            runtime.load()
+            calls[f"{name} | {t} thread{'s' if t > 1 else ''}"] = lambda r=runtime: r.infer(x)
     times, report = time_interleaved(calls, cap)
     rows = []
     for key, ms in times.items():

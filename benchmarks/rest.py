@@ -36,7 +36,7 @@ STAGES = ("decode", "preprocess", "queue", "inference", "postprocess", "encode")
 
 
 def avi_bytes(frames: np.ndarray, folder: Path, fps: float = 50.0) -> bytes:
-    from training.data.video import write_avi
+    from echoseg.video import write_avi
 
     path = write_avi(folder / "clip.avi", frames, fps=fps)
     return path.read_bytes()

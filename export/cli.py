@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 # -- onnx -------------------------------------------------------------------------------------
 def _register_onnx(sub) -> None:
-    from export.forms import DEFAULT_BACKEND, DEFAULT_CALIBRATION
+    from echoseg.forms import DEFAULT_BACKEND, DEFAULT_CALIBRATION
 
     p = sub.add_parser("onnx", help="export the student network to ONNX with its metadata")
     source = p.add_mutually_exclusive_group(required=True)
@@ -49,7 +49,7 @@ def _register_onnx(sub) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from export.forms import default_calibration
+    from echoseg.forms import default_calibration
     from export.onnx import export_onnx, parse_batch, read_metadata
     from export.readiness import check_tensorrt_readiness
     from export.source import load_source
@@ -117,9 +117,10 @@ def run_check(args: argparse.Namespace) -> int:
             f"  {r.source:8s} {r.samples:8d} {r.max_abs:10.2e} {r.mean_abs:10.2e} {r.dice:8.5f} "
             f"{100 * r.positive_fraction:6.1f}%"
         )
-    if any(r.positive_fraction in (0.0, 1.0) for r in results):
+    if any(not r.informative for r in results):
         print(
-            "  note: some reference masks are empty or full (an untrained network?): their Dice says little"
+            "  note: some reference masks are almost empty or full (an untrained network, or random "
+            "frames?): their Dice says nothing and is not gated; give a trained checkpoint and --data"
         )
     print(f"  {'PASS' if ok else 'FAIL'} ({rule})")
     if args.json:
@@ -165,6 +166,9 @@ def _register_tensorrt(sub) -> None:
         "--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB (default 2048)"
     )
     p.add_argument("--check", action="store_true", help="run the engine and compare it with ONNX Runtime")
+    p.add_argument(
+        "--data", help="with --check: EchoNet-format folder whose clips the comparison runs on (else random)"
+    )
     p.set_defaults(func=run_tensorrt)
 
 
@@ -183,7 +187,7 @@ def run_tensorrt(args: argparse.Namespace) -> int:
         plan = build_engine(args.onnx, args.out, settings)
         print(f"wrote {plan} and {plan}.json")
         if args.check:
-            report = check_engine(plan, args.onnx)
+            report = check_engine(plan, args.onnx, data=args.data)
             print(json.dumps(report, indent=2))
             return 0 if report["ok"] else 1
     except TensorRTUnavailable as e:

@@ -30,7 +30,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from training.model.config import CALIBRATION_FORMS, ModelConfig
+from echoseg.artifacts import (
+    METADATA_KEYS,
+    METADATA_PREFIX,
+    build_metadata,
+    parse_metadata,
+    read_onnx_metadata,
+)
+from echoseg.config import ModelConfig
+from echoseg.forms import check_form, parse_batch
 
 logger = logging.getLogger(__name__)
 
@@ -38,72 +46,10 @@ INPUT_NAME = "frames"
 OUTPUT_NAME = "logits"
 BATCH_SYMBOL = "batch"
 DEFAULT_OPSET = 20  # the highest opset every TensorRT 10.x parser accepts (10.0: opset 9-20)
-METADATA_PREFIX = "echoseg."
-METADATA_KEYS = (
-    "config",
-    "preset",
-    "num_frames",
-    "window",
-    "input_size",
-    "mean",
-    "std",
-    "threshold",
-    "calibration",
-    "batch",
-    "precision",
-    "run_id",
-)
 
 
 class ExportError(ValueError):
     """An exported graph failed validation (ONNX checker, shape inference or its I/O contract)."""
-
-
-def parse_batch(batch: str | int) -> str | int:
-    """``"dynamic"`` or a positive integer (also given as a string, e.g. from the command line)."""
-    if isinstance(batch, str):
-        if batch == "dynamic":
-            return batch
-        if not batch.isdigit():
-            raise ValueError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
-        batch = int(batch)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
-    return batch
-
-
-def check_form(calibration: str, batch: str | int) -> None:
-    """Refuse combinations that cannot be exported, with the way out."""
-    if calibration not in CALIBRATION_FORMS:
-        raise ValueError(f"calibration must be one of {CALIBRATION_FORMS}, got {calibration!r}")
-    if calibration == "conv" and batch == "dynamic":
-        raise ValueError(
-            "the 'conv' calibration form needs a fixed batch (its grouped Conv folds the batch into a "
-            "static ONNX attribute): pass a batch size (--batch N), or use --calibration matmul for a "
-            "dynamic batch"
-        )
-
-
-def build_metadata(
-    config: ModelConfig, batch: str | int, fp16: bool, meta: dict[str, Any] | None
-) -> dict[str, str]:
-    """The ``echoseg.*`` metadata properties of an exported file (all values are strings)."""
-    meta = meta or {}
-    values = {
-        "config": config.to_json(),
-        "preset": config.preset,
-        "num_frames": str(config.num_frames),
-        "window": config.window,
-        "input_size": str(config.input_size),
-        "mean": repr(float(config.mean)),
-        "std": repr(float(config.std)),
-        "threshold": repr(float(config.threshold)),
-        "calibration": config.calibration,
-        "batch": str(batch),
-        "precision": "fp16" if fp16 else "fp32",
-        "run_id": str(meta.get("run_id") or ""),
-    }
-    return {METADATA_PREFIX + k: values[k] for k in METADATA_KEYS}
 
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -224,7 +170,7 @@ def export_onnx(
     model_proto.producer_name = "echoseg"
     model_proto.doc_string = f"EchoSeg student network, preset {config.preset}"
     del model_proto.metadata_props[:]
-    for key, value in build_metadata(config, batch, fp16, meta).items():
+    for key, value in build_metadata(config, batch, "fp16" if fp16 else "fp32", meta).items():
         model_proto.metadata_props.add(key=key, value=value)
     validate(model_proto, config, batch, fp16)
 
@@ -236,14 +182,8 @@ def export_onnx(
 
 def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, str]]:
     """The ``ModelConfig`` and the ``echoseg.*`` properties stored in an exported ``.onnx`` file."""
-    import onnx
+    props = read_onnx_metadata(path)
+    return parse_metadata(props, Path(path).name), props
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
-    model_proto = onnx.load_model(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model_proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
-    missing = [METADATA_PREFIX + k for k in METADATA_KEYS if METADATA_PREFIX + k not in props]
-    if missing:
-        raise ValueError(f"{path.name} is not an EchoSeg export: metadata {missing} missing")
-    return ModelConfig.from_json(props[METADATA_PREFIX + "config"]), props
+
+__all__ = ["METADATA_KEYS", "METADATA_PREFIX", "ExportError", "export_onnx", "read_metadata"]

@@ -1,24 +1,26 @@
-"""TensorRT engine build from an exported ``.onnx`` (TensorRT 10 Python API), run and check.
+"""TensorRT engine build from an exported ``.onnx`` (TensorRT 10 Python API), and its check.
 
 - The ONNX parser fills an explicit-batch network (always explicit in TensorRT 10). An fp16
   export (float16 input) is parsed as a *strongly typed* network, so its types come from the
-  file; an fp32 export can still use fp16 kernels with ``BuilderFlag.FP16``.
+  file; an fp32 export can still use fp16 kernels with ``BuilderFlag.FP16`` (``--fp16``).
 - One optimisation profile covers ``min/opt/max`` batch sizes for a dynamic-batch (``matmul``)
-  export; a fixed-batch (``conv``) export gets a profile of exactly its batch.
+  export; a fixed-batch (``conv``) export gets a profile of exactly its batch. The runtime splits
+  or pads every batch into the profile.
 - The builder's workspace is bounded with ``set_memory_pool_limit``; a timing cache file is read
   before and written after the build, so rebuilding on the same GPU is fast.
-- ``<plan>.json`` beside the engine keeps the ONNX metadata, the build settings and the TensorRT
-  version, so the engine alone tells the service how to prepare frames.
+- ``<plan>.json`` beside the engine holds the ONNX file's ``echoseg.*`` metadata under
+  ``"metadata"`` (the schema of :mod:`echoseg.artifacts`, which the runtime reads), the build
+  settings, and the TensorRT version and GPU it was built with.
 
-Engines run with torch CUDA tensors as I/O buffers (no pycuda). TensorRT is the ``gpu`` extra;
-without it every entry point raises :class:`TensorRTUnavailable` with the install line.
+Engines run through :class:`echoseg.runtime.tensorrt.TensorRTRuntime`, the same code the
+service serves with. TensorRT is the ``gpu`` extra (TensorRT 10, CUDA 12); without it every
+entry point raises :class:`TensorRTUnavailable` with the install line.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,33 +28,25 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.artifacts import engine_metadata_path, write_engine_metadata
+from echoseg.runtime.base import RuntimeUnavailable
+from echoseg.runtime.cuda import CudaSurface, TorchCuda
+from echoseg.runtime.tensorrt import INSTALL_HINT, require_tensorrt
+
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'echoseg[gpu]'"
+# Missing TensorRT, a CUDA GPU, or a supported version: the CLI exits 3 with the message.
+TensorRTUnavailable = RuntimeUnavailable
+metadata_path = engine_metadata_path
 
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT (or a CUDA GPU) is missing, so no engine can be built or run here."""
-
-
-def require_tensorrt():
-    """Import TensorRT or say how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise TensorRTUnavailable(
-            "TensorRT is not installed: it comes with the gpu extra, "
-            f"{INSTALL_HINT} (needs an NVIDIA GPU with a CUDA driver); nothing was built"
-        ) from e
-    return trt
-
-
-def require_cuda():
-    import torch
-
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailable("TensorRT engines need a CUDA GPU, and torch sees none")
-    return torch
+__all__ = [
+    "INSTALL_HINT",
+    "BuildSettings",
+    "TensorRTUnavailable",
+    "build_engine",
+    "check_engine",
+    "metadata_path",
+]
 
 
 @dataclass
@@ -74,11 +68,6 @@ class BuildSettings:
             )
         if self.workspace_mb < 1:
             raise ValueError(f"workspace-mb must be positive, got {self.workspace_mb}")
-
-
-def metadata_path(plan: str | Path) -> Path:
-    """Where the engine's metadata JSON lives: ``<plan>.json``."""
-    return Path(f"{plan}.json")
 
 
 def _profile_batches(props: dict[str, str], settings: BuildSettings) -> tuple[int, int, int]:
@@ -107,7 +96,12 @@ def _load_timing_cache(config, path: str | None):
     return cache
 
 
-def build_engine(onnx_path: str | Path, plan_path: str | Path, settings: BuildSettings | None = None) -> Path:
+def build_engine(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    settings: BuildSettings | None = None,
+    cuda: CudaSurface | None = None,
+) -> Path:
     """Build and serialise an engine for ``onnx_path``; write ``plan_path`` and its metadata JSON."""
     from export.onnx import INPUT_NAME, read_metadata
 
@@ -116,7 +110,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, settings: BuildSe
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     config_model, props = read_metadata(onnx_path)
     trt = require_tensorrt()
-    require_cuda()
+    cuda = cuda or TorchCuda()
 
     strongly_typed = props["echoseg.precision"] == "fp16"
     logger_trt = trt.Logger(trt.Logger.WARNING)
@@ -125,7 +119,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, settings: BuildSe
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     if settings.fp16 and not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 (the pinned line) still has it
     cache = _load_timing_cache(config, settings.timing_cache)
 
     low, opt, high = _profile_batches(props, settings)
@@ -145,109 +139,71 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, settings: BuildSe
     if settings.timing_cache:
         Path(settings.timing_cache).write_bytes(bytes(cache.serialize()))
 
-    metadata = engine_metadata(onnx_path, props, settings, (low, opt, high), strongly_typed, trt.__version__)
-    metadata_path(plan_path).write_text(json.dumps(metadata, indent=2) + "\n")
+    write_engine_metadata(
+        plan_path,
+        props,
+        onnx={"path": onnx_path.name, "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()},
+        build={
+            **asdict(settings),
+            "profile": {"min": low, "opt": opt, "max": high},
+            "strongly_typed": strongly_typed,
+        },
+        tensorrt_version=trt.__version__,
+        device=cuda.device_name(),
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     return plan_path
 
 
-def engine_metadata(
-    onnx_path: Path,
-    props: dict[str, str],
-    settings: BuildSettings,
-    batches: tuple[int, int, int],
-    strongly_typed: bool,
-    trt_version: str,
+def check_engine(
+    plan_path: str | Path,
+    onnx_path: str | Path,
+    data: str | Path | None = None,
+    max_clips: int = 2,
+    seed: int = 0,
+    cuda: CudaSurface | None = None,
 ) -> dict[str, Any]:
-    """What ``<plan>.json`` records: the ONNX metadata, the build and the software/hardware it used."""
-    import torch
+    """Run the engine at its profile's smallest, middle and largest batch and beyond it, and compare
+    with ONNX Runtime (CPU) on the same windows.
 
-    return {
-        "onnx": {
-            "path": onnx_path.name,
-            "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-            "metadata": props,
-        },
-        "build": {
-            **asdict(settings),
-            "profile": {"min": batches[0], "opt": batches[1], "max": batches[2]},
-            "strongly_typed": strongly_typed,
-        },
-        "tensorrt_version": trt_version,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-class EngineRunner:
-    """A deserialised engine with one execution context; ``(N, k, S, S)`` float32 in, logits out."""
-
-    def __init__(self, plan_path: str | Path) -> None:
-        trt = require_tensorrt()
-        self.torch = require_cuda()
-        self.trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self._logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
-        if self.engine is None:
-            raise RuntimeError(
-                f"TensorRT could not load {plan_path} (built by another TensorRT version or GPU?)"
-            )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        low, _, high = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
-        self.min_batch, self.max_batch = int(low[0]), int(high[0])
-
-    def _dtype(self, name: str):
-        torch, trt = self.torch, self.trt
-        return {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}[
-            self.engine.get_tensor_dtype(name)
-        ]
-
-    def run(self, windows: np.ndarray) -> np.ndarray:
-        """One batch within the profile's range: ``(B, k, S, S) -> (B, 1, S, S)`` float32."""
-        torch = self.torch
-        if not self.min_batch <= len(windows) <= self.max_batch:
-            raise ValueError(f"batch {len(windows)} outside the engine's {self.min_batch}..{self.max_batch}")
-        name_in, name_out = self.inputs[0], self.outputs[0]
-        frames = torch.from_numpy(np.ascontiguousarray(windows)).to("cuda", self._dtype(name_in))
-        self.context.set_input_shape(name_in, tuple(frames.shape))
-        logits = torch.empty(
-            tuple(self.context.get_tensor_shape(name_out)), dtype=self._dtype(name_out), device="cuda"
-        )
-        self.context.set_tensor_address(name_in, frames.data_ptr())
-        self.context.set_tensor_address(name_out, logits.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        return logits.float().cpu().numpy()
-
-
-def check_engine(plan_path: str | Path, onnx_path: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Run the engine at its profile's batch sizes and compare with ONNX Runtime (CPU) on the same windows.
-
-    TensorRT may use TF32/fp16 kernels, so the gate is the masks (Dice >= 0.999); the logit
-    differences are reported alongside.
+    TensorRT may use TF32/fp16 kernels, so the gate is the masks (Dice >= 0.999 on every
+    informative comparison, see :func:`export.check.passes`); the logit differences are reported
+    alongside. The windows come from ``data``'s clips when given (what a trained model's masks
+    are informative on), else random frames.
     """
-    from export.check import FP16_MIN_DICE, OnnxRunner, compare, random_windows
-    from export.onnx import read_metadata
+    from echoseg.preprocess import random_windows
+    from echoseg.runtime.onnxruntime import OnnxRuntime
+    from echoseg.runtime.tensorrt import TensorRTRuntime
+    from export.check import FP16_MIN_DICE, clip_windows_from, compare, passes, run_all
 
-    config, _ = read_metadata(onnx_path)
-    engine = EngineRunner(plan_path)
-    reference = OnnxRunner(onnx_path)
-    batches = sorted({engine.min_batch, (engine.min_batch + engine.max_batch) // 2, engine.max_batch})
+    engine = TensorRTRuntime(plan_path, "cuda", cuda=cuda)
+    engine.load()
+    reference = OnnxRuntime(onnx_path, "cpu")
+    reference.load()
+    config = engine.config
+    pool = clip_windows_from(data, config, max_clips) if data is not None else None
+    low, high = engine.min_batch, engine.max_batch
+    # within the profile, and one past it: the runtime must split that batch
+    batches = sorted({low, (low + high) // 2, high, high + 1})
     results = []
-    for i, b in enumerate(batches):
-        windows = random_windows(config, b, seed + i)
-        parity = compare(reference(windows), engine.run(windows), config.threshold, f"batch {b}")
-        results.append(parity.to_dict())
-    ok = all(r["dice"] >= FP16_MIN_DICE for r in results)
+    try:
+        for i, b in enumerate(batches):
+            if pool is not None:
+                windows = pool[np.random.default_rng(seed + i).choice(len(pool), b, replace=len(pool) < b)]
+            else:
+                windows = random_windows(config, b, seed + i)
+            parity = compare(
+                run_all(reference, windows), engine.infer(windows), config.threshold, f"batch {b}"
+            )
+            results.append(parity)
+    finally:
+        engine.close()
+        reference.close()
     return {
         "plan": str(plan_path),
         "onnx": str(onnx_path),
-        "ok": ok,
+        "ok": passes(results, "fp16"),
         "min_dice": FP16_MIN_DICE,
-        "results": results,
+        "profile": [low, high],
+        "results": [r.to_dict() for r in results],
     }

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.backends.base import Backend
+from service.backends import Backend
 from service.core.errors import ServiceError
 from service.core.metrics import Metrics
 

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from echoseg.artifacts import CONFIG_NAME, checkpoint_weights
 from service.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,9 @@ def cache_root(settings: Settings) -> Path:
 
 
 def checkpoint_files(path: Path) -> list[Path]:
-    """The files whose bytes define a checkpoint (weights and config), in a stable order."""
-    if path.is_file():
-        return [path, path.with_name("config.json")]
-    root = path / "best" if (path / "best" / "config.json").exists() else path
-    return [root / "config.json", *sorted(root.glob("student*.safetensors"))]
+    """The files whose bytes define a checkpoint (its config and student weights), in a stable order."""
+    weights = checkpoint_weights(path)
+    return [weights.parent / CONFIG_NAME, weights]
 
 
 def export_batch(settings: Settings) -> str | int:
@@ -53,9 +52,10 @@ def onnx_for(path: Path, settings: Settings) -> Path:
         log.info("using cached ONNX export %s", out)
         return out
     from export.onnx import export_onnx
-    from training.model.io import load_pretrained
+    from export.source import load_source
 
-    model, config, meta = load_pretrained(path)
+    model, meta = load_source(checkpoint=path)
+    config = model.config
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"model.{os.getpid()}.tmp.onnx")
     log.info(

@@ -20,15 +20,22 @@ from service.api.routes import health, metrics, models, segment, stream
 from service.backends import Backend, create_backend
 from service.core.config import Settings
 from service.core.metrics import Metrics
+from service.core.stages import StageHook
 from service.state import Service
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
-    """An app serving ``settings.model``; pass a loaded ``backend`` to serve that one instead."""
+def create_app(
+    settings: Settings | None = None, backend: Backend | None = None, stage_hook: StageHook | None = None
+) -> FastAPI:
+    """An app serving ``settings.model``; pass a loaded ``backend`` to serve that one instead.
+
+    ``stage_hook``, when given, receives the per-stage timings of the streaming path (see
+    :mod:`service.core.stages`); the stage benchmark passes one, the product runs without.
+    """
     settings = settings or Settings()
-    service = Service(settings, Metrics())
+    service = Service(settings, Metrics(), stage_hook)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

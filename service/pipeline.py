@@ -1,9 +1,8 @@
-"""From frames to masks: the preprocessing, batching and postprocessing shared by REST and streams.
+"""An uploaded clip through the micro-batcher: its windows in chunks, its logits back.
 
-Both transports build exactly the windows of offline inference
-(``training.model.inference.predict_clip``): frames resized to the model size and normalised
-(``training.model.preprocessing``), windows with edge replication (``training.model.window``),
-sigmoid, probabilities resized back to the clip's size, thresholded.
+Both transports build exactly the windows of offline inference (``echoseg.preprocess``: frames
+resized to the model size and normalised, windows with edge replication, sigmoid, probabilities
+resized back to the clip's size, thresholded); this module batches an upload's windows.
 """
 
 from __future__ import annotations
@@ -14,22 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.config import ModelConfig
+from echoseg.preprocess import window_indices
 from service.batcher import MicroBatcher
-from training.model.config import ModelConfig
-from training.model.preprocessing import normalize, probabilities_to_masks, resize_frames, sigmoid
-from training.model.window import window_indices
 
 UPLOAD_CHUNKS_IN_FLIGHT = 2  # an upload keeps this many chunks queued, so streams interleave
-
-
-def preprocess(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """``(T, H, W) uint8 -> (T, S, S) float32`` normalised."""
-    return normalize(resize_frames(frames, config.input_size), config)
-
-
-def logits_to_masks(logits: np.ndarray, height: int, width: int, config: ModelConfig) -> np.ndarray:
-    """``(T, S, S)`` logits -> ``(T, height, width)`` uint8 {0, 1} masks."""
-    return probabilities_to_masks(sigmoid(logits.astype(np.float32)), height, width, config.threshold)
 
 
 @dataclass
@@ -69,40 +57,3 @@ async def infer_clip(
     await asyncio.gather(*(run(s) for s in starts))
     timings.queue_s = max(0.0, time.perf_counter() - began - timings.inference_s)
     return out, timings
-
-
-class StreamWindows:
-    """Turns a stream of preprocessed frames into the windows of its target frames, in order.
-
-    Frame ``n`` arriving makes target ``n - lookahead`` computable; windows reaching before
-    frame 0 replicate frame 0, and on :meth:`finish` the last ``lookahead`` targets replicate
-    the last frame, exactly as ``window_indices`` does for a whole clip.
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.config = config
-        self.received = 0
-        self.emitted = 0
-        self._frames: dict[int, np.ndarray] = {}  # the last k frames, by index
-
-    def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add frame ``(S, S)``; returns ``[(target, window (k, S, S))]`` now computable."""
-        n = self.received
-        self._frames[n] = frame
-        self._frames.pop(n - self.config.num_frames, None)
-        self.received += 1
-        target = n - self.config.lookahead
-        if target < 0:
-            return []
-        return [(target, self._window(target, last=n))]
-
-    def finish(self) -> list[tuple[int, np.ndarray]]:
-        """Windows of the targets still waiting for look-ahead frames (the stream has ended)."""
-        last = self.received - 1
-        pending = range(self.emitted, self.received)
-        return [(t, self._window(t, last=last)) for t in pending]
-
-    def _window(self, target: int, last: int) -> np.ndarray:
-        self.emitted = target + 1
-        idx = [min(max(target + o, 0), last) for o in self.config.offsets]
-        return np.stack([self._frames[i] for i in idx])  # k x (S, S) -> (k, S, S)

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.backends.base import Backend
+from echoseg.cardiac import area_curve, summarize_clip
+from echoseg.preprocess import logits_to_masks, preprocess
+from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import DecodedClip, Limits, decode_clip
 from service.codecs.rle import rle_encode
 from service.core.config import Settings
 from service.core.metrics import Metrics
-from service.pipeline import infer_clip, logits_to_masks, preprocess
-from training.cardiac import area_curve, summarize_clip
+from service.pipeline import infer_clip
 
 
 @dataclass

@@ -11,11 +11,12 @@ import logging
 import time
 from typing import Protocol
 
-from service.backends.base import Backend
+from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.core.config import Settings
 from service.core.errors import WS_GOING_AWAY, ServiceError
 from service.core.metrics import Metrics
+from service.core.stages import StageHook
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,10 @@ class Closable(Protocol):
 
 
 class Service:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, stage_hook: StageHook | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.stage_hook = stage_hook
         self.backend: Backend | None = None
         self.batcher: MicroBatcher | None = None
         self.warmed = False

@@ -23,12 +23,13 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
+from echoseg.cardiac import summarize_clip
+from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
 from service.api.deps import websocket_authorized
 from service.codecs.frames import FRAME_ENCODINGS, MASK_ENCODINGS, decode_frame, encode_mask
 from service.core.errors import WS_NORMAL, ServiceError
-from service.pipeline import StreamWindows, logits_to_masks, preprocess
+from service.core.stages import timed
 from service.state import Service
-from training.cardiac import summarize_clip
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class StreamSession:
         self.service = service
         self.settings = service.settings
         self.metrics = service.metrics
+        self.hook = service.stage_hook
         self.received = 0
         self.sent = 0
         self._tasks: list[asyncio.Task] = []
@@ -208,6 +210,8 @@ class StreamSession:
             msg = await self._receive()
             arrival = time.perf_counter()
             payload = msg.get("bytes")
+            if payload is not None and self.hook is not None:
+                self.hook("arrivals", arrival)
             if payload is None:
                 control = self._control_after_start(msg.get("text") or "")
                 if control == "end":
@@ -217,7 +221,7 @@ class StreamSession:
                     return
                 continue
             frame = await self._decode(payload, start)
-            norm = preprocess(frame[None], backend.config)[0]  # (H, W) -> (S, S)
+            norm = timed(self.hook, "resize", preprocess, frame[None], backend.config)[0]  # (H, W) -> (S, S)
             self.received += 1
             for target, window in windows.push(norm):
                 self._enqueue(pending, batcher, target, window, arrival)
@@ -237,9 +241,10 @@ class StreamSession:
         raise ServiceError("unknown_message_type", f"unknown message type {kind!r}; expected 'end'")
 
     async def _decode(self, payload: bytes, start: StartParams) -> np.ndarray:
+        args = (payload, start.encoding, start.width, start.height)
         if start.encoding == "gray8":
-            return decode_frame(payload, "gray8", start.width, start.height)
-        return await asyncio.to_thread(decode_frame, payload, start.encoding, start.width, start.height)
+            return timed(self.hook, "decode", decode_frame, *args)
+        return await asyncio.to_thread(timed, self.hook, "decode", decode_frame, *args)
 
     def _enqueue(
         self, pending: asyncio.Queue, batcher, target: int, window: np.ndarray, arrival: float
@@ -261,14 +266,32 @@ class StreamSession:
                 return
             target, arrival, future = item
             result = await future
-            mask = logits_to_masks(result.logits, start.height, start.width, backend.config)[
-                0
-            ]  # (S,S) -> (H,W)
+            if self.hook is not None:
+                self.hook("queue_wait", result.queue_s * 1e3)
+                self.hook("inference", result.inference_s * 1e3)
+                self.hook("batch", result.batch_size)
+            # (S, S) -> (H, W)
+            mask = timed(
+                self.hook,
+                "resize_back",
+                logits_to_masks,
+                result.logits,
+                start.height,
+                start.width,
+                backend.config,
+            )[0]
             if self.settings.stream_fast_path:  # a zlib 1-bit PNG costs less than a thread hop
-                payload = encode_mask(mask, start.mask_encoding, png_encoder="zlib")
+                payload = timed(
+                    self.hook, "encode", encode_mask, mask, start.mask_encoding, png_encoder="zlib"
+                )
             else:
-                payload = await asyncio.to_thread(encode_mask, mask, start.mask_encoding, "pil")
+                payload = await asyncio.to_thread(
+                    timed, self.hook, "encode", encode_mask, mask, start.mask_encoding, "pil"
+                )
+            sending = time.perf_counter()
             await self.ws.send_bytes(struct.pack("<I", target) + payload)
+            if self.hook is not None:
+                self.hook("sends", [target, sending, time.perf_counter()])
             self.sent += 1
             self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)
             self._areas.append(float(mask.sum()))

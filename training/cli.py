@@ -6,20 +6,7 @@ import argparse
 import json
 import os
 
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``echoseg train`` (shared with ``python -m training.train`` for torchrun)."""
-    parser.add_argument("--config", help="training YAML (configs/*.yaml); optional with --resume")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set steps=500 --set data.root=/data/echonet",
-    )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last/")
-    return parser
+from training.args import add_train_arguments
 
 
 def register(subparsers) -> None:

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.cardiac import summarize_clip
 from training import metrics
-from training.cardiac import summarize_clip
 
 logger = logging.getLogger(__name__)
 

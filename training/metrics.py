@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
 
-from training.cardiac import ejection_fraction, volume_method_of_discs
+from echoseg.cardiac import ejection_fraction, volume_method_of_discs
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 

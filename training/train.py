@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from training.args import add_train_arguments
 from training.model import ModelConfig, build_model, get_preset
 from training.trainer import checkpoint as ckpt
 from training.trainer.config import TrainConfig, load_config, save_config
@@ -380,8 +381,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m training.train`` (what torchrun launches)."""
-    from training.cli import add_train_arguments
-
     parser = argparse.ArgumentParser(prog="training.train", description=__doc__.splitlines()[0])
     args = add_train_arguments(parser).parse_args(argv)
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING

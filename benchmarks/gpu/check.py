@@ -1,13 +1,25 @@
-"""GPU checks: torch-CUDA fp32/fp16 parity with CPU, and TensorRT when it is importable.
+"""GPU checks, one step per call, each appending one JSON line to ``OUT/gpu_check.jsonl``.
 
-    PYTHONPATH=. python3 -m benchmarks.gpu.check --out DIR     # writes DIR/gpu_check.json
+    PYTHONPATH=. python3 -m benchmarks.gpu.check STEP --out DIR [--dry-run-cpu]
+    PYTHONPATH=. python3 -m benchmarks.gpu.check summary --out DIR   # -> DIR/gpu_check.json
 
-Parity is measured on a network fitted for a few steps to synthetic clips (an untrained
-network's logits sit in a band a few hundredths wide, where any rounding flips mask pixels):
-for each preset the same weights run on the CPU (fp32, the reference) and on CUDA in fp32 (TF32
-off) and fp16, in both calibration forms. fp32 must match within 1e-4 (relative to the logits'
-spread when they are large), fp16 must give the same masks (Dice >= 0.999).
-Without CUDA (or with ECHOSEG_SKIP_GPU=1) it records the environment and what it skipped.
+``benchmarks/gpu/check.sh`` runs the steps in order, each under its own timeout, so a step that
+runs out of time loses only itself. Every model runs through :mod:`echoseg.runtime`, the code the
+service serves with. Parity is measured on trained weights and real-looking frames (the bundled
+``models/default`` and synthetic clips), so the masks compared are neither empty nor full:
+
+- ``env``: versions, the GPU, the ONNX Runtime providers, whether TensorRT imports (and why not);
+- ``torch``: torch on CUDA in fp32 (TF32 off) and fp16, both calibration forms, against torch on
+  the CPU (fp32 within 1e-4 of the logits' spread; fp16 the same masks, Dice >= 0.999);
+- ``ort``: ONNX Runtime's CUDA provider (and TensorRT provider when this build has it) against
+  ONNX Runtime on the CPU;
+- ``tensorrt``: an fp16 engine (profile 1/8/32) built from the ONNX export, checked against ONNX
+  Runtime (at 1, 16, 32 and 33 windows: the runtime splits beyond the profile), and its latency
+  at batch 1/8/32;
+- ``serve``: ``echoseg serve`` on the GPU with 32 streams at 50 fps for 20 s (p99, lost frames).
+
+``--dry-run-cpu`` runs each step's CPU-runnable part with the CPU standing in for the GPU (CI
+runs it so the script cannot rot); nothing it prints is a GPU figure.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,175 +38,303 @@ from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO / "models" / "default"
 FP32_MAX_ABS = 1e-4
 FP16_MIN_DICE = 0.999
+STEPS = ("env", "torch", "ort", "tensorrt", "serve")
+LINES = "gpu_check.jsonl"
 
 
-def environment() -> dict:
+# -- shared ----------------------------------------------------------------------------------------
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def synthetic_root(folder: Path) -> Path:
+    """Two short synthetic clips in the EchoNet-Dynamic layout (made once per step's folder)."""
+    from training.data.synthetic import generate
+
+    root = folder / "synthetic"
+    return root if (root / "Videos").is_dir() else generate(root, videos=2, frames=16, size=112, seed=0)
+
+
+def synthetic_windows(config, folder: Path) -> np.ndarray:
+    """Every window of the synthetic clips at the model's size: ``(N, k, S, S)``."""
+    from echoseg.preprocess import clip_windows, preprocess
+    from echoseg.video import read_video
+
+    root = synthetic_root(folder)
+    clips = [read_video(p)[0] for p in sorted((root / "Videos").glob("*.avi"))]
+    return np.concatenate([clip_windows(preprocess(c, config), config) for c in clips])
+
+
+def logits_of(runtime, windows: np.ndarray) -> np.ndarray:
+    from export.check import run_all
+
+    with runtime:
+        runtime.load()
+        return run_all(runtime, windows, batch_size=8)
+
+
+def judged(reference: np.ndarray, candidate: np.ndarray, threshold: float, precision: str, label: str):
+    """A comparison row: fp32 gates on the logits (relative to their spread), fp16 on informative masks."""
+    from export.check import compare
+
+    p = compare(reference, candidate, threshold, label)
+    spread = float(reference.std())
+    if precision == "fp32":
+        ok = p.max_abs <= FP32_MAX_ABS * max(1.0, spread)
+    else:
+        ok = p.informative and p.dice >= FP16_MIN_DICE
+    print(f"  {label:32s} max-abs {p.max_abs:.2e} dice {p.dice:.5f} mask {p.positive_fraction:.3f} ok={ok}")
+    return {"label": label, "precision": precision, "ok": bool(ok), "logit_std": spread, **p.to_dict()}
+
+
+def default_artifact():
+    from echoseg.artifacts import resolve
+
+    return resolve(DEFAULT_MODEL)
+
+
+def onnx_of_default(folder: Path, fp16: bool = False) -> Path:
+    from export.onnx import export_onnx
+    from export.source import load_source
+
+    model, meta = load_source(checkpoint=DEFAULT_MODEL)
+    path = folder / f"default-matmul{'-fp16' if fp16 else ''}.onnx"
+    return export_onnx(model, path, calibration="matmul", batch="dynamic", fp16=fp16, meta=meta)
+
+
+# -- steps -----------------------------------------------------------------------------------------
+def step_env(args, folder: Path) -> dict:
     import onnxruntime as ort
     import torch
+
+    from echoseg.runtime import RuntimeUnavailable
+    from echoseg.runtime.onnxruntime import installed_onnxruntime_wheels
 
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
         "onnxruntime": ort.__version__,
+        "onnxruntime_wheels": installed_onnxruntime_wheels(),
         "ort_providers": ort.get_available_providers(),
         "tensorrt_importable": importlib.util.find_spec("tensorrt") is not None,
     }
     if torch.cuda.is_available():
-        env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
-    return env
+        env["gpu"] = torch.cuda.get_device_name()
+    if env["tensorrt_importable"]:
+        from echoseg.runtime.tensorrt import require_tensorrt
+
+        try:
+            env["tensorrt"] = require_tensorrt().__version__
+        except RuntimeUnavailable as e:
+            env["tensorrt_error"] = str(e)
+    return {"ok": True, "environment": env}
 
 
-def synthetic_windows(config, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(windows (N, k, S, S), masks (N, 1, S, S))`` of a few synthetic clips at the preset's size."""
-    from training.data.echonet import load_clips
-    from training.data.synthetic import generate
-    from training.model.preprocessing import normalize, resize_frames
-    from training.model.window import clip_windows
-
-    root = generate(folder / "synthetic", videos=2, frames=16, size=112, seed=0)
-    windows, masks = [], []
-    for clip in load_clips(root):
-        size = config.input_size
-        windows.append(clip_windows(normalize(resize_frames(clip.frames, size), config), config))
-        masks.append((resize_frames(clip.true_masks * 255, size) > 127)[:, None].astype(np.float32))
-    return np.concatenate(windows), np.concatenate(masks)
-
-
-def fit(model, windows, masks, steps: int, device: str, batch: int = 4):
-    """A few Adam steps so that the logits separate like a trained model's."""
+def step_torch(args, folder: Path) -> dict:
     import torch
 
-    model = model.to(device).train()
-    x, y = torch.from_numpy(windows), torch.from_numpy(masks)
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=generator)
-        prediction = model(x[idx].to(device))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(prediction, y[idx].to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval().cpu()
+    from echoseg.runtime.torch import TorchRuntime
+    from export.source import load_source
 
-
-def logits(model, windows, device: str, dtype, batch: int = 8) -> np.ndarray:
-    import torch
-
-    model = model.to(device, dtype).eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(windows), batch):
-            frames = torch.from_numpy(windows[i : i + batch]).to(device, dtype)
-            out.append(model(frames).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def parity(preset: str, steps: int, folder: Path, device: str = "cuda") -> dict:
-    import copy
-
-    import torch
-
-    from export.check import compare
-    from export.source import build_untrained
-
+    device = "cpu" if args.dry_run_cpu else "cuda"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model = build_untrained(preset, seed=0)
-    windows, masks = synthetic_windows(model.config, folder)
-    started = time.time()
-    model = fit(model, windows, masks, steps, device)
-    windows = windows[:: max(1, len(windows) // 8)][:8]  # 8 windows across both clips: CPU time stays short
+    model, _ = load_source(checkpoint=DEFAULT_MODEL)
+    config = model.config
+    windows = synthetic_windows(config, folder)[::4]
     rows = []
     for form in ("conv", "matmul"):
-        net = copy.deepcopy(model).set_calibration(form)
-        reference = logits(copy.deepcopy(net), windows, "cpu", torch.float32)
-        spread = float(reference.std())
-        precisions = (
-            (("fp32", torch.float32), ("fp16", torch.float16))
-            if device == "cuda"
-            else (("fp32", torch.float32),)
-        )
-        for name, dtype in precisions:
-            candidate = logits(copy.deepcopy(net), windows, device, dtype)
-            p = compare(reference, candidate, model.config.threshold, "clips")
-            ok = p.dice >= FP16_MIN_DICE if name == "fp16" else p.max_abs <= FP32_MAX_ABS * max(1.0, spread)
-            rows.append({"form": form, "precision": name, "ok": ok, "logit_std": spread, **p.to_dict()})
-            print(f"{preset:6s} {form:6s} {name}: max-abs {p.max_abs:.2e} dice {p.dice:.5f} ok={ok}")
-    return {"preset": preset, "fit_steps": steps, "seconds": round(time.time() - started, 1), "results": rows}
+        reference = logits_of(TorchRuntime(model, "cpu", precision="fp32", calibration=form), windows)
+        precisions = ("fp32",) if device == "cpu" else ("fp32", "fp16")
+        for precision in precisions:
+            runtime = TorchRuntime(model, device, precision=precision, calibration=form, cuda_graphs=False)
+            candidate = logits_of(runtime, windows)
+            rows.append(judged(reference, candidate, config.threshold, precision, f"{form} {precision}"))
+        if device == "cuda":  # the service's path: fp16 CUDA graphs
+            runtime = TorchRuntime(model, device, precision="fp16", calibration=form, max_batch=8)
+            with runtime:
+                runtime.load()
+                runtime.warmup(8)
+                from export.check import run_all
+
+                candidate = run_all(runtime, windows, batch_size=8)
+            rows.append(judged(reference, candidate, config.threshold, "fp16", f"{form} fp16 CUDA graphs"))
+    ok = all(r["ok"] for r in rows)
+    return {"ok": ok, "model": str(DEFAULT_MODEL), "windows": len(windows), "results": rows}
 
 
-def tensorrt_check(folder: Path) -> dict:
-    """Export lite in both forms, build engines, run them and compare with ONNX Runtime (CPU)."""
-    from export.onnx import export_onnx
-    from export.source import build_untrained
+def step_ort(args, folder: Path) -> dict:
+    import onnxruntime as ort
+
+    from echoseg.runtime.onnxruntime import CUDA_PROVIDER, TRT_PROVIDER, OnnxRuntime
+
+    available = ort.get_available_providers()
+    gpu = [p for p, name in (("cuda", CUDA_PROVIDER), ("tensorrt", TRT_PROVIDER)) if name in available]
+    wanted = ["cpu"] if args.dry_run_cpu else gpu
+    if not wanted:
+        return {"ok": None, "skipped": f"onnxruntime {ort.__version__} has no GPU provider ({available})"}
+    path = onnx_of_default(folder)
+    config = default_artifact().config
+    windows = synthetic_windows(config, folder)[::2]
+    reference = logits_of(OnnxRuntime(path, "cpu"), windows)
+    rows = []
+    for provider in wanted:
+        device = "cpu" if provider == "cpu" else "cuda"
+        runtime = OnnxRuntime(path, device, provider=provider, cache_dir=folder / "ort-trt", max_batch=8)
+        precision = "fp32" if provider in ("cpu", "cuda") else "fp16"  # TensorRT may pick TF32 kernels
+        rows.append(judged(reference, logits_of(runtime, windows), config.threshold, precision, provider))
+    return {"ok": all(r["ok"] for r in rows), "results": rows}
+
+
+def step_tensorrt(args, folder: Path) -> dict:
+    from echoseg.runtime import RuntimeUnavailable
+    from echoseg.runtime.tensorrt import TensorRTRuntime, require_tensorrt
     from export.tensorrt import BuildSettings, build_engine, check_engine
 
-    model = build_untrained("lite", seed=0)
-    out = {}
-    for form, batch in (("matmul", "dynamic"), ("conv", 4)):
-        for fp16 in (False, True):
-            key = f"lite-{form}-{'fp16' if fp16 else 'fp32'}"
-            try:
-                onnx_path = folder / f"{key}.onnx"
-                export_onnx(model, onnx_path, calibration=form, batch=batch, fp16=fp16)
-                cache = str(folder / "timing.cache")
-                settings = BuildSettings(min_batch=1, opt_batch=4, max_batch=8, timing_cache=cache)
-                started = time.time()
-                plan = build_engine(onnx_path, folder / f"{key}.plan", settings)
-                out[key] = {"build_s": round(time.time() - started, 1), **check_engine(plan, onnx_path)}
-            except Exception as e:  # record and go on: one failing form must not hide the others
-                trace = traceback.format_exc()[-2000:]
-                out[key] = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": trace}
-            print(f"tensorrt {key}: ok={out[key].get('ok')}")
-    return out
+    if args.dry_run_cpu:
+        return {"ok": None, "skipped": "TensorRT needs a GPU (the CPU tests drive it with a fake module)"}
+    try:
+        trt = require_tensorrt()
+    except RuntimeUnavailable as e:
+        return {"ok": None, "skipped": str(e)}
+    onnx_path = onnx_of_default(folder)
+    plan = folder / "default-fp16.plan"
+    started = time.perf_counter()
+    cache = str(folder / "timing.cache")
+    settings = BuildSettings(fp16=True, min_batch=1, opt_batch=8, max_batch=32, timing_cache=cache)
+    build_engine(onnx_path, plan, settings)
+    build_s = time.perf_counter() - started
+    report = check_engine(plan, onnx_path, data=synthetic_root(folder))
+    latency = {}
+    with TensorRTRuntime(plan, "cuda") as runtime:
+        runtime.load()
+        cfg = runtime.config
+        for batch in (1, 8, 32):
+            shape = (batch, cfg.num_frames, cfg.input_size, cfg.input_size)
+            x = np.random.default_rng(batch).standard_normal(shape, dtype=np.float32)
+            for _ in range(5):
+                runtime.infer(x)
+            times = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                runtime.infer(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+            p50 = float(np.median(times))
+            latency[str(batch)] = {
+                "p50_ms": p50,
+                "p99_ms": float(np.percentile(times, 99)),
+                "frame_ms": p50 / batch,
+            }
+            print(f"  tensorrt batch {batch}: {p50:.3f} ms p50 (host windows in, host logits out)")
+    return {
+        "ok": report["ok"],
+        "tensorrt": trt.__version__,
+        "build_s": round(build_s, 1),
+        "check": report,
+        "latency": latency,
+    }
+
+
+def step_serve(args, folder: Path) -> dict:
+    from benchmarks.common import missing_server_modules
+
+    missing = missing_server_modules()
+    if missing:
+        return {"ok": None, "skipped": f"the server's modules are missing here: {missing}"}
+    if args.dry_run_cpu:
+        device, backend, scenario, seconds = "cpu", "onnxruntime", "2x10", "2"
+    else:
+        device, backend, scenario, seconds = "cuda", "torch", "32x50", "20"
+    cmd = [
+        sys.executable, "-m", "benchmarks.streaming", "--model", str(DEFAULT_MODEL), "--device", device,
+        "--backend", backend, "--scenarios", scenario, "--seconds", seconds, "--no-capacity",
+        "--out-dir", str(folder), "--name", "serve",
+        "--env", "ECHOSEG_MAX_STREAMS=40", "ECHOSEG_MAX_BATCH=32",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.serve_timeout_s)
+    if done.returncode != 0:
+        log = done.stdout[-1500:] + done.stderr[-1500:]
+        return {"ok": False, "error": f"benchmarks.streaming exited {done.returncode}", "log": log}
+    result = json.loads((folder / "serve.json").read_text())
+    row = result["scenarios"][0]
+    return {
+        "ok": row["frames_lost"] == 0,
+        "device": device,
+        "backend": backend,
+        "scenario": scenario,
+        "model": result.get("model"),
+        "result": row,
+    }
+
+
+RUNNERS = {
+    "env": step_env,
+    "torch": step_torch,
+    "ort": step_ort,
+    "tensorrt": step_tensorrt,
+    "serve": step_serve,
+}
+
+
+# -- the lines and the summary ---------------------------------------------------------------------
+def append_line(out: Path, record: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LINES, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+
+
+def run_step(args) -> int:
+    started = time.time()
+    try:
+        with tempfile.TemporaryDirectory(prefix="echoseg-gpu-") as tmp:
+            if args.step != "env" and not args.dry_run_cpu and not cuda_available():
+                record = {"ok": None, "skipped": "no CUDA device"}
+            else:
+                record = RUNNERS[args.step](args, Path(tmp))
+    except Exception as e:  # record and go on: one failing step must not hide the others
+        record = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+    seconds = round(time.time() - started, 1)
+    record = {"step": args.step, "dry_run_cpu": args.dry_run_cpu, "seconds": seconds, **record}
+    append_line(Path(args.out), record)
+    print(f"step {args.step}: ok={record.get('ok')} ({record['seconds']} s)", flush=True)
+    return 1 if record.get("ok") is False else 0
+
+
+def summarize(out: Path) -> int:
+    lines = (out / LINES).read_text().splitlines() if (out / LINES).exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    by_step = {r["step"]: r for r in records}
+    document = {
+        "check": "gpu",
+        "steps": [by_step.get(s, {"step": s, "ok": False, "error": "did not run"}) for s in STEPS],
+        "dry_run_cpu": any(r.get("dry_run_cpu") for r in records),
+    }
+    verdicts = [s.get("ok") for s in document["steps"]]
+    document["ok"] = False if False in verdicts else (True if True in verdicts else None)
+    (out / "gpu_check.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(f"wrote {out / 'gpu_check.json'} (ok={document['ok']})")
+    return 1 if document["ok"] is False else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="benchmarks.gpu.check", description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=[*STEPS, "summary"])
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
-    parser.add_argument("--presets", nargs="+", default=["lite", "paper"])
-    parser.add_argument("--fit-steps", type=int, default=40)
-    parser.add_argument("--skip-gpu", action="store_true", default=os.environ.get("ECHOSEG_SKIP_GPU") == "1")
-    parser.add_argument("--dry-run-cpu", action="store_true", help="run the parity code CPU vs CPU (tests)")
+    parser.add_argument("--dry-run-cpu", action="store_true", help="the CPU stands in for the GPU (CI)")
+    parser.add_argument("--serve-timeout-s", type=float, default=80.0)
     args = parser.parse_args(argv)
-
-    import torch
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    document = {"check": "gpu", "environment": environment(), "parity": [], "tensorrt": None, "skipped": []}
-    use_gpu = torch.cuda.is_available() and not args.skip_gpu
-    with tempfile.TemporaryDirectory() as tmp:
-        if use_gpu:
-            for preset in args.presets:
-                try:
-                    document["parity"].append(parity(preset, args.fit_steps, Path(tmp)))
-                except Exception as e:
-                    document["parity"].append({"preset": preset, "error": f"{type(e).__name__}: {e}"})
-        elif args.dry_run_cpu:
-            for preset in args.presets:
-                document["parity"].append(parity(preset, args.fit_steps, Path(tmp), device="cpu"))
-        else:
-            reason = "skipped (ECHOSEG_SKIP_GPU / --skip-gpu)" if args.skip_gpu else "no CUDA device"
-            document["skipped"].append(f"CUDA parity: {reason}")
-        if use_gpu and document["environment"]["tensorrt_importable"]:
-            document["tensorrt"] = tensorrt_check(Path(tmp))
-        else:
-            document["skipped"].append("TensorRT: not importable" if use_gpu else "TensorRT: no GPU in use")
-    rows = [r for p in document["parity"] for r in p.get("results", [])]
-    errors = [p for p in document["parity"] if "error" in p]
-    trt_ok = all(v.get("ok") for v in (document["tensorrt"] or {}).values())
-    checked = bool(rows or errors or document["tensorrt"])
-    document["ok"] = (all(r["ok"] for r in rows) and not errors and trt_ok) if checked else None
-    path = out / "gpu_check.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {path} (ok={document['ok']})")
-    return 1 if document["ok"] is False else 0
+    if args.step == "summary":
+        return summarize(Path(args.out))
+    return run_step(args)
 
 
 if __name__ == "__main__":

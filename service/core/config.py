@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     ort_spinning: bool = Field(
         False, description="let idle ONNX Runtime threads spin (only on dedicated cores)"
     )
+    ort_provider: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="ONNX Runtime on a GPU: auto = the TensorRT provider when this build has it, then CUDA; "
+        "cuda or tensorrt to insist on one",
+    )
+    fp16: bool = Field(False, description="let ONNX Runtime's TensorRT provider use fp16 kernels (GPU only)")
     export_calibration: Literal["conv", "matmul"] = Field(
         "matmul",
         description="calibration form when a checkpoint is exported to ONNX at startup (matmul: dynamic "

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from echoseg.video import write_avi
 from training.data.synthetic import FILELIST_HEADER, generate
-from training.data.video import write_avi
 
 SYNTH_VIDEOS = 6
 SYNTH_FRAMES = 48

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from echoseg.config import ModelConfig
 from training.data.augment import Augmentation, augment_window
 from training.data.clip import Clip
 from training.data.dataset import ClipWindowDataset
-from training.model.config import ModelConfig
 
 
 def _asymmetric_mask(size=48) -> np.ndarray:

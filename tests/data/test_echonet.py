@@ -3,11 +3,11 @@ import pickle
 import numpy as np
 import pytest
 
+from echoseg.config import ModelConfig
+from echoseg.preprocess import normalize
+from echoseg.video import VideoError
 from training.data.echonet import DatasetError, EchoNetDataset, load_clips
 from training.data.tracings import polygon_mask, tracing_mask
-from training.data.video import VideoError
-from training.model.config import ModelConfig
-from training.model.preprocessing import normalize
 
 from .conftest import make_echonet, moving_square_frames, rect_tracing
 

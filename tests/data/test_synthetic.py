@@ -3,11 +3,11 @@ import csv
 import numpy as np
 import pytest
 
+from echoseg.cardiac import ejection_fraction, volume_method_of_discs
 from echoseg.cli import main
-from training.cardiac import ejection_fraction, volume_method_of_discs
+from echoseg.video import read_video
 from training.data.echonet import load_clips
 from training.data.synthetic import NUM_CHORDS, generate
-from training.data.video import read_video
 
 from .conftest import SYNTH_FRAMES, SYNTH_VIDEOS
 

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from training.data.video import VideoError, read_video, write_avi
+from echoseg.video import VideoError, read_video, write_avi
 
 
 def _gradient_clip(num_frames=12, height=48, width=64) -> np.ndarray:

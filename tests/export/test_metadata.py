@@ -7,8 +7,8 @@ import json
 import onnx
 import pytest
 
+from echoseg.config import ModelConfig
 from export.onnx import METADATA_KEYS, export_onnx, parse_batch, read_metadata
-from training.model.config import ModelConfig
 
 
 def test_metadata_read_back_from_the_file_alone(untrained, exported):

@@ -6,8 +6,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.check import FP16_MIN_DICE, FP32_MAX_ABS, OnnxRunner, compare, random_windows, torch_logits
+from echoseg.preprocess import random_windows
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from export.check import FP16_MIN_DICE, FP32_MAX_ABS, compare, run_all, torch_logits
 from export.onnx import export_onnx, read_metadata
+
+
+def onnx_logits(path, windows):
+    with OnnxRuntime(path, "cpu") as runtime:
+        runtime.load()
+        return run_all(runtime, windows)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "lite"])
@@ -16,7 +24,7 @@ def test_fp32_export_matches_torch(preset, form, untrained, exported):
     model = untrained(preset)
     path = exported(preset, form)
     windows = random_windows(model.config, 5, seed=1)  # 5: the conv file runs it as 2 + 2 + (1 padded)
-    reference, candidate = torch_logits(model, windows), OnnxRunner(path)(windows)
+    reference, candidate = torch_logits(model, windows), onnx_logits(path, windows)
     parity = compare(reference, candidate, model.config.threshold, "random")
     assert parity.max_abs <= FP32_MAX_ABS, parity
     assert model.config.calibration == "conv"  # the caller's network keeps its form
@@ -39,11 +47,12 @@ def test_fp16_masks_match_fp32_on_synthetic_clips(trained_tiny, tiny_clips, tmp_
     path = export_onnx(trained_tiny, tmp_path / "tiny-fp16.onnx", calibration="matmul", fp16=True)
     _, props = read_metadata(path)
     assert props["echoseg.precision"] == "fp16"
-    runner = OnnxRunner(path)
-    assert runner.dtype == np.float16
+    with OnnxRuntime(path, "cpu") as runtime:
+        runtime.load()
+        assert runtime.input_dtype == np.float16 and runtime.precision == "fp16"
     windows, _ = tiny_clips
     reference = torch_logits(trained_tiny, windows)
-    parity = compare(reference, runner(windows), trained_tiny.config.threshold, "clips")
+    parity = compare(reference, onnx_logits(path, windows), trained_tiny.config.threshold, "clips")
     assert 0.05 < parity.positive_fraction < 0.95, "the fitted network should segment part of each frame"
     assert parity.dice >= FP16_MIN_DICE, parity
     assert parity.max_abs > 0  # fp16 really changed the numbers

@@ -32,14 +32,18 @@ def test_build_settings_are_checked():
 
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("form", ["matmul", "conv"])
-def test_engine_builds_runs_and_matches_onnxruntime(form, exported, tmp_path):
+def test_engine_builds_runs_and_matches_onnxruntime(form, trained_tiny, synthetic_root, tmp_path):
+    from export.onnx import export_onnx
+
+    batch = "dynamic" if form == "matmul" else 2
+    onnx_path = export_onnx(trained_tiny, tmp_path / f"{form}.onnx", calibration=form, batch=batch)
     plan = build_engine(
-        exported("tiny", form),
+        onnx_path,
         tmp_path / f"{form}.plan",
         BuildSettings(min_batch=1, opt_batch=2, max_batch=4, timing_cache=str(tmp_path / "cache.bin")),
     )
     meta = json.loads(metadata_path(plan).read_text())
-    assert meta["onnx"]["metadata"]["echoseg.calibration"] == form
+    assert meta["metadata"]["echoseg.calibration"] == form
     assert meta["tensorrt_version"]
-    report = check_engine(plan, exported("tiny", form))
+    report = check_engine(plan, onnx_path, data=synthetic_root)
     assert report["ok"], report

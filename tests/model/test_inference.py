@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from echoseg.preprocess import normalize
 from training.model.inference import predict_clip
-from training.model.preprocessing import normalize
 
 
 def test_shape_range_and_mode(tiny_model):

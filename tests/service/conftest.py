@@ -14,10 +14,10 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.backends.base import Backend
+from echoseg.config import ModelConfig
+from service.backends import Backend
 from service.core.config import Settings
 from service.main import create_app
-from training.model.config import ModelConfig
 
 
 class FakeBackend(Backend):
@@ -29,7 +29,7 @@ class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, delay_s: float = 0.0, window: str = "centered", num_frames: int = 3) -> None:
-        super().__init__("fake.onnx")
+        super().__init__()
         self.delay_s = delay_s
         self.window = window
         self.num_frames = num_frames
@@ -42,7 +42,7 @@ class FakeBackend(Backend):
         )  # fmt: skip
         self.model_id = "fake-0"
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         self.batches.append(batch.shape[0])
         if self.delay_s:
             time.sleep(self.delay_s)

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
 from service.client import stream_frames
 from service.codecs.rle import rle_decode
-from service.pipeline import logits_to_masks, preprocess
-from training.model.window import clip_windows
 
 from .conftest import fake_backend, moving_disc_clip
 from .test_units import avi_bytes, npy_bytes

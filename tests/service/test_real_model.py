@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from echoseg.presets import get_preset
 from service.client import percentiles, server_latency, stream_frames
 from service.codecs.rle import rle_decode
 from training.data.synthetic import synthesize
@@ -22,7 +23,6 @@ from training.metrics import dice
 from training.model import build_model
 from training.model.inference import predict_clip
 from training.model.io import save_pretrained
-from training.model.registry import get_preset
 
 from .test_units import npy_bytes
 

@@ -17,8 +17,8 @@ import torch
 from websockets.asyncio.client import connect
 
 from echoseg.cli import main as echoseg_main
+from echoseg.presets import get_preset
 from training.model import build_model
-from training.model.registry import get_preset
 
 from .conftest import free_port, moving_disc_clip
 

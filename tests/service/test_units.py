@@ -8,8 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from service.backends import choose_backend, model_kind
-from service.backends.base import run_static
+from echoseg.artifacts import model_kind
+from echoseg.config import ModelConfig
+from echoseg.preprocess import StreamWindows, window_indices
+from echoseg.runtime import choose_backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import Limits, decode_clip, sniff_media_type
 from service.codecs.frames import decode_frame, decode_mask, encode_frame, encode_mask
@@ -17,10 +19,7 @@ from service.codecs.rle import rle_decode, rle_encode
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.core.metrics import Metrics
-from service.pipeline import StreamWindows
 from service.stream import parse_start
-from training.model.config import ModelConfig
-from training.model.window import window_indices
 
 from .conftest import fake_backend, moving_disc_clip
 
@@ -54,19 +53,6 @@ def test_stream_windows_match_clip_windows(window, k, length):
     assert [t for t, _ in got] == list(range(length))
     for t, w in got:
         np.testing.assert_array_equal(w[:, 0, 0], window_indices(t, length, config))
-
-
-def test_run_static_pads_and_splits():
-    calls = []
-
-    def fixed(x):
-        calls.append(x.shape[0])
-        return x[:, :1] * 2
-
-    batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
-    out = run_static(fixed, batch, 4)
-    assert calls == [4, 4]
-    np.testing.assert_array_equal(out, batch[:, :1] * 2)
 
 
 def test_batcher_batches_concurrent_requests_and_returns_each_its_own():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from echoseg.video import VideoError, read_video
 from training.data import camus
 from training.data.echonet import (
     EchoNetIndex,
@@ -26,7 +27,6 @@ from training.data.echonet import (
     traced_masks,
     tracing_problems,
 )
-from training.data.video import VideoError, read_video
 
 logger = logging.getLogger(__name__)
 

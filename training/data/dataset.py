@@ -1,7 +1,7 @@
 """Training windows from clips: what the mean-teacher loop consumes.
 
 A *labelled* item is the window of ``k`` frames around a traced frame (edge frames replicated,
-see ``training.model.window``) with that frame's mask. An *unlabelled* item is the window around
+see ``echoseg.preprocess``) with that frame's mask. An *unlabelled* item is the window around
 a random frame of a clip; each clip gives ``windows_per_video`` of them per epoch, redrawn every
 epoch from ``seed + epoch``. Frames are resized to the model's input size and normalised with
 its preprocessing; the optional augmentation (flips, rotation ±15°) is drawn per item and epoch
@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from echoseg.config import ModelConfig
+from echoseg.preprocess import normalize, resize_frames, window_indices
 from training.data.augment import augment_window
 from training.data.clip import Clip
-from training.model.config import ModelConfig
-from training.model.preprocessing import normalize, resize_frames
-from training.model.window import window_indices
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from echoseg.config import ModelConfig
+from echoseg.video import VideoError, read_video
 from training.data.clip import Clip
 from training.data.dataset import ClipWindowDataset
 from training.data.tracings import tracing_mask
-from training.data.video import VideoError, read_video
-from training.model.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ def load_clips(root, split: str | None = None) -> list[Clip]:
     """All clips of ``split`` (TRAIN/VAL/TEST in any case; ``None`` or ``'all'`` for every split).
 
     Raises ``FileNotFoundError`` for a missing CSV, ``Videos/`` folder or listed video,
-    :class:`~training.data.video.VideoError` for a corrupt video, :class:`DatasetError`
+    :class:`~echoseg.video.VideoError` for a corrupt video, :class:`DatasetError`
     (a ``ValueError``) for a wrong header or a tracing outside its frame; each message names the
     file and the CSV line. Tracings of videos absent from ``FileList.csv`` are ignored with a warning.
     """

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from training.data.video import write_avi
+from echoseg.video import write_avi
 
 logger = logging.getLogger(__name__)
 

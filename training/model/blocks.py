@@ -11,7 +11,7 @@ import math
 
 from torch import nn
 
-from training.model.config import NORMS
+from echoseg.config import NORMS
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.model.config import CALIBRATION_FORMS
+from echoseg.config import CALIBRATION_FORMS
 
 BINS = (1, 3, 5, 7)
 SUMMARY_LENGTH = sum(b * b for b in BINS)  # M = 84

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from echoseg.config import ModelConfig
 from training.model.blocks import DoubleConv
-from training.model.config import ModelConfig
 
 
 def level_widths(config: ModelConfig) -> list[int]:

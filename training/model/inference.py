@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from echoseg.preprocess import clip_windows, normalize, resize_frames, resize_probabilities
 from training.model.network import EchoSegNet
-from training.model.preprocessing import normalize, resize_frames, resize_probabilities
-from training.model.window import clip_windows
 
 
 @torch.no_grad()

@@ -13,13 +13,11 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from training.model.config import ModelConfig
+from echoseg.artifacts import CONFIG_NAME, WEIGHTS_SUFFIX, checkpoint_weights, read_checkpoint_config
+from echoseg.config import ModelConfig
 from training.model.network import EchoSegNet
 
 logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_SUFFIX = ".safetensors"
 
 
 def save_pretrained(
@@ -41,24 +39,6 @@ def save_pretrained(
     return weights
 
 
-def resolve_weights(path: str | Path, which: str = "student") -> Path:
-    """The weights file that ``path`` designates (see :func:`load_pretrained`)."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix != WEIGHTS_SUFFIX:
-            raise ValueError(f"{path} is not a {WEIGHTS_SUFFIX} file or a checkpoint directory")
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if not (path / CONFIG_NAME).is_file() and (path / "best" / CONFIG_NAME).is_file():
-        path = path / "best"  # a training run directory
-    weights = path / f"{which}{WEIGHTS_SUFFIX}"
-    if not weights.is_file():
-        found = sorted(p.stem for p in path.glob(f"*{WEIGHTS_SUFFIX}"))
-        raise FileNotFoundError(f"no {weights.name} in {path}; weights found there: {found}")
-    return weights
-
-
 def load_pretrained(
     path: str | Path, which: str = "student", map_location: str = "cpu"
 ) -> tuple[EchoSegNet, ModelConfig, dict[str, Any]]:
@@ -68,16 +48,10 @@ def load_pretrained(
     directory (its ``best/`` is used), or a ``.safetensors`` file with ``config.json`` beside it.
     Returns ``(model in eval mode, config, meta)``.
     """
-    weights = resolve_weights(path, which)
-    config_path = weights.parent / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} beside {weights}")
-    document = json.loads(config_path.read_text())
-    if "model" not in document:
-        raise ValueError(f"{config_path} has no 'model' section; keys found: {sorted(document)}")
-    config = ModelConfig.from_dict(document["model"])
+    weights = checkpoint_weights(path, which)
+    config, meta = read_checkpoint_config(weights)
     model = EchoSegNet(config)
     model.load_state_dict(load_file(str(weights), device=str(map_location)))
     model.to(map_location).eval()
     logger.info("loaded %s (preset %s) from %s", weights.stem, config.preset, weights)
-    return model, config, dict(document.get("meta") or {})
+    return model, config, meta

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from echoseg.config import CALIBRATION_FORMS, ModelConfig
 from training.model.calibration import SemanticCalibration
-from training.model.config import CALIBRATION_FORMS, ModelConfig
 from training.model.decoder import UNetDecoder
 from training.model.encoder import TemporalEncoders, level_widths
 from training.model.fusion import LevelFusion

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from training.model.config import ModelConfig
+from echoseg.config import ModelConfig
+from echoseg.presets import get_preset
 from training.model.network import EchoSegNet
-from training.model.registry import get_preset
 
 
 def count_parameters(model: torch.nn.Module) -> int:

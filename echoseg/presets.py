@@ -17,7 +17,7 @@ statistics of gray B-mode echo scaled to [0, 1] (mostly dark sector, bright wall
 
 from __future__ import annotations
 
-from training.model.config import ModelConfig
+from echoseg.config import ModelConfig
 
 ECHO_MEAN = 0.12
 ECHO_STD = 0.18

@@ -1,0 +1,131 @@
+"""Preprocessing shared by training, evaluation, export checks, the benchmarks and the service.
+
+Frames are uint8 grayscale. The network sees them resized to ``input_size`` (bilinear), scaled
+to [0, 1] and normalised with the preset's mean/std; its masks are brought back to the clip's
+size by resizing the probability map (bilinear) and thresholding it there.
+
+Windows: which frames the model sees for each target frame, the same for a whole clip
+(:func:`clip_windows`) and for a stream (:class:`StreamWindows`). Frames beyond either end of a
+clip are replaced by the nearest existing frame (edge replication).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from echoseg.config import ModelConfig
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """``(T, H, W) uint8 -> (T, size, size) uint8`` (bilinear). Returns the input if already sized."""
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (T, H, W), got shape {frames.shape}")
+    if frames.shape[1:] == (size, size):
+        return frames
+    out = np.empty((frames.shape[0], size, size), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def normalize(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """uint8 frames of any shape -> float32 ``(x / 255 - mean) / std``."""
+    x = frames.astype(np.float32) * (1.0 / 255.0)
+    return (x - np.float32(config.mean)) * np.float32(1.0 / config.std)
+
+
+def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(T, S, S) float -> (T, height, width) float32`` (bilinear); input already sized is returned."""
+    if prob.ndim != 3:
+        raise ValueError(f"probabilities must be (T, S, S), got shape {prob.shape}")
+    prob = prob.astype(np.float32, copy=False)
+    if prob.shape[1:] == (height, width):
+        return prob
+    out = np.empty((prob.shape[0], height, width), dtype=np.float32)
+    for i, p in enumerate(prob):
+        out[i] = np.asarray(Image.fromarray(p, mode="F").resize((width, height), Image.BILINEAR))
+    return out
+
+
+def probabilities_to_masks(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
+    """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}`` masks at the clip's size."""
+    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def preprocess(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """``(T, H, W) uint8 -> (T, S, S) float32`` normalised."""
+    return normalize(resize_frames(frames, config.input_size), config)
+
+
+def logits_to_masks(logits: np.ndarray, height: int, width: int, config: ModelConfig) -> np.ndarray:
+    """``(T, S, S)`` logits -> ``(T, height, width)`` uint8 {0, 1} masks."""
+    return probabilities_to_masks(sigmoid(logits.astype(np.float32)), height, width, config.threshold)
+
+
+# -- windows -----------------------------------------------------------------------------------
+def window_indices(t: int, num_frames_in_clip: int, config: ModelConfig) -> list[int]:
+    """Indices of the frames (in encoder order) that form the window of target frame ``t``."""
+    if num_frames_in_clip < 1:
+        raise ValueError("a clip needs at least one frame")
+    if not 0 <= t < num_frames_in_clip:
+        raise ValueError(f"target frame {t} outside the clip's {num_frames_in_clip} frames")
+    last = num_frames_in_clip - 1
+    return [min(max(t + o, 0), last) for o in config.offsets]
+
+
+def clip_windows(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """All windows of a clip: ``(T, H, W) -> (T, k, H, W)``, one per target frame."""
+    n = frames.shape[0]
+    idx = np.array([window_indices(t, n, config) for t in range(n)], dtype=np.int64)  # (T, k)
+    return frames[idx]
+
+
+class StreamWindows:
+    """Turns a stream of preprocessed frames into the windows of its target frames, in order.
+
+    Frame ``n`` arriving makes target ``n - lookahead`` computable; windows reaching before
+    frame 0 replicate frame 0, and on :meth:`finish` the last ``lookahead`` targets replicate
+    the last frame, exactly as :func:`window_indices` does for a whole clip. Only the last k
+    frames are kept, so a stream's memory does not grow with its length.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.received = 0
+        self.emitted = 0
+        self._frames: dict[int, np.ndarray] = {}  # the last k frames, by index
+
+    def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add frame ``(S, S)``; returns ``[(target, window (k, S, S))]`` now computable."""
+        n = self.received
+        self._frames[n] = frame
+        self._frames.pop(n - self.config.num_frames, None)
+        self.received += 1
+        target = n - self.config.lookahead
+        if target < 0:
+            return []
+        return [(target, self._window(target, last=n))]
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        """Windows of the targets still waiting for look-ahead frames (the stream has ended)."""
+        last = self.received - 1
+        pending = range(self.emitted, self.received)
+        return [(t, self._window(t, last=last)) for t in pending]
+
+    def _window(self, target: int, last: int) -> np.ndarray:
+        self.emitted = target + 1
+        idx = [min(max(target + o, 0), last) for o in self.config.offsets]
+        return np.stack([self._frames[i] for i in idx])  # k x (S, S) -> (k, S, S)
+
+
+def random_windows(config: ModelConfig, count: int, seed: int = 0) -> np.ndarray:
+    """Random uint8 frames, normalised like real ones: ``(count, k, S, S) float32``."""
+    rng = np.random.default_rng(seed)
+    size = config.input_size
+    frames = rng.integers(0, 256, size=(count, config.num_frames, size, size), dtype=np.uint8)
+    return normalize(frames, config)

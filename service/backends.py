@@ -1,0 +1,58 @@
+"""The model the service runs: ``--model`` and ``--backend`` turned into a loaded runtime.
+
+The runtimes themselves are the core's (:mod:`echoseg.runtime`), the same code that the export
+checks, the benchmarks and the GPU check run. This module adds what only the service does: a
+checkpoint served on ONNX Runtime is exported once into the cache (``service.export_cache``),
+and the TensorRT provider's engine cache lives under the service's cache directory. torch is
+imported only when the torch or TensorRT backend is chosen (or a checkpoint is exported).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from echoseg.artifacts import model_kind
+from echoseg.runtime import Runtime, RuntimeUnavailable, choose_backend, create_runtime
+from service.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+# The service's name for a loaded runtime.
+Backend = Runtime
+BackendUnavailable = RuntimeUnavailable
+
+__all__ = ["Backend", "BackendUnavailable", "create_backend"]
+
+
+def create_backend(settings: Settings) -> Backend:
+    """Resolve, build and load the runtime ``settings`` ask for (exporting a checkpoint if needed)."""
+    path = Path(settings.model)
+    if not path.exists():
+        raise FileNotFoundError(f"model {path} does not exist (set --model or ECHOSEG_MODEL)")
+    kind = model_kind(path)
+    name, why = choose_backend(kind, settings.backend, settings.device)
+    log.info("backend %s on %s (%s)", name, settings.device, why)
+    threads = settings.intra_op_threads
+    if name == "onnxruntime":
+        from service.export_cache import cache_root, onnx_for
+
+        onnx_path = path if kind == "onnx" else onnx_for(path, settings)
+        runtime = create_runtime(
+            "onnxruntime",
+            onnx_path,
+            settings.device,
+            threads,
+            spinning=settings.ort_spinning,
+            provider=settings.ort_provider,
+            fp16=settings.fp16,
+            cache_dir=cache_root(settings) / "ort-tensorrt",
+            opt_batch=max(1, settings.max_batch // 2),
+            max_batch=settings.max_batch,
+        )
+    elif name == "torch":
+        runtime = create_runtime("torch", path, settings.device, threads, max_batch=settings.max_batch)
+    else:
+        runtime = create_runtime("tensorrt", path, "cuda", threads)
+    runtime.load()
+    return runtime
