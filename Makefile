@@ -15,14 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# Without a GPU install the pinned CPU build of torch first; the project's
-	@# torch range is then already satisfied and no CUDA build is downloaded.
+	@# torch range is then already satisfied and no CUDA build is downloaded. The extra
+	@# picks one ONNX Runtime wheel: `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu + TensorRT).
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "GPU found: torch comes from the project's range"; \
+		echo "GPU found: torch from the project's range, the gpu extra"; \
+		$(PIP) install -q -e '.[gpu,dev]'; \
 	else \
-		echo "no GPU: installing $(TORCH_CPU_PIN) (CPU build)"; \
+		echo "no GPU: installing $(TORCH_CPU_PIN) (CPU build) and the cpu extra"; \
 		$(PIP) install -q $(TORCH_CPU_PIN); \
+		$(PIP) install -q -e '.[cpu,dev]'; \
 	fi
-	$(PIP) install -q -e '.[dev]'
 	touch $@
 
 venv install: $(VENV)/.installed
