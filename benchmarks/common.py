@@ -275,20 +275,27 @@ def served(
     module: str = "echoseg.cli",
     ready_timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
+    launcher: list[str] | None = None,
+    code: Path = REPO,
+    poll_s: float = 0.25,
 ) -> Iterator[Server]:
     """Run ``echoseg serve`` (or a module with the same arguments) on a free 127.0.0.1 port.
 
-    Waits for ``/readyz``; on exit sends SIGTERM (the drain) and kills after a bounded wait.
+    ``launcher`` replaces ``python -m module`` (e.g. a script that sets up the process first);
+    ``code`` is the source tree put first on ``PYTHONPATH`` (and the working directory).
+    Waits for ``/readyz`` (polling every ``poll_s``); on exit sends SIGTERM (the drain) and kills
+    after a bounded wait.
     """
     import httpx
 
     port = free_port()
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "ECHOSEG_DRAIN_TIMEOUT_S": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", module, "serve", "--model", str(model), "--port", str(port), *extra_args]
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), full_env.get("PYTHONPATH")]))
+    cmd = [*(launcher or [sys.executable, "-m", module]), "serve", "--model", str(model), "--port", str(port)]
+    cmd += list(extra_args)
     with tempfile.NamedTemporaryFile("wb", prefix="echoseg-bench-", suffix=".log", delete=False) as log_file:
         log_path = Path(log_file.name)
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=code)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout_s
@@ -299,7 +306,7 @@ def served(
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the server did not become ready; its log ends:\n{tail}")
-            time.sleep(0.25)
+            time.sleep(poll_s)
         yield Server(url, proc, log_path)
     finally:
         if proc.poll() is None:

@@ -15,15 +15,13 @@ is mapped into the process.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, document, free_port, summarize_ms, write_result
+from benchmarks.common import REPO, document, served, summarize_ms, write_result
 
 BASELINE = "29b27e5"  # the last commit before echoseg.runtime (the service imported training and torch)
 
@@ -42,47 +40,20 @@ def torch_mapped(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def start_once(code: Path, model: Path, threads: int, timeout_s: float = 120.0) -> dict:
-    """Spawn ``echoseg serve`` from ``code``; measure until ready; stop it."""
-    import httpx
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(code),
-        "ECHOSEG_THREADS": str(threads),
-        "ECHOSEG_LOG_LEVEL": "WARNING",
-    }
-    env["ECHOSEG_DRAIN_TIMEOUT_S"] = "1"
-    cmd = [sys.executable, "-m", "echoseg.cli", "serve", "--model", str(model), "--port", str(port)]
-    cmd += ["--backend", "onnxruntime", "--device", "cpu"]
+def start_once(code: Path, model: Path, threads: int) -> dict:
+    """Spawn ``echoseg serve`` from ``code``; measure it once ready; stop it."""
+    env = {"ECHOSEG_THREADS": str(threads), "ECHOSEG_LOG_LEVEL": "WARNING"}
+    extra = ("--backend", "onnxruntime", "--device", "cpu")
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.perf_counter() - started > timeout_s:
-                raise RuntimeError(
-                    f"the server from {code} did not become ready: {proc.stderr.read()[-2000:]!r}"
-                )
-            time.sleep(0.02)
+    with served(model, env, extra_args=extra, code=code, poll_s=0.02) as server:
         ready_s = time.perf_counter() - started
-        status = proc_status(proc.pid)
+        status = proc_status(server.process.pid)
         return {
             "ready_s": ready_s,
             "rss_mb": status["VmRSS"] / 1024,
             "hwm_mb": status["VmHWM"] / 1024,
-            "torch_loaded": torch_mapped(proc.pid),
+            "torch_loaded": torch_mapped(server.process.pid),
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def export_default(folder: Path) -> Path:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
 from echoseg.runtime import create_runtime
 from service.client import stream_frames
 
-from .conftest import free_port, moving_disc_clip
+from .conftest import moving_disc_clip
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -55,37 +52,20 @@ LAUNCHER = textwrap.dedent(
 
 @pytest.fixture
 def torch_free_server(exported, tmp_path):
+    from echoseg.bench import find_benchmarks
+
+    assert find_benchmarks(), "needs the source checkout's benchmarks/ folder (its server launcher)"
+    from benchmarks.common import served
+
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
     attempts = tmp_path / "torch-imports.txt"
-    port = free_port()
-    env = {**os.environ, "ECHOSEG_THREADS": "1", "ECHOSEG_DRAIN_TIMEOUT_S": "1", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     model = exported("tiny", "matmul")
-    cmd = [sys.executable, str(launcher), str(attempts), "serve", "--model", str(model), "--port", str(port)]
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log_path.read_text())
-            time.sleep(0.2)
-        yield url, model, attempts, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    env = {"ECHOSEG_THREADS": "1"}
+    with served(
+        model, env, launcher=[sys.executable, str(launcher), str(attempts)], ready_timeout_s=120
+    ) as server:
+        yield server.url, model, attempts, server.log_path
 
 
 def expected_masks(model, frames: np.ndarray) -> np.ndarray:
