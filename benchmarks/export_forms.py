@@ -77,43 +77,34 @@ def time_interleaved(
     return times
 
 
-def torch_calls(model, x, device: str) -> dict:
-    import copy
+def torch_runtimes(model, device: str, threads: int) -> dict:
+    """``form -> TorchRuntime`` in fp32 eager (the runtime the service and checks use)."""
+    from echoseg.runtime.torch import TorchRuntime
 
-    import torch
-
-    calls = {}
+    runtimes = {}
     for form in FORMS:
-        net = copy.deepcopy(model).set_calibration(form).to(device).eval()
-        frames = x.to(device)
-
-        def run(net=net, frames=frames):
-            with torch.no_grad():
-                net(frames)
-            if device == "cuda":
-                torch.cuda.synchronize()
-
-        calls[form] = run
-    return calls
+        runtime = TorchRuntime(model, device, threads, precision="fp32", cuda_graphs=False, calibration=form)
+        runtime.load()
+        runtimes[form] = runtime
+    return runtimes
 
 
-def ort_sessions(model, batches, folder: Path, provider: str, threads: int) -> dict:
-    """``(form, batch) -> InferenceSession``: one dynamic matmul file, one conv file per batch."""
-    import onnxruntime as ort
-
+def ort_runtimes(model, batches, folder: Path, provider: str, threads: int) -> dict:
+    """``(form, batch) -> OnnxRuntime``: one dynamic matmul file, one conv file per batch."""
+    from echoseg.runtime.onnxruntime import OnnxRuntime
     from export.onnx import export_onnx
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     preset = model.config.preset
     files = {("matmul", b): folder / f"{preset}-matmul.onnx" for b in batches}
     files |= {("conv", b): folder / f"{preset}-conv-b{b}.onnx" for b in batches}
+    runtimes = {}
     for (form, b), path in files.items():
         if not path.exists():
             export_onnx(model, path, calibration=form, batch="dynamic" if form == "matmul" else b)
-    return {
-        key: ort.InferenceSession(str(path), options, providers=[provider]) for key, path in files.items()
-    }
+        device = "cpu" if provider == "cpu" else "cuda"
+        runtimes[(form, b)] = OnnxRuntime(path, device, threads, provider=provider)
+        runtimes[(form, b)].load()
+    return runtimes
 
 
 def run_preset(name: str, batches, device: str, backends, budget_s: float, max_reps: int, folder: Path):
@@ -126,20 +117,19 @@ def run_preset(name: str, batches, device: str, backends, budget_s: float, max_r
     size, k = config.input_size, config.num_frames
     rows = []
     sessions = {}
+    threads = torch.get_num_threads()
     ort_backend = next((b for b in backends if b.startswith("onnxruntime")), None)
     if ort_backend:
-        provider = "CUDAExecutionProvider" if ort_backend.endswith("cuda") else "CPUExecutionProvider"
-        sessions = ort_sessions(model, batches, folder, provider, torch.get_num_threads())
+        provider = "cuda" if ort_backend.endswith("cuda") else "cpu"
+        sessions = ort_runtimes(model, batches, folder, provider, threads)
+    eager = torch_runtimes(model, device, threads) if any(b.startswith("torch") for b in backends) else {}
     for batch in batches:
-        x = torch.from_numpy(
-            np.random.default_rng(batch).standard_normal((batch, k, size, size), dtype=np.float32)
-        )
+        x = np.random.default_rng(batch).standard_normal((batch, k, size, size), dtype=np.float32)
         for backend in backends:
-            if backend.startswith("torch"):
-                calls = torch_calls(model, x, device)
+            if backend.startswith("torch"):  # host windows in, host logits out, as the service runs
+                calls = {f: (lambda r=eager[f], x=x: r.infer(x)) for f in FORMS}
             else:
-                feed = {"frames": x.numpy()}
-                calls = {f: (lambda s=sessions[(f, batch)], d=feed: s.run(None, d)) for f in FORMS}
+                calls = {f: (lambda r=sessions[(f, batch)], x=x: r.infer(x)) for f in FORMS}
             times = time_interleaved(calls, budget_s, max_reps)
             for form in FORMS:
                 median = statistics.median(times[form])
