@@ -11,8 +11,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestCounter
@@ -24,6 +26,8 @@ from service.core.stages import StageHook
 from service.state import Service
 
 log = logging.getLogger(__name__)
+
+VIEWER_DIR = Path(__file__).resolve().parent / "viewer" / "static"
 
 
 def create_app(
@@ -57,6 +61,8 @@ def create_app(
     app.state.service = service
     for router in (health.router, metrics.router, models.router, segment.router, stream.router):
         app.include_router(router)
+    # The live viewer: static files only (no PHI, no key needed to load it; its stream uses the key).
+    app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
     install_error_handlers(app)
     app.add_middleware(RequestCounter, metrics=service.metrics)
     return app
