@@ -2,8 +2,10 @@
 
 uvicorn alone closes WebSockets with 1012 at once on shutdown. Here the first signal starts the
 drain instead: ``/readyz`` turns 503 (so a load balancer stops routing), new work is refused,
-open streams get ``drain_timeout_s`` to finish and are then closed with 1001; only then does
-uvicorn stop. A second signal exits at once.
+open streams and uploads get ``drain_timeout_s`` to finish; then uploads still running are
+cancelled (503 ``drain_timeout``) and streams closed with 1001, and uvicorn stops, all within
+about a second more. A second signal exits at once. Log handlers get the secret redaction of
+``service.core.logging``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import uvicorn
 
 from service.core.config import Settings
+from service.core.logging import install_redaction
 from service.main import create_app
+from service.state import DRAIN_CLOSE_S
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -49,7 +53,12 @@ def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Con
         ws_max_size=64 * 2**20,
         ws_per_message_deflate=settings.ws_deflate,
         lifespan="on",
+        # the drain has already waited drain_timeout_s and cancelled what was left; uvicorn
+        # then only waits this long for connections to close
+        timeout_graceful_shutdown=DRAIN_CLOSE_S,
     )
+    install_redaction()  # after uvicorn.Config configured its loggers: no key in any log line
+    return config
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:
