@@ -34,7 +34,8 @@ ALIASES = {
 }
 CHUNK_FRAMES = 16  # frames decoded (and held) at a time
 MAX_FPS = 1000.0
-MAX_SPACING_MM = 100.0  # a pixel larger than 10 cm is not an echocardiogram
+MAX_SPACING_MM = 100.0  # a pixel larger than 10 cm is not an echocardiogram,
+MIN_SPACING_MM = 1e-4  # nor one smaller than 0.1 µm
 
 
 @dataclass
@@ -271,8 +272,9 @@ def _open_video(data: bytes, limits: Limits) -> ClipSource:
                     yield np.stack(buffer)
                     buffer = []
         except (av.FFmpegError, ValueError, IndexError) as e:
+            where = f" after {guard.count} of {declared or '?'} frames" if guard.count else ""
             raise ServiceError(
-                "corrupt_input", f"the video could not be decoded ({type(e).__name__})"
+                "corrupt_input", f"the video could not be decoded{where} ({type(e).__name__})"
             ) from None
         finally:
             container.close()
@@ -293,22 +295,24 @@ def dicom_spacing(ds) -> tuple[float, float] | None:
             getattr(r, "PhysicalUnitsXDirection", 3) == 3 and getattr(r, "PhysicalUnitsYDirection", 3) == 3
         )
         if dx is not None and dy is not None and units_ok:  # unit code 3 = cm
-            limit_cm = MAX_SPACING_MM / 10.0
-            # the sign of a delta only gives the axis direction
-            dy_cm = abs(checked_number(dy, "PhysicalDeltaY", -limit_cm, limit_cm))
-            dx_cm = abs(checked_number(dx, "PhysicalDeltaX", -limit_cm, limit_cm))
-            if dy_cm == 0 or dx_cm == 0:
-                raise ServiceError("invalid_metadata", "PhysicalDeltaX/PhysicalDeltaY must not be 0")
-            return dy_cm * 10.0, dx_cm * 10.0
+            return _region_delta_mm(dy, "PhysicalDeltaY"), _region_delta_mm(dx, "PhysicalDeltaX")
     spacing = getattr(ds, "PixelSpacing", None)
     if spacing is not None and not isinstance(spacing, str | bytes) and len(spacing) == 2:
         return (
-            checked_number(spacing[0], "PixelSpacing[0]", 0.0, MAX_SPACING_MM),
-            checked_number(spacing[1], "PixelSpacing[1]", 0.0, MAX_SPACING_MM),
+            checked_number(spacing[0], "PixelSpacing[0]", MIN_SPACING_MM, MAX_SPACING_MM, low_inclusive=True),
+            checked_number(spacing[1], "PixelSpacing[1]", MIN_SPACING_MM, MAX_SPACING_MM, low_inclusive=True),
         )
     if spacing is not None and spacing != "":
         raise ServiceError("invalid_metadata", "PixelSpacing must hold two numbers")
     return None
+
+
+def _region_delta_mm(value, name: str) -> float:
+    """A region's PhysicalDelta (cm, signed: the sign only gives the axis direction) -> mm per pixel."""
+    mm = abs(checked_number(value, name, -MAX_SPACING_MM / 10, MAX_SPACING_MM / 10)) * 10.0
+    if mm < MIN_SPACING_MM:
+        raise ServiceError("invalid_metadata", f"{name} = {float(value)!r} cm is below {MIN_SPACING_MM:g} mm")
+    return mm
 
 
 def dicom_fps(ds) -> float | None:
