@@ -48,9 +48,15 @@ def h264_segment(height: int, width: int, frames: int, fmt: str = "mpegts", seed
     return buf.getvalue()
 
 
-def growing_video(small: int = 64, large: int = 4000, frames_each: int = 4) -> bytes:
-    """H.264 whose frames are ``small``² and then ``large``² (two MPEG-TS segments back to back)."""
-    return h264_segment(small, small, frames_each) + h264_segment(large, large, frames_each)
+def growing_video(
+    small: int = 64, large: int = 4000, small_frames: int = 200, large_frames: int = 4
+) -> bytes:
+    """H.264 whose frames are ``small``² and then ``large``² (two MPEG-TS segments back to back).
+
+    The small part lasts longer than FFmpeg's stream probe (5 s at 25 fps), so the codec
+    context, which is all a header check sees, announces ``small``².
+    """
+    return h264_segment(small, small, small_frames) + h264_segment(large, large, large_frames)
 
 
 def long_video(frames: int, size: int) -> bytes:

@@ -28,7 +28,7 @@ MP4 = {"Content-Type": "video/mp4"}
 
 def test_growing_frames_are_refused_at_the_first_large_frame(fake):
     server = fake()  # default limits: 1024x1024
-    resp = httpx.post(f"{server.url}/v1/segment", content=growing_video(64, 2048, 3), headers=MP4, timeout=60)
+    resp = httpx.post(f"{server.url}/v1/segment", content=growing_video(64, 2048), headers=MP4, timeout=60)
     assert resp.status_code == 413, resp.text
     assert resp.json()["code"] == "dimensions_too_large"
     assert "2048x2048" in resp.json()["detail"]
