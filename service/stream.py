@@ -50,6 +50,11 @@ class _Disconnected(Exception):
     pass
 
 
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass(frozen=True)
 class StartParams:
     width: int
@@ -176,8 +181,7 @@ class StreamSession:
         finally:
             for task in self._tasks:
                 task.cancel()
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: the first one was handled above
+                task.add_done_callback(_retrieve)  # its error, if any, was handled above or is moot
 
     async def close_for_shutdown(self, code: int) -> None:
         """Called by the drain: end this stream with ``shutting_down`` and close ``code`` (1001)."""
