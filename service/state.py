@@ -39,6 +39,7 @@ class Service:
         self.streams: set[Closable] = set()
         self.uploads = 0  # uploads holding a processing slot (body read, being segmented)
         self.body_reads = 0  # requests whose body is still arriving
+        self.body_bytes = 0  # bytes of upload bodies in memory (arriving or being processed)
         self.requests: set[asyncio.Task] = set()  # REST work the drain waits for, then cancels
         self.drain_cancelled: set[asyncio.Task] = set()
 

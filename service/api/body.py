@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -25,9 +25,16 @@ def _too_large(limit: int) -> ServiceError:
 
 
 async def limited_stream(
-    request: Request, limit: int, total_s: float = float("inf"), idle_s: float = float("inf")
+    request: Request,
+    limit: int,
+    total_s: float = float("inf"),
+    idle_s: float = float("inf"),
+    hold: Callable[[int], None] | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The request body chunk by chunk, failing on the first excess byte or a missed deadline."""
+    """The request body chunk by chunk, failing on the first excess byte or a missed deadline.
+
+    ``hold(n)`` is told of every ``n`` bytes before they are kept (it may refuse by raising).
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -52,15 +59,21 @@ async def limited_stream(
         seen += len(chunk)
         if seen > limit:
             raise _too_large(limit)
+        if hold is not None:
+            hold(len(chunk))
         yield chunk
 
 
 async def read_upload(
-    request: Request, limit: int, total_s: float = float("inf"), idle_s: float = float("inf")
+    request: Request,
+    limit: int,
+    total_s: float = float("inf"),
+    idle_s: float = float("inf"),
+    hold: Callable[[int], None] | None = None,
 ) -> tuple[bytes, str]:
     """The clip's bytes and media type, from a multipart ``file`` field or a raw body."""
     media = normalize_media_type(request.headers.get("content-type"))
-    body = limited_stream(request, limit, total_s, idle_s)
+    body = limited_stream(request, limit, total_s, idle_s, hold)
     if media != "multipart/form-data":
         data = b"".join([chunk async for chunk in body])
         return data, media

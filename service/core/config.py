@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     # -- limits -------------------------------------------------------------------------------
     max_streams: int = Field(16, ge=1, description="concurrent WebSocket streams")
     max_uploads: int = Field(4, ge=1, description="uploads processed at once; more get 503 overloaded")
-    max_body_reads: int = Field(
-        32, ge=1, description="upload bodies read at once (before an upload slot is taken); more get 503"
+    max_body_buffer_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="upload bodies held in memory, all requests together (arriving or being processed), "
+        "MiB; a request that would pass it gets 503. Slow senders hold only what they sent",
     )
     max_upload_mb: float = Field(200.0, gt=0, description="largest request body, MiB")
     max_frames: int = Field(2000, ge=1, description="most frames in an uploaded clip")
@@ -121,6 +124,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_buffer_bytes(self) -> int:
+        return int(self.max_body_buffer_mb * 1024 * 1024)
 
     @property
     def max_decoded_bytes(self) -> int:

@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -28,6 +29,17 @@ def test_slow_uploads_do_not_lock_out_rest(fake):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_bodies_in_memory_are_bounded_and_released(fake):
+    server = fake(max_body_buffer_mb=0.5)
+    small = npy_bytes(moving_disc_clip(6))
+    big = npy_bytes(np.zeros((8, 256, 256), np.uint8))  # 512 KiB + header
+    resp = httpx.post(f"{server.url}/v1/segment", content=big, headers=NPY)
+    assert resp.status_code == 503 and resp.json()["code"] == "overloaded"
+    assert "max_body_buffer_mb" in resp.json()["detail"]
+    assert httpx.post(f"{server.url}/v1/segment", content=small, headers=NPY).status_code == 200
+    assert server.service.body_bytes == 0
 
 
 def test_a_stalled_body_gets_408(fake):

@@ -30,25 +30,38 @@ async def segment(
 ) -> Response:
     s = service.settings
     service.require_ready()
-    async with service.track_request():  # the drain waits for it, then cancels it
-        if service.body_reads >= s.max_body_reads:
-            raise ServiceError("overloaded", f"{s.max_body_reads} request bodies are already being read")
-        service.body_reads += 1
-        try:  # the upload slot is taken only once the whole body is in
-            data, media = await read_upload(
-                request, s.max_upload_bytes, s.body_timeout_s, s.body_idle_timeout_s
+    held = 0
+
+    def hold(n: int) -> None:  # bytes of bodies in memory, all requests together, stay bounded
+        nonlocal held
+        if service.body_bytes + n > s.max_body_buffer_bytes:
+            raise ServiceError(
+                "overloaded",
+                f"upload bodies in memory would exceed max_body_buffer_mb ({s.max_body_buffer_mb:g})",
             )
-        finally:
-            service.body_reads -= 1
-        backend, batcher = service.require_ready()
-        if service.uploads >= s.max_uploads:
-            raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
-        service.uploads += 1
+        service.body_bytes += n
+        held += n
+
+    async with service.track_request():  # the drain waits for it, then cancels it
         try:
-            result = await segment_upload(data, media, backend, batcher, s, service.metrics)
-            return await _respond(result, data, media, output, backend, s)
+            service.body_reads += 1
+            try:  # the upload slot is taken only once the whole body is in
+                data, media = await read_upload(
+                    request, s.max_upload_bytes, s.body_timeout_s, s.body_idle_timeout_s, hold
+                )
+            finally:
+                service.body_reads -= 1
+            backend, batcher = service.require_ready()
+            if service.uploads >= s.max_uploads:
+                raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
+            service.uploads += 1
+            try:
+                result = await segment_upload(data, media, backend, batcher, s, service.metrics)
+                return await _respond(result, data, media, output, backend, s)
+            finally:
+                service.uploads -= 1
         finally:
-            service.uploads -= 1
+            service.body_bytes -= held
 
 
 async def _respond(result, data: bytes, media: str, output: str, backend, settings) -> Response:
