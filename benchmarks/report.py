@@ -350,6 +350,94 @@ def stages_section(stages: dict | None) -> list[str]:
     return out
 
 
+FAULT_CASES = {
+    "growing": "H.264, frames grow from 64² to 4000² after the probe (refused)",
+    "mp4": "long 1024² H.264 MP4",
+    "dicom": "RLE DICOM cine loop, 1024²",
+    "stream": "one 1024² gray8 stream, then `end`",
+}
+
+
+def faults_section(runs: list[dict]) -> list[str]:
+    """Peak memory of the red-team inputs (benchmarks/faults.py), one table row per case and run."""
+    runs = [r for r in runs if r]
+    if not runs:
+        return []
+    out = [
+        "## Memory under hostile inputs",
+        "",
+        "`benchmarks/faults.py`: one `echoseg serve` (bundled model, default settings) takes each "
+        "input in turn; before each its peak RSS is reset (`/proc/pid/clear_refs`), so *peak above "
+        "idle* is what that one request added at its worst, *after* what it left behind. Targets: "
+        "≤ 600 MB above idle per upload, ≤ 100 MB per stream whatever its length.",
+        "",
+    ]
+    rows = []
+    for run in runs:
+        for name, c in run["cases"].items():
+            if name not in FAULT_CASES:
+                continue
+            what = c.get("clip") or c.get("stream") or ""
+            outcome = c.get("code") or (f"{c.get('frames') or c.get('masks')} frames" if "status" not in c
+                                        or c["status"] == 200 else c["status"])  # fmt: skip
+            if name != "stream":
+                outcome = f"{c['status']} {outcome}"
+            rows.append(
+                [FAULT_CASES[name], what, _fmt(c["body_bytes"] / 1e3, 1) if "body_bytes" in c else "–",
+                 c["peak_above_idle_mb"], c["after_above_idle_mb"], c["seconds"], outcome]
+            )  # fmt: skip
+    out += _table(["input", "size", "body KB", "peak above idle MB", "after MB", "s", "answer"], rows)
+    for run in runs:
+        stream = run["cases"].get("stream")
+        if stream and stream.get("rss_mb_by_frame"):
+            samples = ", ".join(f"{i}: {r}" for i, r in stream["rss_mb_by_frame"])
+            out += [f"Stream RSS (MB) by frame sent, {stream['stream']}: {samples}.", ""]
+        drain = run["cases"].get("drain")
+        if drain:
+            out += [
+                f"Drain: SIGTERM with a stream and a stalled upload in flight, drain timeout "
+                f"{drain['drain_timeout_s']:g} s: the process exited {drain['exit_after_sigterm_s']} s after "
+                f"the signal (exit code {drain['exit_code']}); the upload got {drain['upload_status']}, "
+                f"the stream close {drain['stream_close_code']} after {drain['stream_masks_before_close']} "
+                "masks.",
+                "",
+            ]
+    return out
+
+
+def soak_section(soak: dict | None) -> list[str]:
+    if not soak:
+        return []
+    r, st, rest = soak["rss_mb"], soak["stream"], soak["rest"]
+    out = [
+        "## Soak: streams, REST and a hostile mix together",
+        "",
+        f"`{soak['command']}`: {soak['streams']} streams of 640×480 at {soak['fps']:g} fps (reconnecting "
+        "every 250 frames), a 32-frame REST upload every 2 s, and one hostile action a second "
+        f"for {soak['minutes']:g} min.",
+        "",
+    ]
+    rows = [
+        ["RSS start / after warm-up / end / max (MB)",
+         f"{r['start']} / {r['after_warmup']} / {r['end']} / {r['max']}"],
+        [f"RSS slope after {r['warmup_s']:g} s warm-up (MB/min)", r["slope_after_warmup_mb_per_min"]],
+        ["streams completed; frames sent / answered / lost",
+         f"{st['completed']}; {st['frames_sent']} / {st['frames_answered']} / {st['frames_lost']}"],
+        ["stream closes", ", ".join(f"{k}: {v}" for k, v in st["closes"].items())],
+        ["stream latency p50 / p99 (ms)", f"{st['latency_ms'].get('p50')} / {st['latency_ms'].get('p99')}"],
+        ["REST answers", ", ".join(f"{k}: {v}" for k, v in rest["status"].items())],
+        ["REST latency p50 / p99 (ms)", f"{rest['latency_ms'].get('p50')} / {rest['latency_ms'].get('p99')}"],
+        ["5xx answers (all clients)", ", ".join(f"{k}: {v}" for k, v in soak["http_5xx"].items()) or "0"],
+        ["1011 closes", soak["ws_1011"]],
+        ["server error counters", ", ".join(f"{k} {v:g}" for k, v in soak["server_counters"].items()) or "–"],
+        ["tracebacks in the server log", soak["tracebacks_in_server_log"]],
+    ]  # fmt: skip
+    out += _table(["", "value"], rows)
+    hostile = [[k, ", ".join(f"{o}: {n}" for o, n in v.items())] for k, v in soak["hostile"].items()]
+    out += _table(["hostile action", "answers"], hostile)
+    return out
+
+
 def machine_section(run_all: dict | None, docs: list[dict]) -> list[str]:
     first = next((d for d in docs if d), None)
     if not first:
@@ -402,6 +490,8 @@ def write_report(folder: Path = RESULTS, out: Path | None = None) -> Path:
     rest, stages = _load(folder, "rest"), _load(folder, "stages")
     gpu_model, gpu_stream = _load(folder, "model_latency-cuda"), _load(folder, "streaming-cuda")
     run_all = _load(folder, "run_all")
+    faults = [_load(folder, p.stem) for p in sorted(folder.glob("faults*.json"))]
+    soak = _load(folder, "soak")
     lines = [INTRO]
     lines += targets(model, stream, gpu_model, gpu_stream)
     lines += findings(model, stream, rest, stages)
@@ -412,7 +502,9 @@ def write_report(folder: Path = RESULTS, out: Path | None = None) -> Path:
     if gpu_model or gpu_stream:
         lines += model_section(gpu_model, "Model latency (GPU)")
         lines += stream_section(gpu_stream, "Streaming end to end (GPU machine)")
-    lines += machine_section(run_all, [model, stream, rest, stages, gpu_model, gpu_stream])
+    lines += faults_section(faults)
+    lines += soak_section(soak)
+    lines += machine_section(run_all, [model, stream, rest, stages, gpu_model, gpu_stream, *faults, soak])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

@@ -1,46 +1,216 @@
-"""Segment a whole uploaded clip: decode, preprocess, batch, postprocess, read out ED/ES and EF."""
+"""Segment a whole uploaded clip in bounded memory: decode, preprocess, infer and encode chunk by chunk.
+
+The clip is never held whole, decoded or as masks. Frames are decoded :data:`CHUNK_FRAMES` at a
+time and preprocessed to the model size at once; only the preprocessed frames a pending window
+still needs are kept. Each batch of windows goes to the micro-batcher as soon as its look-ahead
+frames have arrived, and each mask is brought back to the clip's size, measured (area) and
+run-length encoded one frame at a time. ED/ES and EF come from the area curve plus the masks of
+the ED/ES frames, decoded back from their RLE (:func:`summarize_areas`). So a request's peak
+memory is its body, one decoded chunk, the in-flight batches and the RLE counts, whatever its
+length (docs/performance.md, "Memory").
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from echoseg.cardiac import area_curve, summarize_clip
-from echoseg.preprocess import logits_to_masks, preprocess
+from echoseg.cardiac import (
+    Beat,
+    CardiacSummary,
+    ejection_fraction,
+    find_ed_es,
+    volume_method_of_discs,
+)
+from echoseg.config import ModelConfig
+from echoseg.preprocess import logits_to_masks, preprocess, window_indices
 from service.backends import Backend
 from service.batcher import MicroBatcher
-from service.codecs.clip import DecodedClip, Limits, decode_clip
-from service.codecs.rle import rle_encode
+from service.codecs.clip import ClipSource, Limits, open_clip
+from service.codecs.rle import rle_decode
 from service.core.config import Settings
 from service.core.metrics import Metrics
-from service.pipeline import infer_clip
+
+BATCHES_IN_FLIGHT = 2  # an upload keeps this many batches queued, so streams interleave
 
 
 @dataclass
 class SegmentResult:
-    clip: DecodedClip
-    masks: np.ndarray  # (T, H, W) uint8 {0, 1}
-    areas: np.ndarray  # (T,)
+    frames: int
+    height: int
+    width: int
+    fps: float | None
+    spacing: tuple[float, float] | None
+    counts: list[np.ndarray]  # per frame: RLE run lengths (int64), zeros first, row-major
+    areas: np.ndarray  # (T,) pixels, or mm² with spacing
     summary: dict
     timings_ms: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+    def mask_chunks(self, size: int = 16) -> Iterator[np.ndarray]:
+        """The masks again, ``(n, H, W)`` uint8 {0, 1} a few at a time (for the NPZ/MP4 outputs)."""
+        for start in range(0, self.frames, size):
+            part = self.counts[start : start + size]
+            yield np.stack([rle_decode(c, self.height, self.width) for c in part])
 
 
 def limits_from(settings: Settings) -> Limits:
-    return Limits(settings.max_frames, settings.max_frame_width, settings.max_frame_height)
+    return Limits(
+        settings.max_frames,
+        settings.max_frame_width,
+        settings.max_frame_height,
+        settings.max_decoded_bytes,
+    )
 
 
-def _postprocess(
-    logits: np.ndarray, clip: DecodedClip, backend: Backend
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    _, h, w = clip.frames.shape
-    masks = logits_to_masks(logits, h, w, backend.config)  # (T, S, S) -> (T, H, W)
-    spacing = clip.spacing or (1.0, 1.0)
-    areas = area_curve(masks, spacing)
-    summary = summarize_clip(masks, spacing, clip.fps).to_dict()
-    return masks, areas, summary
+def rle_counts(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` mask -> run lengths as an int64 array (same format as ``codecs.rle.rle_encode``)."""
+    flat = mask.reshape(-1) != 0
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # where a new run starts
+    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
+    return np.concatenate([[0], counts]) if flat[0] else counts
+
+
+def rle_area(counts: np.ndarray) -> int:
+    """Set pixels of an RLE mask: the sum of its odd-indexed runs."""
+    return int(counts[1::2].sum())
+
+
+def summarize_areas(
+    areas: np.ndarray,
+    mask_at: Callable[[int], np.ndarray],
+    spacing: tuple[float, float] = (1.0, 1.0),
+    fps: float | None = None,
+) -> CardiacSummary:
+    """``echoseg.cardiac.summarize_clip`` from the area curve, fetching only the ED/ES masks.
+
+    Same rules and result as ``summarize_clip(masks, spacing, fps)`` (a test checks it), but it
+    needs the full masks of the frames whose volume enters EF only, not of the whole clip.
+    """
+    areas = np.asarray(areas, dtype=np.float64)
+    ed, es = find_ed_es(areas, fps)
+
+    def volume(i: int) -> float:
+        return volume_method_of_discs(mask_at(i), spacing)
+
+    beats: list[Beat] = []
+    for i, e in enumerate(ed):
+        nxt = ed[i + 1] if i + 1 < len(ed) else len(areas)
+        after = [s for s in es if e < s < nxt]
+        if not after:
+            continue
+        s = after[0]
+        edv, esv = volume(e), volume(s)
+        beats.append(Beat(ed=e, es=s, edv=edv, esv=esv, ef=ejection_fraction(edv, esv)))
+    if beats:
+        ef = float(np.nanmean([b.ef for b in beats]))
+    elif areas.size and np.ptp(areas) > 0:
+        ef = ejection_fraction(volume(int(np.argmax(areas))), volume(int(np.argmin(areas))))
+    else:
+        ef = float("nan")
+    return CardiacSummary(ed_frames=ed, es_frames=es, beats=beats, ef=ef)
+
+
+@dataclass
+class _Stages:
+    decode: float = 0.0
+    preprocess: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+    frame_latencies: list[float] = field(default_factory=list)
+
+
+def _next_chunk(chunks: Iterator[np.ndarray], config: ModelConfig, stages: _Stages) -> np.ndarray | None:
+    """Decode and preprocess the next chunk: ``(n, H, W) uint8 -> (n, S, S) float32``; None at the end."""
+    t0 = time.perf_counter()
+    chunk = next(chunks, None)
+    t1 = time.perf_counter()
+    stages.decode += t1 - t0
+    if chunk is None:
+        return None
+    norm = preprocess(chunk, config)
+    stages.preprocess += time.perf_counter() - t1
+    return norm
+
+
+def _encode_masks(logits: np.ndarray, height: int, width: int, config: ModelConfig) -> list[np.ndarray]:
+    """``(n, S, S)`` logits -> n RLE count arrays, one full-size mask at a time."""
+    return [rle_counts(logits_to_masks(lg[None], height, width, config)[0]) for lg in logits]
+
+
+class _ClipRun:
+    """The state of one upload while its chunks flow through the batcher."""
+
+    def __init__(self, source: ClipSource, backend: Backend, batcher: MicroBatcher) -> None:
+        self.source = source
+        self.config = backend.config
+        self.batcher = batcher
+        self.norm: dict[int, np.ndarray] = {}  # preprocessed frames a pending window still needs
+        self.received = 0
+        self.next_target = 0
+        self.counts: dict[int, np.ndarray] = {}
+        self.stages = _Stages()
+        self.in_flight: set[asyncio.Task] = set()
+        self.slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+    async def run(self) -> None:
+        chunks = self.source.chunks()
+        try:
+            while True:
+                norm = await asyncio.to_thread(_next_chunk, chunks, self.config, self.stages)
+                if norm is None:
+                    break
+                for frame in norm:
+                    self.norm[self.received] = frame
+                    self.received += 1
+                await self._submit_until(self.received - self.config.lookahead, total=self.received)
+            await self._submit_until(self.received, total=self.received)
+            await asyncio.gather(*self.in_flight)
+        finally:
+            for task in self.in_flight:
+                task.cancel()
+
+    async def _submit_until(self, upto: int, total: int) -> None:
+        """Queue the windows of every target below ``upto`` (their frames have all arrived)."""
+        size = self.batcher.max_batch
+        while self.next_target < upto:
+            targets = range(self.next_target, min(self.next_target + size, upto))
+            # windows never reach past ``total - 1`` here, so clamping there is exact
+            idx = [window_indices(t, total, self.config) for t in targets]
+            windows = np.stack([np.stack([self.norm[i] for i in w]) for w in idx])  # (n, k, S, S)
+            self.next_target = targets.stop
+            oldest_needed = self.next_target + min(self.config.offsets)
+            for i in [i for i in self.norm if i < oldest_needed]:
+                del self.norm[i]
+            await self.slots.acquire()
+            task = asyncio.create_task(self._infer(targets.start, windows))
+            self.in_flight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.in_flight.discard(task)
+        self.slots.release()
+
+    async def _infer(self, first: int, windows: np.ndarray) -> None:
+        submitted = time.perf_counter()
+        result = await self.batcher.submit(windows)  # (n, k, S, S) -> logits (n, S, S)
+        waited = time.perf_counter() - submitted
+        self.stages.inference += result.inference_s
+        self.stages.queue += max(0.0, waited - result.inference_s)
+        t0 = time.perf_counter()
+        h, w = self.source.height, self.source.width
+        counts = await asyncio.to_thread(_encode_masks, result.logits, h, w, self.config)
+        post = time.perf_counter() - t0
+        self.stages.postprocess += post
+        for i, c in enumerate(counts):
+            self.counts[first + i] = c
+        self.stages.frame_latencies.extend([waited + post] * len(counts))
 
 
 async def segment_upload(
@@ -52,52 +222,72 @@ async def segment_upload(
     metrics: Metrics,
 ) -> SegmentResult:
     t0 = time.perf_counter()
-    clip = await asyncio.to_thread(decode_clip, data, media_type, limits_from(settings))
+    source = await asyncio.to_thread(open_clip, data, media_type, limits_from(settings))
+    clip_run = _ClipRun(source, backend, batcher)
+    await clip_run.run()
+    stages = clip_run.stages
+    t_total = clip_run.received
+    counts = [clip_run.counts[t] for t in range(t_total)]
+    h, w = source.height, source.width
     t1 = time.perf_counter()
-    norm = await asyncio.to_thread(preprocess, clip.frames, backend.config)  # (T, H, W) -> (T, S, S)
-    t2 = time.perf_counter()
-    logits, timings = await infer_clip(norm, backend.config, batcher)
-    t3 = time.perf_counter()
-    masks, areas, summary = await asyncio.to_thread(_postprocess, logits, clip, backend)
-    t4 = time.perf_counter()
-    post = t4 - t3
-    for latency in timings.frame_latencies:
-        metrics.observe_frame(
-            "rest", latency + post / max(1, len(timings.frame_latencies)), settings.budget_s
-        )
+    spacing = source.spacing or (1.0, 1.0)
+    areas = np.array([rle_area(c) for c in counts], np.float64) * float(spacing[0] * spacing[1])
+    summary = await asyncio.to_thread(
+        lambda: summarize_areas(areas, lambda i: rle_decode(counts[i], h, w), spacing, source.fps).to_dict()
+    )
+    stages.postprocess += time.perf_counter() - t1
+    for latency in stages.frame_latencies:
+        metrics.observe_frame("rest", latency, settings.budget_s)
     ms = {
-        "decode": t1 - t0,
-        "preprocess": t2 - t1,
-        "queue": timings.queue_s,
-        "inference": timings.inference_s,
-        "postprocess": post,
-        "total": t4 - t0,
+        "decode": stages.decode,
+        "preprocess": stages.preprocess,
+        "queue": stages.queue,
+        "inference": stages.inference,
+        "postprocess": stages.postprocess,
+        "total": time.perf_counter() - t0,
     }
-    return SegmentResult(clip, masks, areas, summary, {k: round(v * 1000, 3) for k, v in ms.items()})
+    return SegmentResult(
+        frames=t_total,
+        height=h,
+        width=w,
+        fps=source.fps,
+        spacing=source.spacing,
+        counts=counts,
+        areas=areas,
+        summary=summary,
+        timings_ms={k: round(v * 1000, 3) for k, v in ms.items()},
+        warnings=list(source.warnings),
+    )
 
 
-def result_json(result: SegmentResult, backend: Backend) -> dict:
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
+def result_json(result: SegmentResult, backend: Backend, *, masks: bool = True) -> dict:
     """The JSON body of ``POST /v1/segment`` (documented field by field in docs/service.md)."""
-    clip = result.clip
-    t, h, w = result.masks.shape
-    mm = clip.spacing is not None
+    h, w = result.height, result.width
+    mm = result.spacing is not None
     return {
         "model": {"id": backend.model_id, "preset": backend.config.preset, "backend": backend.name},
-        "frames": t,
+        "frames": result.frames,
         "height": h,
         "width": w,
-        "fps": clip.fps,
-        "spacing": {"row": clip.spacing[0], "col": clip.spacing[1], "unit": "mm"} if mm else None,
+        "fps": _finite(result.fps),
+        "spacing": {"row": result.spacing[0], "col": result.spacing[1], "unit": "mm"} if mm else None,
         "masks": {
             "encoding": "rle",
             "order": "row-major",
             "first_run": 0,
             "size": [h, w],
-            "counts": [rle_encode(m) for m in result.masks],
-        },
+            "counts": [c.tolist() for c in result.counts],
+        }
+        if masks
+        else None,
         "area": [round(float(a), 3) for a in result.areas],
         "area_unit": "mm2" if mm else "pixel",
         "volume_unit": "mm3" if mm else "pixel3",
         **result.summary,
+        "warnings": result.warnings,
         "timings_ms": result.timings_ms,
     }

@@ -2,21 +2,28 @@
 
 uvicorn alone closes WebSockets with 1012 at once on shutdown. Here the first signal starts the
 drain instead: ``/readyz`` turns 503 (so a load balancer stops routing), new work is refused,
-open streams get ``drain_timeout_s`` to finish and are then closed with 1001; only then does
-uvicorn stop. A second signal exits at once.
+open streams and uploads get ``drain_timeout_s`` to finish; then uploads still running are
+cancelled (503 ``drain_timeout``) and streams closed with 1001, and uvicorn stops, all within
+about a second more. A second signal exits at once. Log handlers get the secret redaction of
+``service.core.logging``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 
 import uvicorn
 
 from service.core.config import Settings
+from service.core.logging import install_redaction
 from service.main import create_app
 
 log = logging.getLogger(__name__)
+
+UVICORN_GRACE_S = 0.3  # after the drain: how long uvicorn waits for connections to close
 
 
 class DrainingServer(uvicorn.Server):
@@ -41,7 +48,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -49,9 +56,27 @@ def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Con
         ws_max_size=64 * 2**20,
         ws_per_message_deflate=settings.ws_deflate,
         lifespan="on",
+        # the drain has already waited drain_timeout_s and cancelled what was left; uvicorn
+        # then only waits this long for connections to close
+        timeout_graceful_shutdown=UVICORN_GRACE_S,
     )
+    install_redaction()  # after uvicorn.Config configured its loggers: no key in any log line
+    return config
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
+def run_server(settings: Settings, host: str, port: int, exit_at_once: bool = True) -> None:
+    """Serve until a signal; then drain, stop and (``exit_at_once``) end the process right away.
+
+    Once uvicorn has stopped and the lifespan has closed the batcher and the backend, nothing
+    is left to save; the interpreter's own teardown (finalizers of torch and ONNX Runtime when
+    they are loaded) takes 1-2 s on a busy machine, which would push the exit past the drain
+    timeout + 1 s. So the logs are flushed and the process exits with ``os._exit``.
+    """
     app = create_app(settings)
-    DrainingServer(uvicorn_config(app, settings, host, port), app.state.service).run()
+    server = DrainingServer(uvicorn_config(app, settings, host, port), app.state.service)
+    server.run()
+    if exit_at_once and server.started:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -7,8 +7,10 @@ injected into routes through ``service.api.deps``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from service.backends import Backend
@@ -19,6 +21,8 @@ from service.core.metrics import Metrics
 from service.core.stages import StageHook
 
 log = logging.getLogger(__name__)
+
+DRAIN_CLOSE_S = 0.5  # after the drain timeout: how long cancelled work gets to answer and close
 
 
 class Closable(Protocol):
@@ -35,7 +39,11 @@ class Service:
         self.warmed = False
         self.draining = False
         self.streams: set[Closable] = set()
-        self.uploads = 0
+        self.uploads = 0  # uploads holding a processing slot (body read, being segmented)
+        self.body_reads = 0  # requests whose body is still arriving
+        self.body_bytes = 0  # bytes of upload bodies in memory (arriving or being processed)
+        self.requests: set[asyncio.Task] = set()  # REST work the drain waits for, then cancels
+        self.drain_cancelled: set[asyncio.Task] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def attach(self, backend: Backend) -> None:
@@ -67,17 +75,60 @@ class Service:
         self.metrics.ready.set(1 if self.ready else 0)
 
     async def drain(self, timeout_s: float | None = None) -> None:
-        """Stop taking work, let streams and uploads finish, then close what is left with 1001."""
+        """Stop taking work, give streams and uploads ``timeout_s`` to finish, then end what is left.
+
+        Past the timeout, uploads still running are cancelled (their clients get 503
+        ``drain_timeout``) and streams are closed with 1001 ``shutting_down``; that last step is
+        bounded too (:data:`DRAIN_CLOSE_S`), so the whole drain takes at most about
+        ``timeout_s + DRAIN_CLOSE_S``.
+        """
         timeout_s = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         self.draining = True
         self._publish_ready()
-        log.info("draining: %d streams, %d uploads in progress", len(self.streams), self.uploads)
+        log.info("draining: %d streams, %d requests in progress", len(self.streams), len(self.requests))
         deadline = time.monotonic() + timeout_s
-        while (self.streams or self.uploads) and time.monotonic() < deadline:
+        while (self.streams or self.requests) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.streams:
-            log.info("closing %d streams still open after %.1f s", len(self.streams), timeout_s)
-            await asyncio.gather(*(s.close_for_shutdown(WS_GOING_AWAY) for s in list(self.streams)))
+        late = list(self.requests)
+        if late:
+            log.warning("cancelling %d requests still running after %.1f s", len(late), timeout_s)
+            self.drain_cancelled.update(late)
+            for task in late:
+                task.cancel()
+        closing = [s.close_for_shutdown(WS_GOING_AWAY) for s in list(self.streams)]
+        if closing:
+            log.info("closing %d streams still open after %.1f s", len(closing), timeout_s)
+        waits = [*closing, *(self._finished(t) for t in late)]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), DRAIN_CLOSE_S)
+
+    @staticmethod
+    async def _finished(task: asyncio.Task) -> None:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+
+    @contextlib.asynccontextmanager
+    async def track_request(self) -> AsyncIterator[None]:
+        """Mark the current REST request as in flight: the drain waits for it, then cancels it.
+
+        A cancellation by the drain surfaces as ``ServiceError("drain_timeout")`` (503).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self.requests.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task not in self.drain_cancelled:
+                raise
+            task.uncancel()
+            raise ServiceError(
+                "drain_timeout", "the server shut down before this request finished; retry elsewhere"
+            ) from None
+        finally:
+            self.requests.discard(task)
+            self.drain_cancelled.discard(task)
 
     # -- admission -----------------------------------------------------------------------------
     def require_ready(self) -> tuple[Backend, MicroBatcher]:

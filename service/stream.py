@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import struct
 import time
 from collections import deque
@@ -23,22 +24,36 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
-from echoseg.cardiac import summarize_clip
 from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
 from service.api.deps import websocket_authorized
-from service.codecs.frames import FRAME_ENCODINGS, MASK_ENCODINGS, decode_frame, encode_mask
+from service.codecs.clip import MAX_FPS
+from service.codecs.frames import (
+    FRAME_ENCODINGS,
+    MASK_ENCODINGS,
+    decode_frame,
+    decode_mask,
+    encode_mask,
+    png_1bit,
+)
 from service.core.errors import WS_NORMAL, ServiceError
 from service.core.stages import timed
+from service.segment import summarize_areas
 from service.state import Service
 
 log = logging.getLogger(__name__)
 
 _END = object()
 SEND_TIMEOUT_S = 2.0  # for the final error/close messages to a client that may not read
+SUMMARY_MASK_BYTES = 32 * 2**20  # compressed masks one stream keeps for its summary's EF
 
 
 class _Disconnected(Exception):
     pass
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)
@@ -67,8 +82,9 @@ def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
             "invalid_start", f"mask_encoding must be one of {list(MASK_ENCODINGS)}, got {menc!r}"
         )
     fps = msg.get("fps")
-    if fps is not None and (not isinstance(fps, int | float) or fps <= 0):
-        raise ServiceError("invalid_start", f"fps must be a positive number, got {fps!r}")
+    valid = isinstance(fps, int | float) and not isinstance(fps, bool) and math.isfinite(fps)
+    if fps is not None and not (valid and 0 < fps <= MAX_FPS):
+        raise ServiceError("invalid_start", f"fps must be a finite number in (0, {MAX_FPS:g}], got {fps!r}")
     return StartParams(w, h, enc, menc, float(fps) if fps else None)
 
 
@@ -96,8 +112,12 @@ class StreamSession:
         self._serve_task: asyncio.Task | None = None
         self._shutdown_code: int | None = None
         self._finished = asyncio.Event()
-        self._areas: deque[float] = deque(maxlen=self.settings.stream_summary_frames)
-        self._masks: deque[np.ndarray] = deque(maxlen=self.settings.stream_summary_frames)  # packed bits
+        # The summary keeps per-frame areas and each mask as a 1-bit PNG (a few KB for an LV
+        # mask), at most stream_summary_frames of them and SUMMARY_MASK_BYTES in all; only the
+        # ED/ES masks are decoded again, for their volumes. Memory stays flat however long the stream.
+        self._areas: deque[float] = deque()
+        self._masks: deque[bytes] = deque()
+        self._mask_bytes = 0
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -163,6 +183,7 @@ class StreamSession:
         finally:
             for task in self._tasks:
                 task.cancel()
+                task.add_done_callback(_retrieve)  # its error, if any, was handled above or is moot
 
     async def close_for_shutdown(self, code: int) -> None:
         """Called by the drain: end this stream with ``shutting_down`` and close ``code`` (1001)."""
@@ -173,14 +194,18 @@ class StreamSession:
             await asyncio.wait_for(self._finished.wait(), SEND_TIMEOUT_S * 2)
 
     # -- receiving -----------------------------------------------------------------------------
-    async def _receive(self) -> dict:
-        msg = await self.ws.receive()
+    async def _receive(self, timeout_s: float, code: str) -> dict:
+        try:
+            msg = await asyncio.wait_for(self.ws.receive(), timeout_s)
+        except TimeoutError:
+            what = "start" if code == "start_timeout" else "a message"
+            raise ServiceError(code, f"no {what} within {timeout_s:g} s") from None
         if msg["type"] == "websocket.disconnect":
             raise _Disconnected()
         return msg
 
     async def _receive_start(self) -> StartParams:
-        msg = await self._receive()
+        msg = await self._receive(self.settings.stream_start_timeout_s, "start_timeout")
         if msg.get("bytes") is not None:
             raise ServiceError("binary_before_start", "send a start message before any frame")
         control = parse_control(msg.get("text") or "")
@@ -207,7 +232,7 @@ class StreamSession:
     async def _receive_loop(self, start: StartParams, pending: asyncio.Queue, backend, batcher) -> None:
         windows = StreamWindows(backend.config)
         while True:
-            msg = await self._receive()
+            msg = await self._receive(self.settings.stream_idle_timeout_s, "idle_timeout")
             arrival = time.perf_counter()
             payload = msg.get("bytes")
             if payload is not None and self.hook is not None:
@@ -294,19 +319,32 @@ class StreamSession:
                 self.hook("sends", [target, sending, time.perf_counter()])
             self.sent += 1
             self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)
-            self._areas.append(float(mask.sum()))
-            self._masks.append(np.packbits(mask))
+            stored = payload if start.mask_encoding == "png" and self.settings.stream_fast_path else None
+            self._keep_for_summary(float(mask.sum()), stored or png_1bit(mask))
 
     async def _send_summary(self, start: StartParams) -> None:
         summary = await asyncio.to_thread(self._summary, start)
         await self.ws.send_json(summary)
         await self.ws.close(WS_NORMAL)
 
+    def _keep_for_summary(self, area: float, png: bytes) -> None:
+        self._areas.append(area)
+        self._masks.append(png)
+        self._mask_bytes += len(png)
+        limit = self.settings.stream_summary_frames
+        while len(self._masks) > limit or (self._mask_bytes > SUMMARY_MASK_BYTES and len(self._masks) > 1):
+            self._areas.popleft()
+            self._mask_bytes -= len(self._masks.popleft())
+
     def _summary(self, start: StartParams) -> dict:
-        first = self.sent - len(self._masks)  # the summary covers the latest frames only
-        n = start.height * start.width
-        masks = np.stack([np.unpackbits(m, count=n).reshape(start.height, start.width) for m in self._masks])
-        cardiac = summarize_clip(masks, fps=start.fps).to_dict() if len(masks) else {}
+        first = self.sent - len(self._areas)  # the summary covers the latest frames only
+        masks = list(self._masks)
+
+        def mask_at(i: int) -> np.ndarray:
+            return decode_mask(masks[i], "png", start.width, start.height)
+
+        areas = np.asarray(self._areas, np.float64)
+        cardiac = summarize_areas(areas, mask_at, fps=start.fps).to_dict() if len(areas) else {}
         shift = lambda xs: [first + x for x in xs]  # noqa: E731
         beats = [{**b, "ed": first + b["ed"], "es": first + b["es"]} for b in cardiac.get("beats", [])]
         return {

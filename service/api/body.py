@@ -1,8 +1,16 @@
-"""Read an upload with its size limit enforced while the body streams in (413 at the first excess byte)."""
+"""Read an upload with its size limit and its timeouts enforced while the body streams in.
+
+413 at the first excess byte; 408 ``body_timeout`` when the whole body takes longer than
+``body_timeout_s`` or no byte arrives for ``body_idle_timeout_s``. A client that goes away
+mid-body raises starlette's ``ClientDisconnect``, which the error handlers count as
+``client_closed`` (499), not as a server error.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -16,26 +24,60 @@ def _too_large(limit: int) -> ServiceError:
     return ServiceError("payload_too_large", f"the body exceeds max_upload_mb ({limit / 2**20:.1f} MiB)")
 
 
-async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    """The request body chunk by chunk, failing as soon as more than ``limit`` bytes arrived."""
+async def limited_stream(
+    request: Request,
+    limit: int,
+    total_s: float = float("inf"),
+    idle_s: float = float("inf"),
+    hold: Callable[[int], None] | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The request body chunk by chunk, failing on the first excess byte or a missed deadline.
+
+    ``hold(n)`` is told of every ``n`` bytes before they are kept (it may refuse by raising).
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     seen = 0
-    async for chunk in request.stream():
+    deadline = time.monotonic() + total_s
+    chunks = request.stream().__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        wait = min(idle_s, left)
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), wait if wait > 0 else 0)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            which = "total" if left <= idle_s else "idle"
+            limit_s = total_s if which == "total" else idle_s
+            raise ServiceError(
+                "body_timeout",
+                f"the request body did not arrive in time ({which} limit {limit_s:g} s, "
+                f"{seen} bytes received)",
+            ) from None
         seen += len(chunk)
         if seen > limit:
             raise _too_large(limit)
+        if hold is not None:
+            hold(len(chunk))
         yield chunk
 
 
-async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
+async def read_upload(
+    request: Request,
+    limit: int,
+    total_s: float = float("inf"),
+    idle_s: float = float("inf"),
+    hold: Callable[[int], None] | None = None,
+) -> tuple[bytes, str]:
     """The clip's bytes and media type, from a multipart ``file`` field or a raw body."""
     media = normalize_media_type(request.headers.get("content-type"))
+    body = limited_stream(request, limit, total_s, idle_s, hold)
     if media != "multipart/form-data":
-        data = b"".join([chunk async for chunk in limited_stream(request, limit)])
+        data = b"".join([chunk async for chunk in body])
         return data, media
-    parser = MultiPartParser(request.headers, limited_stream(request, limit), max_files=1, max_fields=8)
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=8)
     try:
         form = await parser.parse()
     except MultiPartException as e:

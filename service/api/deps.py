@@ -47,7 +47,10 @@ def websocket_authorized(websocket: WebSocket, service: Service) -> bool:
     keys = service.settings.keys
     if not keys:
         return True
-    token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+    tokens = websocket.query_params.getlist("token")
+    if len(tokens) > 1:  # ambiguous: never pick one of several presented keys
+        return False
+    token = bearer_token(websocket.headers.get("authorization")) or (tokens[0] if tokens else None)
     return key_is_valid(token, keys)
 
 

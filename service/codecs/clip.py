@@ -1,14 +1,24 @@
 """Decode an uploaded clip (AVI/MP4, DICOM cine loop, NPY) from memory into grayscale frames.
 
-The frame limit is enforced while decoding: a clip with more frames than allowed is refused
-as soon as the first extra frame (or the header that announces it) is seen.
+Decoding is incremental: :func:`open_clip` reads the header (rate, spacing, declared frame count)
+and :meth:`ClipSource.chunks` yields the frames a few at a time, so a request never holds more
+than one chunk of decoded pixels. Every limit is enforced as frames arrive, and the first
+violation stops the decoder: the frame count (``max_frames``), the size of *every* decoded
+frame (not only the size the header announces; a video whose frames grow is refused at the
+first large one), and the decoded bytes of the whole request (``max_decoded_mb``).
+
+Numbers read from a file (DICOM CineRate, FrameTime, PixelSpacing, region deltas; a video's
+rate) are checked to be finite and in range before anything computes with them; a bad one is a
+422 ``invalid_metadata`` naming the field.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +32,10 @@ ALIASES = {
     "video/msvideo": "video/x-msvideo",
     "application/npy": "application/x-npy",
 }
+CHUNK_FRAMES = 16  # frames decoded (and held) at a time
+MAX_FPS = 1000.0
+MAX_SPACING_MM = 100.0  # a pixel larger than 10 cm is not an echocardiogram,
+MIN_SPACING_MM = 1e-4  # nor one smaller than 0.1 µm
 
 
 @dataclass
@@ -29,6 +43,7 @@ class DecodedClip:
     frames: np.ndarray  # (T, H, W) uint8
     fps: float | None
     spacing: tuple[float, float] | None  # (row, col) mm per pixel, when the file says
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Limits:
     max_frames: int
     max_width: int
     max_height: int
+    max_decoded_bytes: int | None = None  # decoded gray pixels of one request; None = no limit
 
 
 def normalize_media_type(content_type: str | None) -> str:
@@ -80,76 +96,195 @@ def check_frames(n: int, limits: Limits) -> None:
         raise ServiceError("too_many_frames", f"the clip has more than max_frames={limits.max_frames} frames")
 
 
-def decode_clip(data: bytes, media_type: str, limits: Limits) -> DecodedClip:
-    """Dispatch on the (normalised) media type; raise ``ServiceError`` for anything wrong."""
+def checked_number(value, name: str, low: float, high: float, *, low_inclusive: bool = False) -> float:
+    """``value`` as a finite float in ``(low, high]`` (or ``[low, high]``); else 422 naming ``name``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ServiceError("invalid_metadata", f"{name} is not a number: {str(value)[:40]!r}") from None
+    above_low = x >= low if low_inclusive else x > low
+    if not (math.isfinite(x) and above_low and x <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ServiceError("invalid_metadata", f"{name} = {x!r} is outside {bracket}{low:g}, {high:g}]")
+    return x
+
+
+class FrameGuard:
+    """Checks each decoded frame as it arrives: count, size, constant size, decoded-bytes budget."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.count = 0
+        self.decoded_bytes = 0
+        self.shape: tuple[int, int] | None = None
+
+    def admit(self, height: int, width: int) -> None:
+        """Call *before* converting a decoded frame to an array (so a huge frame costs nothing more)."""
+        check_dimensions(height, width, self.limits)
+        if self.shape is None:
+            self.shape = (height, width)
+        elif (height, width) != self.shape:
+            raise ServiceError(
+                "corrupt_input",
+                f"the frame size changes within the video (frame {self.count}: {width}x{height}, "
+                f"first: {self.shape[1]}x{self.shape[0]})",
+            )
+        self.count += 1
+        check_frames(self.count, self.limits)
+        self.decoded_bytes += height * width
+        budget = self.limits.max_decoded_bytes
+        if budget is not None and self.decoded_bytes > budget:
+            raise ServiceError(
+                "payload_too_large",
+                f"the clip decodes to more than max_decoded_mb ({budget / 2**20:.0f} MiB) of pixels "
+                f"(stopped at frame {self.count})",
+            )
+
+
+@dataclass
+class ClipSource:
+    """A clip opened for incremental decoding. ``chunks()`` may be iterated once."""
+
+    fps: float | None
+    spacing: tuple[float, float] | None
+    declared_frames: int | None
+    _frames: Callable[[FrameGuard], Iterator[np.ndarray]]  # yields (n, H, W) uint8 chunks
+    guard: FrameGuard
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return self.guard.shape[0] if self.guard.shape else 0
+
+    @property
+    def width(self) -> int:
+        return self.guard.shape[1] if self.guard.shape else 0
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """``(n, H, W)`` uint8 chunks; raises ``ServiceError`` at the first violation."""
+        produced = False
+        for chunk in self._frames(self.guard):
+            if chunk.shape[0]:
+                produced = True
+                yield chunk
+        if not produced:
+            raise ServiceError("corrupt_input", "the clip holds no decodable frames")
+        declared = self.declared_frames
+        if declared and self.guard.count < declared:
+            self.warnings.append(
+                f"truncated: decoded {self.guard.count} of the {declared} frames the file declares"
+            )
+
+
+def open_clip(data: bytes, media_type: str, limits: Limits) -> ClipSource:
+    """Read a clip's header; raise ``ServiceError`` for anything wrong found there."""
     if not data:
         raise ServiceError("empty_body", "the request carried no clip")
-    decoders = {
-        "video/x-msvideo": decode_video,
-        "video/mp4": decode_video,
-        "application/dicom": decode_dicom,
-        "application/x-npy": decode_npy,
+    openers = {
+        "video/x-msvideo": _open_video,
+        "video/mp4": _open_video,
+        "application/dicom": _open_dicom,
+        "application/x-npy": _open_npy,
     }
-    if media_type not in decoders:
+    if media_type not in openers:
         raise ServiceError(
             "unsupported_media_type",
             f"unsupported clip type {media_type!r}; supported: {', '.join(MEDIA_TYPES)}",
         )
-    clip = decoders[media_type](data, limits)
-    if clip.frames.shape[0] == 0:
-        raise ServiceError("corrupt_input", "the clip holds no frames")
-    return clip
+    return openers[media_type](data, limits)
 
 
-def decode_npy(data: bytes, limits: Limits) -> DecodedClip:
+def decode_clip(data: bytes, media_type: str, limits: Limits) -> DecodedClip:
+    """The whole clip at once (tests, local files); the service iterates :func:`open_clip` instead."""
+    source = open_clip(data, media_type, limits)
+    frames = np.concatenate(list(source.chunks()))
+    return DecodedClip(frames, source.fps, source.spacing, source.warnings)
+
+
+# -- NPY ---------------------------------------------------------------------------------------
+def _open_npy(data: bytes, limits: Limits) -> ClipSource:
     buf = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buf)
         read_header = (
             np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         )
-        shape, _, dtype = read_header(buf)  # header only: no pixels read yet
+        shape, fortran, dtype = read_header(buf)  # header only: no pixels read yet
     except (ValueError, EOFError) as e:
         raise ServiceError("corrupt_input", f"not a valid .npy file: {e}") from None
     if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] != 3):
         raise ServiceError(
             "corrupt_input", f"NPY clips must be (T, H, W) or (T, H, W, 3) uint8, got {shape} {dtype}"
         )
+    if fortran:
+        raise ServiceError("corrupt_input", "NPY clips must be C-ordered")
     check_frames(shape[0], limits)
     check_dimensions(shape[1], shape[2], limits)
-    try:
-        frames = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        raise ServiceError("corrupt_input", f"the .npy data is truncated or invalid: {e}") from None
-    return DecodedClip(to_gray(np.ascontiguousarray(frames)), None, None)
+    offset = buf.tell()
+    if len(data) - offset != math.prod(shape):
+        raise ServiceError(
+            "corrupt_input",
+            f"the .npy data is truncated or invalid: {len(data) - offset} bytes for shape {shape}",
+        )
+    array = np.frombuffer(data, np.uint8, offset=offset).reshape(shape)  # a view: no copy
+
+    def frames(guard: FrameGuard) -> Iterator[np.ndarray]:
+        for start in range(0, shape[0], CHUNK_FRAMES):
+            part = array[start : start + CHUNK_FRAMES]
+            for _ in part:
+                guard.admit(shape[1], shape[2])
+            yield np.ascontiguousarray(to_gray(part))
+
+    return ClipSource(None, None, None, frames, FrameGuard(limits))
 
 
-def decode_video(data: bytes, limits: Limits) -> DecodedClip:
+# -- video (PyAV) ------------------------------------------------------------------------------
+def _open_video(data: bytes, limits: Limits) -> ClipSource:
     import av
 
-    frames: list[np.ndarray] = []
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise ServiceError("corrupt_input", "the container has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            check_dimensions(stream.codec_context.height, stream.codec_context.width, limits)
-            fps = float(stream.average_rate) if stream.average_rate else None
-            for frame in container.decode(stream):
-                check_frames(len(frames) + 1, limits)
-                frames.append(frame.to_ndarray(format="gray"))
-    except ServiceError:
-        raise
+        container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, IndexError) as e:
         raise ServiceError("corrupt_input", f"the video could not be decoded ({type(e).__name__})") from None
-    if not frames:
-        raise ServiceError("corrupt_input", "the video holds no decodable frames")
-    if len({f.shape for f in frames}) != 1:
-        raise ServiceError("corrupt_input", "the frame size changes within the video")
-    return DecodedClip(np.stack(frames), fps, None)
+    try:
+        if not container.streams.video:
+            raise ServiceError("corrupt_input", "the container has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        check_dimensions(stream.codec_context.height, stream.codec_context.width, limits)
+        fps = None
+        if stream.average_rate:
+            fps = checked_number(float(stream.average_rate), "the video's frame rate", 0.0, MAX_FPS)
+        declared = int(stream.frames or 0) or None
+        if declared:
+            check_frames(declared, limits)
+    except BaseException:
+        container.close()
+        raise
+
+    def frames(guard: FrameGuard) -> Iterator[np.ndarray]:
+        buffer: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                guard.admit(frame.height, frame.width)  # before the pixels are converted
+                buffer.append(frame.to_ndarray(format="gray"))
+                if len(buffer) == CHUNK_FRAMES:
+                    yield np.stack(buffer)
+                    buffer = []
+        except (av.FFmpegError, ValueError, IndexError) as e:
+            where = f" after {guard.count} of {declared or '?'} frames" if guard.count else ""
+            raise ServiceError(
+                "corrupt_input", f"the video could not be decoded{where} ({type(e).__name__})"
+            ) from None
+        finally:
+            container.close()
+        if buffer:
+            yield np.stack(buffer)
+
+    return ClipSource(fps, None, declared, frames, FrameGuard(limits))
 
 
+# -- DICOM (pydicom) ---------------------------------------------------------------------------
 def dicom_spacing(ds) -> tuple[float, float] | None:
     """(row, col) mm per pixel: the ultrasound region's PhysicalDelta (cm) first, then PixelSpacing."""
     regions = getattr(ds, "SequenceOfUltrasoundRegions", None)
@@ -159,51 +294,92 @@ def dicom_spacing(ds) -> tuple[float, float] | None:
         units_ok = (
             getattr(r, "PhysicalUnitsXDirection", 3) == 3 and getattr(r, "PhysicalUnitsYDirection", 3) == 3
         )
-        if dx and dy and units_ok:  # unit code 3 = cm
-            return abs(float(dy)) * 10.0, abs(float(dx)) * 10.0
+        if dx is not None and dy is not None and units_ok:  # unit code 3 = cm
+            return _region_delta_mm(dy, "PhysicalDeltaY"), _region_delta_mm(dx, "PhysicalDeltaX")
     spacing = getattr(ds, "PixelSpacing", None)
-    if spacing and len(spacing) == 2:
-        return float(spacing[0]), float(spacing[1])
+    if spacing is not None and not isinstance(spacing, str | bytes) and len(spacing) == 2:
+        return (
+            checked_number(spacing[0], "PixelSpacing[0]", MIN_SPACING_MM, MAX_SPACING_MM, low_inclusive=True),
+            checked_number(spacing[1], "PixelSpacing[1]", MIN_SPACING_MM, MAX_SPACING_MM, low_inclusive=True),
+        )
+    if spacing is not None and spacing != "":
+        raise ServiceError("invalid_metadata", "PixelSpacing must hold two numbers")
     return None
+
+
+def _region_delta_mm(value, name: str) -> float:
+    """A region's PhysicalDelta (cm, signed: the sign only gives the axis direction) -> mm per pixel."""
+    mm = abs(checked_number(value, name, -MAX_SPACING_MM / 10, MAX_SPACING_MM / 10)) * 10.0
+    if mm < MIN_SPACING_MM:
+        raise ServiceError("invalid_metadata", f"{name} = {float(value)!r} cm is below {MIN_SPACING_MM:g} mm")
+    return mm
 
 
 def dicom_fps(ds) -> float | None:
-    if getattr(ds, "CineRate", None):
-        return float(ds.CineRate)
-    if getattr(ds, "FrameTime", None):
-        return 1000.0 / float(ds.FrameTime)
+    cine = getattr(ds, "CineRate", None)
+    if cine is not None and cine != "":
+        return checked_number(cine, "CineRate", 0.0, MAX_FPS)
+    frame_time = getattr(ds, "FrameTime", None)
+    if frame_time is not None and frame_time != "":
+        ms = checked_number(frame_time, "FrameTime", 1000.0 / MAX_FPS, 3.6e6, low_inclusive=True)
+        return 1000.0 / ms
     return None
 
 
-def decode_dicom(data: bytes, limits: Limits) -> DecodedClip:
+def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
     try:
         import pydicom
+        from pydicom.pixels import iter_pixels
     except ImportError:
         raise ServiceError(
             "unsupported_media_type", "DICOM support is not installed on this server (the 'dicom' extra)"
         ) from None
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        check_frames(int(getattr(ds, "NumberOfFrames", 1) or 1), limits)
-        check_dimensions(int(ds.Rows), int(ds.Columns), limits)
-        pixels = ds.pixel_array
-    except ServiceError:
-        raise
+        declared = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(getattr(ds, "BitsStored", 8) or 8)
     except Exception as e:  # pydicom raises many types for broken files
         raise ServiceError(
             "corrupt_input", f"the DICOM file could not be decoded ({type(e).__name__})"
         ) from None
-    frames = _dicom_frames(ds, np.asarray(pixels))
-    return DecodedClip(frames, dicom_fps(ds), dicom_spacing(ds))
+    if declared < 1:
+        raise ServiceError("invalid_metadata", f"NumberOfFrames = {declared} must be at least 1")
+    check_frames(declared, limits)
+    check_dimensions(rows, cols, limits)
+    fps, spacing = dicom_fps(ds), dicom_spacing(ds)
+
+    def frames(guard: FrameGuard) -> Iterator[np.ndarray]:
+        scale = None
+        try:
+            buffer: list[np.ndarray] = []
+            for pixels in iter_pixels(ds):  # one (H, W) or (H, W, 3) frame at a time
+                guard.admit(pixels.shape[0], pixels.shape[1])
+                if pixels.dtype != np.uint8:  # scale higher bit depths to 8 bits
+                    scale = scale or _dicom_scale(ds, bits)
+                    pixels = np.clip(pixels.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+                buffer.append(to_gray(pixels[None])[0])  # (H, W[, 3]) -> (H, W)
+                if len(buffer) == CHUNK_FRAMES:
+                    yield np.stack(buffer)
+                    buffer = []
+        except ServiceError:
+            raise
+        except Exception as e:  # pydicom raises many types for broken pixel data
+            raise ServiceError(
+                "corrupt_input", f"the DICOM pixel data could not be decoded ({type(e).__name__})"
+            ) from None
+        if buffer:
+            yield np.stack(buffer)
+
+    return ClipSource(fps, spacing, declared, frames, FrameGuard(limits))
 
 
-def _dicom_frames(ds, pixels: np.ndarray) -> np.ndarray:
-    samples = int(getattr(ds, "SamplesPerPixel", 1))
-    if samples == 1 and pixels.ndim == 2:
-        pixels = pixels[None]  # (H, W) -> (1, H, W)
-    elif samples == 3 and pixels.ndim == 3:
-        pixels = pixels[None]  # (H, W, 3) -> (1, H, W, 3)
-    if pixels.dtype != np.uint8:  # scale higher bit depths to 8 bits
-        top = float(pixels.max()) or 1.0
-        pixels = np.clip(pixels.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
-    return to_gray(pixels)
+def _dicom_scale(ds, bits: int) -> float:
+    """Factor mapping a deeper-than-8-bit clip to 0..255: its largest value (one extra pass), else 2**bits."""
+    from pydicom.pixels import iter_pixels
+
+    top = 0.0
+    for pixels in iter_pixels(ds):  # one frame at a time: memory stays one frame
+        top = max(top, float(pixels.max()))
+    top = top or float(2 ** min(bits, 32) - 1)
+    return 255.0 / top

@@ -42,7 +42,7 @@ def decode_frame(payload: bytes, encoding: str, width: int, height: int) -> np.n
         return np.frombuffer(payload, dtype=np.uint8).reshape(height, width)
     try:
         with Image.open(io.BytesIO(payload)) as img:
-            if img.format not in ("PNG", "JPEG"):
+            if img.format != encoding.upper():  # a png stream takes PNG frames only, a jpeg stream JPEG
                 raise ServiceError("corrupt_frame", f"expected a {encoding} image, got {img.format}")
             if img.size != (width, height):
                 raise ServiceError(

@@ -72,18 +72,45 @@ class Settings(BaseSettings):
     # -- limits -------------------------------------------------------------------------------
     max_streams: int = Field(16, ge=1, description="concurrent WebSocket streams")
     max_uploads: int = Field(4, ge=1, description="uploads processed at once; more get 503 overloaded")
+    max_body_buffer_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="upload bodies held in memory, all requests together (arriving or being processed), "
+        "MiB; a request that would pass it gets 503. Slow senders hold only what they sent",
+    )
     max_upload_mb: float = Field(200.0, gt=0, description="largest request body, MiB")
     max_frames: int = Field(2000, ge=1, description="most frames in an uploaded clip")
     max_frame_width: int = Field(1024, ge=1)
     max_frame_height: int = Field(1024, ge=1)
+    max_decoded_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="decoded gray pixels one upload may produce, MiB, checked frame by frame while decoding",
+    )
     stream_queue: int = Field(
         32, ge=1, description="frames one stream may have in flight before 'overloaded'"
     )
     stream_summary_frames: int = Field(1500, ge=1, description="latest frames the stream summary covers")
 
+    # -- timeouts ------------------------------------------------------------------------------
+    body_timeout_s: float = Field(60.0, gt=0, description="longest an upload's body may take to arrive")
+    body_idle_timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for the next piece of an upload's body"
+    )
+    stream_start_timeout_s: float = Field(
+        10.0, gt=0, description="longest a new WebSocket may wait before sending start"
+    )
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="longest a started stream may wait between messages"
+    )
+
     # -- security, lifecycle, telemetry -------------------------------------------------------
     api_keys: str = Field("", description="comma-separated bearer keys; empty = no authentication")
-    drain_timeout_s: float = Field(10.0, ge=0.0, description="how long shutdown waits for streams to end")
+    drain_timeout_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="how long shutdown waits for streams and uploads to end; what is left is cancelled",
+    )
     log_level: str = "INFO"
     budget_ms: float = Field(32.0, gt=0, description="per-frame latency budget; slower frames are counted")
 
@@ -103,6 +130,14 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_buffer_bytes(self) -> int:
+        return int(self.max_body_buffer_mb * 1024 * 1024)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 1024 * 1024)
 
     @property
     def intra_op_threads(self) -> int:

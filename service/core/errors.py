@@ -34,7 +34,13 @@ ERRORS: dict[str, ErrorSpec] = {
     "unsupported_media_type": ErrorSpec(
         415, WS_UNSUPPORTED_DATA, "the Content-Type is not a supported clip format"
     ),
+    "body_timeout": ErrorSpec(
+        408, WS_POLICY, "the body did not arrive within body_timeout_s, or stalled for body_idle_timeout_s"
+    ),
     "corrupt_input": ErrorSpec(422, WS_UNSUPPORTED_DATA, "the clip could not be decoded"),
+    "invalid_metadata": ErrorSpec(
+        422, WS_UNSUPPORTED_DATA, "a number in the file (frame rate, spacing) is not finite or out of range"
+    ),
     "payload_too_large": ErrorSpec(413, WS_TOO_BIG, "the body is larger than max_upload_mb"),
     "too_many_frames": ErrorSpec(413, WS_TOO_BIG, "the clip has more frames than max_frames"),
     "dimensions_too_large": ErrorSpec(413, WS_TOO_BIG, "frame width/height above the configured limit"),
@@ -56,6 +62,8 @@ ERRORS: dict[str, ErrorSpec] = {
         400, WS_UNSUPPORTED_DATA, "a decoded frame's size differs from start"
     ),
     "frame_too_large": ErrorSpec(413, WS_TOO_BIG, "a binary message is larger than a frame can be"),
+    "start_timeout": ErrorSpec(408, WS_POLICY, "no start message within stream_start_timeout_s"),
+    "idle_timeout": ErrorSpec(408, WS_POLICY, "no message for stream_idle_timeout_s on a started stream"),
     # capacity, lifecycle, security
     "unauthorized": ErrorSpec(401, WS_POLICY, "missing or wrong API key"),
     "overloaded": ErrorSpec(503, WS_TRY_AGAIN, "the server cannot keep up; slow down or retry later"),
@@ -63,6 +71,13 @@ ERRORS: dict[str, ErrorSpec] = {
     "not_ready": ErrorSpec(503, WS_TRY_AGAIN, "the model is not loaded yet"),
     "shutting_down": ErrorSpec(503, WS_GOING_AWAY, "the server is draining before shutdown"),
     "not_found": ErrorSpec(404, WS_POLICY, "no such route"),
+    "drain_timeout": ErrorSpec(
+        503, WS_GOING_AWAY, "the work was still running when the shutdown drain timed out; retry elsewhere"
+    ),
+    "method_not_allowed": ErrorSpec(405, WS_POLICY, "the route does not take this HTTP method"),
+    "client_closed": ErrorSpec(
+        499, WS_GOING_AWAY, "the client went away before the answer (counted, never a server error)"
+    ),
     "internal": ErrorSpec(500, WS_INTERNAL, "an unexpected server error"),
 }
 

@@ -185,11 +185,10 @@ def test_decode_video_whose_frame_size_changes_is_corrupt_input():
 
 def test_decode_dicom_multiframe_with_region_spacing():
     pydicom = pytest.importorskip("pydicom")
-    from service.codecs.clip import decode_dicom
     from tests.service.dicom import dicom_bytes
 
     clip = moving_disc_clip(4, 32, 24)
-    decoded = decode_dicom(dicom_bytes(clip, delta_cm=(0.03, 0.05)), LIMITS)
+    decoded = decode_clip(dicom_bytes(clip, delta_cm=(0.03, 0.05)), "application/dicom", LIMITS)
     np.testing.assert_array_equal(decoded.frames, clip)
     assert decoded.spacing == pytest.approx((0.3, 0.5))  # (row, col) mm = (DeltaY, DeltaX) * 10
     assert decoded.fps == pytest.approx(50.0)

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Query, Request, Response
 
 from service.api.body import read_upload
 from service.api.deps import ApiKey, ServiceDep
+from service.codecs.clip import open_clip
 from service.codecs.outputs import masks_npz, overlay_mp4
 from service.core.errors import ServiceError
-from service.segment import result_json, segment_upload
+from service.segment import limits_from, result_json, segment_upload
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +28,51 @@ async def segment(
     service: ServiceDep,
     output: Literal["json", "npz", "mp4"] = Query("json", description="json (RLE masks), npz or mp4 overlay"),
 ) -> Response:
-    backend, batcher = service.require_ready()
-    if service.uploads >= service.settings.max_uploads:
-        raise ServiceError(
-            "overloaded", f"{service.settings.max_uploads} uploads are already being processed"
-        )
-    service.uploads += 1
-    try:
-        data, media = await read_upload(request, service.settings.max_upload_bytes)
-        result = await segment_upload(data, media, backend, batcher, service.settings, service.metrics)
-    finally:
-        service.uploads -= 1
-    t = result.masks.shape[0]
-    log.info("segmented a %d-frame clip in %.1f ms (output=%s)", t, result.timings_ms["total"], output)
+    s = service.settings
+    service.require_ready()
+    held = 0
+
+    def hold(n: int) -> None:  # bytes of bodies in memory, all requests together, stay bounded
+        nonlocal held
+        if service.body_bytes + n > s.max_body_buffer_bytes:
+            raise ServiceError(
+                "overloaded",
+                f"upload bodies in memory would exceed max_body_buffer_mb ({s.max_body_buffer_mb:g})",
+            )
+        service.body_bytes += n
+        held += n
+
+    async with service.track_request():  # the drain waits for it, then cancels it
+        try:
+            service.body_reads += 1
+            try:  # the upload slot is taken only once the whole body is in
+                data, media = await read_upload(
+                    request, s.max_upload_bytes, s.body_timeout_s, s.body_idle_timeout_s, hold
+                )
+            finally:
+                service.body_reads -= 1
+            backend, batcher = service.require_ready()
+            if service.uploads >= s.max_uploads:
+                raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
+            service.uploads += 1
+            try:
+                result = await segment_upload(data, media, backend, batcher, s, service.metrics)
+                return await _respond(result, data, media, output, backend, s)
+            finally:
+                service.uploads -= 1
+        finally:
+            service.body_bytes -= held
+
+
+async def _respond(result, data: bytes, media: str, output: str, backend, settings) -> Response:
+    log.info(
+        "segmented a %d-frame clip in %.1f ms (output=%s)", result.frames, result.timings_ms["total"], output
+    )
     started = time.perf_counter()
     if output == "npz":
+        shape = (result.frames, result.height, result.width)
         body = await asyncio.to_thread(
-            masks_npz, result.masks, result.areas, result_json(result, backend) | {"masks": None}
+            masks_npz, result.mask_chunks(), shape, result.areas, result_json(result, backend, masks=False)
         )
         return Response(
             body,
@@ -54,7 +83,8 @@ async def segment(
             },
         )
     if output == "mp4":
-        body = await asyncio.to_thread(overlay_mp4, result.clip.frames, result.masks, result.clip.fps)
+        frames = open_clip(data, media, limits_from(settings)).chunks()  # decoded again, chunk by chunk
+        body = await asyncio.to_thread(overlay_mp4, frames, result.mask_chunks(), result.fps)
         return Response(
             body,
             media_type="video/mp4",

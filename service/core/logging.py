@@ -1,0 +1,74 @@
+"""Keep secrets out of the logs: API keys in ``?token=`` and ``Authorization`` never reach a handler.
+
+uvicorn's access log prints the path with its query string (REST and WebSocket), and the
+websockets library prints request headers at DEBUG. :class:`RedactSecrets` rewrites every record
+that passes a handler it is attached to: the value of a ``token`` (or ``access_token``,
+``api_key``) query parameter and of an ``Authorization`` header become ``<redacted>``.
+:func:`install_redaction` attaches it to the root and uvicorn handlers and drops the
+websockets library's per-header and per-frame DEBUG records, so headers are never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+REDACTED = "<redacted>"
+_QUERY_SECRET = re.compile(r"((?:^|[?&;\s])(?:token|access_token|api_key|apikey)=)[^&;\s\"']*", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"(authorization[\"']?\s*[:=,]\s*[\"']?)[^\"'\r\n)]*", re.IGNORECASE)
+HEADER_LOGGERS = ("websockets", "websockets.server", "websockets.client", "httpcore", "hpack")
+# What the websockets library logs at DEBUG (through uvicorn.error): one record per header and
+# per frame (a frame's repr shows the first bytes of its payload: pixels). Dropped.
+DROPPED_FORMATS = frozenset({"< %s: %s", "> %s: %s", "< %s", "> %s"})
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string secrets and Authorization values replaced by ``<redacted>``."""
+    return _AUTH_HEADER.sub(rf"\1{REDACTED}", _QUERY_SECRET.sub(rf"\1{REDACTED}", text))
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter: drops header and frame dumps, and redacts secrets from everything else.
+
+    Each argument is redacted on its own first (uvicorn's access formatter needs its argument
+    tuple intact); if the formatted message still holds a secret (split across arguments), the
+    record is replaced by its redacted text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in DROPPED_FORMATS:
+            return False
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as usual
+            return True
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def _redact_arg(arg):
+    if isinstance(arg, int | float) or arg is None:
+        return arg
+    text = arg if isinstance(arg, str) else repr(arg)
+    clean = redact(text)
+    return arg if clean == text else clean
+
+
+def install_redaction(*logger_names: str) -> None:
+    """Attach :class:`RedactSecrets` to the handlers of the root logger and of ``logger_names``."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", *logger_names):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
+    for name in HEADER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
