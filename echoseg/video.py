@@ -1,7 +1,10 @@
 """Echo video files in and out: AVI (MJPG, as EchoNet-Dynamic ships them) and MP4, through PyAV.
 
-Echo clips are grayscale; colour files (EchoNet stores the gray image in three channels) are
-reduced to their luma plane. Frames come back as ``(T, H, W) uint8`` with the clip's frame rate.
+The one decoder of the product: training, evaluation and the service's uploads all read video
+through :class:`VideoReader` (frame by frame, with the same frame-rate rule), and
+:func:`read_video` is the whole-clip form of it. Echo clips are grayscale; colour files
+(EchoNet stores the gray image in three channels) are reduced to their luma plane. Frames come
+back as ``(H, W) uint8`` (``(T, H, W)`` for a whole clip) with the clip's frame rate.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +26,11 @@ VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 
 class VideoError(ValueError):
-    """A video that cannot be opened or decoded; the message names the file."""
+    """A video that cannot be opened or decoded; the message names the file, ``cause`` is PyAV's error."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _describe(src: VideoSource) -> str:
@@ -46,36 +54,83 @@ def _open_source(src: VideoSource):
     raise TypeError(f"video source must be a path, bytes or a binary file object, got {type(src).__name__}")
 
 
-def _frame_rate(stream) -> float:
+def frame_rate(stream) -> float | None:
+    """The clip's frame rate: the stream's average rate, else its guessed or base rate; None if none.
+
+    The one rule for every reader of video (training, evaluation, the service).
+    """
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and float(rate) > 0:
             return float(rate)
-    return DEFAULT_FPS
+    return None
+
+
+class VideoReader:
+    """A video opened for decoding one frame at a time (PyAV): its header now, its frames on demand.
+
+    ``fps`` (:func:`frame_rate`), ``declared_frames`` (the container's count, None when it has
+    none), ``height``/``width`` (the coded size the header announces; frames may differ, which
+    the ``before`` hook of :meth:`frames` can check before any pixels are converted). Use it as a
+    context manager or call :meth:`close`. Raises :class:`VideoError` naming the source.
+    """
+
+    def __init__(self, src: VideoSource) -> None:
+        import av
+
+        self.name = _describe(src)
+        try:
+            self.container = av.open(_open_source(src), mode="r")
+        except VideoError:
+            raise
+        except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:
+            raise VideoError(f"{self.name}: cannot decode video ({exc})", cause=exc) from exc
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError(f"{self.name}: no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.fps = frame_rate(self.stream)
+        self.declared_frames = int(self.stream.frames or 0) or None
+        self.height = int(self.stream.codec_context.height)
+        self.width = int(self.stream.codec_context.width)
+        self.decoded = 0
+
+    def frames(self, before: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+        """``(H, W) uint8`` frames (the luma plane), in order; ``before(height, width)`` is called for
+        each decoded frame before its pixels are converted (it may raise to stop decoding)."""
+        import av
+
+        try:
+            for frame in self.container.decode(self.stream):
+                if before is not None:
+                    before(frame.height, frame.width)
+                self.decoded += 1
+                yield frame.to_ndarray(format="gray")  # (H, W) uint8, the luma plane
+        except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:
+            raise VideoError(
+                f"{self.name}: cannot decode video after {self.decoded} frames ({exc})", cause=exc
+            ) from exc
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_video(src: VideoSource) -> tuple[np.ndarray, float]:
-    """Decode a whole clip: ``-> (frames (T, H, W) uint8, fps)``.
+    """Decode a whole clip: ``-> (frames (T, H, W) uint8, fps)`` (fps ``DEFAULT_FPS`` when unknown).
 
     ``src`` is a path, the file's bytes, or a binary file object. Raises :class:`VideoError`
     naming the file when it cannot be opened, has no video stream, or fails to decode.
     """
-    import av
-
-    name = _describe(src)
-    opened = _open_source(src)
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(opened, mode="r") as container:
-            if not container.streams.video:
-                raise VideoError(f"{name}: no video stream")
-            stream = container.streams.video[0]
-            fps = _frame_rate(stream)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="gray"))  # (H, W) uint8, the luma plane
-    except VideoError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:
-        raise VideoError(f"{name}: cannot decode video ({exc})") from exc
+    with VideoReader(src) as reader:
+        frames = list(reader.frames())
+        fps = reader.fps or DEFAULT_FPS
+        name = reader.name
     if not frames:
         raise VideoError(f"{name}: no decodable frames")
     shapes = {f.shape for f in frames}

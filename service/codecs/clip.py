@@ -240,48 +240,48 @@ def _open_npy(data: bytes, limits: Limits) -> ClipSource:
 
 # -- video (PyAV) ------------------------------------------------------------------------------
 def _open_video(data: bytes, limits: Limits) -> ClipSource:
-    import av
+    from echoseg.video import VideoError, VideoReader
 
     try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, IndexError) as e:
-        raise ServiceError("corrupt_input", f"the video could not be decoded ({type(e).__name__})") from None
+        reader = VideoReader(data)
+    except VideoError as e:
+        raise ServiceError("corrupt_input", f"the video could not be decoded ({_why(e)})") from None
     try:
-        if not container.streams.video:
-            raise ServiceError("corrupt_input", "the container has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        check_dimensions(stream.codec_context.height, stream.codec_context.width, limits)
+        check_dimensions(reader.height, reader.width, limits)
         fps = None
-        if stream.average_rate:
-            fps = checked_number(float(stream.average_rate), "the video's frame rate", 0.0, MAX_FPS)
-        declared = int(stream.frames or 0) or None
+        if reader.fps:
+            fps = checked_number(reader.fps, "the video's frame rate", 0.0, MAX_FPS)
+        declared = reader.declared_frames
         if declared:
             check_frames(declared, limits)
     except BaseException:
-        container.close()
+        reader.close()
         raise
 
     def frames(guard: FrameGuard) -> Iterator[np.ndarray]:
         buffer: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                guard.admit(frame.height, frame.width)  # before the pixels are converted
-                buffer.append(frame.to_ndarray(format="gray"))
+            for frame in reader.frames(before=guard.admit):  # admitted before the pixels are converted
+                buffer.append(frame)
                 if len(buffer) == CHUNK_FRAMES:
                     yield np.stack(buffer)
                     buffer = []
-        except (av.FFmpegError, ValueError, IndexError) as e:
+        except VideoError as e:
             where = f" after {guard.count} of {declared or '?'} frames" if guard.count else ""
             raise ServiceError(
-                "corrupt_input", f"the video could not be decoded{where} ({type(e).__name__})"
+                "corrupt_input", f"the video could not be decoded{where} ({_why(e)})"
             ) from None
         finally:
-            container.close()
+            reader.close()
         if buffer:
             yield np.stack(buffer)
 
     return ClipSource(fps, None, declared, frames, FrameGuard(limits))
+
+
+def _why(error) -> str:
+    """The decoder error's type only: its message may carry the client's file name."""
+    return type(error.cause).__name__ if getattr(error, "cause", None) else "no video stream"
 
 
 # -- DICOM (pydicom) ---------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from service.codecs.frames import encode_frame
 async def _exchange(url: str, messages: list) -> tuple[list, int | None]:
     received = []
     async with connect(url) as ws:
-        for m in messages:
-            await ws.send(m)
+        try:  # the server may refuse and close before every message is sent
+            for m in messages:
+                await ws.send(m)
+        except ConnectionClosed:
+            pass
         try:
             async with asyncio.timeout(30):
                 async for reply in ws:
