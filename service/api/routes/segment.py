@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from service.api.body import read_upload
 from service.api.deps import ApiKey, ServiceDep
+from service.api.schemas import SegmentResult, error_responses
 from service.codecs.clip import open_clip
 from service.codecs.outputs import masks_npz, overlay_mp4
 from service.core.errors import ServiceError
@@ -22,7 +23,60 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[ApiKey])
 
 
-@router.post("/segment")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_REQUEST_BODY = {
+    "required": True,
+    "description": "The clip: the raw body with its Content-Type, or a multipart form with field `file`.",
+    "content": {
+        "video/x-msvideo": _BINARY,
+        "video/mp4": _BINARY,
+        "application/dicom": _BINARY,
+        "application/x-npy": {**_BINARY, "description": "uint8 (T, H, W) or (T, H, W, 3), C order"},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
+_ERRORS = error_responses(
+    "empty_body",
+    "invalid_request",
+    "unsupported_media_type",
+    "body_timeout",
+    "corrupt_input",
+    "invalid_metadata",
+    "payload_too_large",
+    "too_many_frames",
+    "dimensions_too_large",
+    "unauthorized",
+    "overloaded",
+    "not_ready",
+    "shutting_down",
+    "drain_timeout",
+    "internal",
+)
+
+
+@router.post(
+    "/segment",
+    response_model=None,
+    summary="Segment a clip",
+    description="Masks per frame, the LV area curve, ED/ES frames and EF of an uploaded clip "
+    "(AVI, MP4, DICOM cine, NPY); `output=npz` or `output=mp4` for the masks as NPZ or an overlay video.",
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        200: {
+            "model": SegmentResult,
+            "description": "The result (`output=json`), the masks as NPZ (`output=npz`: `masks` uint8 "
+            "(T, H, W), `area`, `summary` JSON) or an H.264 overlay (`output=mp4`)",
+            "content": {"application/x-npz": _BINARY, "video/mp4": _BINARY},
+        },
+        **_ERRORS,
+    },
+)
 async def segment(
     request: Request,
     service: ServiceDep,
