@@ -8,6 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL ?= models/default
 
+ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
+
 .PHONY: venv install serve test lint format bench clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
@@ -27,6 +29,14 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	touch $@
 
+# The AsyncAPI project's parser validates docs/asyncapi.yaml in the tests (npm, from the registry).
+$(ASYNCAPI_TOOLS): tools/asyncapi/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tools/asyncapi --no-audit --no-fund --silent && touch $@; \
+	else \
+		echo "npm not found: the AsyncAPI validation test will skip"; \
+	fi
+
 venv install: $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -40,7 +50,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed $(ASYNCAPI_TOOLS) lint
 	$(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed
