@@ -24,7 +24,8 @@ def build_untrained(preset: str, seed: int = 0):
     """A freshly initialised network of ``preset``, the same for the same seed; in eval mode."""
     import torch
 
-    from training.model import build_model, get_preset
+    from echoseg.presets import get_preset
+    from training.model import build_model
 
     state = torch.random.get_rng_state()
     try:
