@@ -412,7 +412,8 @@ def soak_section(soak: dict | None) -> list[str]:
     out = [
         "## Soak: streams, REST and a hostile mix together",
         "",
-        f"`{soak['command']}`: {soak['streams']} streams of 640×480 at {soak['fps']:g} fps (reconnecting "
+        f"`{soak['command']}`: {soak['streams']} streams of {soak['size'][0]}×{soak['size'][1]} "
+        f"at {soak['fps']:g} fps (reconnecting "
         "every 250 frames), a 32-frame REST upload every 2 s, and one hostile action a second "
         f"for {soak['minutes']:g} min.",
         "",

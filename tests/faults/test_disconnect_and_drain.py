@@ -71,6 +71,32 @@ def test_a_client_that_leaves_during_processing_frees_its_upload(make_server):
     assert sum(backend.batches) < 64, "the rest of the clip was not inferred for nobody"
 
 
+def test_a_stream_that_hangs_up_leaves_no_work_behind(make_server):
+    from tests.service.conftest import fake_backend
+
+    backend = fake_backend(delay_s=0.2)
+    server = make_server(backend, max_batch=1, stream_queue=32)
+
+    async def flood_and_leave():
+        async with connect(server.url.replace("http", "ws") + "/v1/stream") as ws:
+            await ws.send(json.dumps({"type": "start", "width": 8, "height": 8}))
+            await asyncio.wait_for(ws.recv(), 20)
+            for _ in range(21):  # 20 windows queued at 0.2 s each
+                await ws.send(bytes(64))
+            for _ in range(100):  # bounded: until the server has queued them
+                if server.service.batcher.pending() >= 15:
+                    break
+                await asyncio.sleep(0.02)
+
+    asyncio.run(flood_and_leave())  # leaving the block closes the connection
+    for _ in range(200):  # bounded: until the batcher's queue is empty
+        if server.service.batcher.pending() == 0:
+            break
+        time.sleep(0.02)
+    assert server.service.batcher.pending() == 0
+    assert sum(backend.batches) < 10, "windows of a closed stream were inferred for nobody"
+
+
 async def _stream_until_closed(url: str, started: asyncio.Event) -> tuple[list, int | None]:
     received = []
     async with connect(url.replace("http", "ws") + "/v1/stream") as ws:
