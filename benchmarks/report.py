@@ -410,7 +410,7 @@ def soak_section(soak: dict | None) -> list[str]:
         return []
     r, st, rest = soak["rss_mb"], soak["stream"], soak["rest"]
     out = [
-        "## Soak: streams, REST and a hostile mix together",
+        f"## Soak: streams, REST and a hostile mix together ({soak['streams']}×{soak['fps']:g} fps)",
         "",
         f"`{soak['command']}`: {soak['streams']} streams of {soak['size'][0]}×{soak['size'][1]} "
         f"at {soak['fps']:g} fps (reconnecting "
@@ -492,7 +492,7 @@ def write_report(folder: Path = RESULTS, out: Path | None = None) -> Path:
     gpu_model, gpu_stream = _load(folder, "model_latency-cuda"), _load(folder, "streaming-cuda")
     run_all = _load(folder, "run_all")
     faults = [_load(folder, p.stem) for p in sorted(folder.glob("faults*.json"))]
-    soak = _load(folder, "soak")
+    soaks = [_load(folder, p.stem) for p in sorted(folder.glob("soak*.json"))]
     lines = [INTRO]
     lines += targets(model, stream, gpu_model, gpu_stream)
     lines += findings(model, stream, rest, stages)
@@ -504,8 +504,9 @@ def write_report(folder: Path = RESULTS, out: Path | None = None) -> Path:
         lines += model_section(gpu_model, "Model latency (GPU)")
         lines += stream_section(gpu_stream, "Streaming end to end (GPU machine)")
     lines += faults_section(faults)
-    lines += soak_section(soak)
-    lines += machine_section(run_all, [model, stream, rest, stages, gpu_model, gpu_stream, *faults, soak])
+    for soak in soaks:
+        lines += soak_section(soak)
+    lines += machine_section(run_all, [model, stream, rest, stages, gpu_model, gpu_stream, *faults, *soaks])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out
