@@ -14,9 +14,10 @@ One ``echoseg serve`` process (the bundled model, default settings) gets, at the
   ``fps: NaN``.
 
 Reported: RSS every second and its slope after the warm-up (least squares, MB per minute), frames
-lost (sent on a stream that ended normally but never answered), 5xx answers and 1011 closes,
-client-side p50/p99 stream latency and REST latency, what each hostile action got, and the
-server's own error counters.
+sent and answered on every stream, frames lost (sent on a stream that ended normally, 1000, but
+never answered; a stream closed 1013 ``overloaded`` was refused, not lost), closes by code, 5xx
+answers and 1011 closes, client-side p50/p99 stream latency and REST latency, what each hostile
+action got, and the server's own error counters.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def npy_bytes(frames: np.ndarray) -> bytes:
 
 async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float, size: tuple[int, int]) -> None:
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     sent_at: list[float] = []
     answered = 0
@@ -101,11 +103,13 @@ async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float, si
                     need = min(index + lookahead, len(sent_at) - 1)
                     tally.stream_latencies.append(time.perf_counter() - sent_at[need])
                     answered += 1
+        except ConnectionClosed:  # closed with an error code (e.g. 1013 overloaded): recorded below
+            pass
         finally:
             task.cancel()
         code = ws.close_code
     tally.stream_closes[code] += 1
-    tally.frames_sent += len(frames)
+    tally.frames_sent += min(len(sent_at), len(frames))
     tally.frames_answered += answered
     if code == 1000:
         tally.frames_lost += len(frames) - answered
