@@ -5,17 +5,19 @@
 
 One ``echoseg serve`` process (the bundled model, default settings) gets, at the same time:
 
-- two WebSocket streams of 640x480 gray8 frames at 25 fps, each reconnecting after 250 frames;
-- one REST upload (32 frames of 480x640, NPY) every 2 s;
+- two WebSocket streams of ``--size`` (default 480x640) gray8 frames at 25 fps, each
+  reconnecting after 250 frames;
+- one REST upload (32 frames of the same size, NPY) every 2 s;
 - one hostile action a second, in turn: a video whose frames grow past the limit, DICOM with
   NaN frame time, a stalled body dropped after 1 s, a client that disconnects mid-body, an idle
   WebSocket dropped after 1 s, a WebSocket sending garbage, a truncated AVI, a WebSocket with
   ``fps: NaN``.
 
 Reported: RSS every second and its slope after the warm-up (least squares, MB per minute), frames
-lost (sent on a stream that ended normally but never answered), 5xx answers and 1011 closes,
-client-side p50/p99 stream latency and REST latency, what each hostile action got, and the
-server's own error counters.
+sent and answered on every stream, frames lost (sent on a stream that ended normally, 1000, but
+never answered; a stream closed 1013 ``overloaded`` was refused, not lost), closes by code, 5xx
+answers and 1011 closes, client-side p50/p99 stream latency and REST latency, what each hostile
+action got, and the server's own error counters.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ from benchmarks.hostile import (
 )
 
 log = logging.getLogger("benchmarks.soak")
-H, W = 480, 640
 
 
 class Tally:
@@ -73,13 +74,15 @@ def npy_bytes(frames: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float) -> None:
+async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float, size: tuple[int, int]) -> None:
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     sent_at: list[float] = []
     answered = 0
     async with connect(url.replace("http", "ws") + "/v1/stream", max_size=2**26) as ws:
-        await ws.send(json.dumps({"type": "start", "width": W, "height": H, "fps": fps}))
+        h, w = size
+        await ws.send(json.dumps({"type": "start", "width": w, "height": h, "fps": fps}))
         ready = json.loads(await ws.recv())
         lookahead = int(ready["lookahead_frames"])
 
@@ -100,11 +103,13 @@ async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float) ->
                     need = min(index + lookahead, len(sent_at) - 1)
                     tally.stream_latencies.append(time.perf_counter() - sent_at[need])
                     answered += 1
+        except ConnectionClosed:  # closed with an error code (e.g. 1013 overloaded): recorded below
+            pass
         finally:
             task.cancel()
         code = ws.close_code
     tally.stream_closes[code] += 1
-    tally.frames_sent += len(frames)
+    tally.frames_sent += min(len(sent_at), len(frames))
     tally.frames_answered += answered
     if code == 1000:
         tally.frames_lost += len(frames) - answered
@@ -112,19 +117,19 @@ async def one_stream(url: str, tally: Tally, frames: list[bytes], fps: float) ->
         tally.ws_1011 += 1
 
 
-async def stream_loop(url: str, tally: Tally, stop: float, fps: float) -> None:
-    frames = [f.tobytes() for f in disc_frames(250, H, W)]
+async def stream_loop(url: str, tally: Tally, stop: float, fps: float, size: tuple[int, int]) -> None:
+    frames = [f.tobytes() for f in disc_frames(250, *size)]
     while time.monotonic() < stop:
         try:
-            await one_stream(url, tally, frames, fps)
+            await one_stream(url, tally, frames, fps, size)
             tally.streams_done += 1
         except Exception as e:  # a broken connection is counted, the loop goes on
             tally.stream_closes[type(e).__name__] += 1
             await asyncio.sleep(0.5)
 
 
-async def rest_loop(url: str, tally: Tally, stop: float) -> None:
-    body = npy_bytes(disc_frames(32, H, W))
+async def rest_loop(url: str, tally: Tally, stop: float, size: tuple[int, int]) -> None:
+    body = npy_bytes(disc_frames(32, *size))
     async with httpx.AsyncClient(timeout=60) as client:
         while time.monotonic() < stop:
             t0 = time.perf_counter()
@@ -260,8 +265,8 @@ def run(args: argparse.Namespace) -> dict:
         async def main() -> None:
             await asyncio.gather(
                 rss_loop(server.pid, tally, stop, began),
-                *(stream_loop(server.url, tally, stop, args.fps) for _ in range(args.streams)),
-                rest_loop(server.url, tally, stop),
+                *(stream_loop(server.url, tally, stop, args.fps, args.size) for _ in range(args.streams)),
+                rest_loop(server.url, tally, stop, args.size),
                 hostile_loop(server.url, server.port, tally, stop),
             )
 
@@ -274,6 +279,7 @@ def run(args: argparse.Namespace) -> dict:
         "minutes": args.minutes,
         "streams": args.streams,
         "fps": args.fps,
+        "size": list(args.size),
         "rss_mb": {
             "start": rss[0] if rss else None,
             "after_warmup": next((r for t, r in tally.rss if t >= warmup), None),
@@ -309,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument(
+        "--size", type=lambda v: tuple(int(x) for x in v.split("x")), default=(480, 640), help="HxW frames"
+    )
     p.add_argument("--env", nargs="*", default=[], type=lambda kv: tuple(kv.split("=", 1)))
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--name", default="soak")

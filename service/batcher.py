@@ -135,20 +135,25 @@ class MicroBatcher:
     def _next(self, room: int) -> _Request | None:
         """Pop the first waiting request that fits in ``room`` windows (real-time first)."""
         for q in (self._realtime, self._bulk):
+            while q and q[0].future.cancelled():  # its caller went away (stream closed, upload cancelled)
+                q.popleft()
             if q and q[0].n <= room:
                 return q.popleft()
         return None
 
     def _form_batch(self) -> list[_Request] | None:
         with self._cond:
-            while not (self._realtime or self._bulk):
+            first = None
+            while first is None:  # _next may find only requests whose callers went away
+                while not (self._realtime or self._bulk):
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
                 if self._stopping:
                     return None
-                self._cond.wait()
-            if self._stopping:
-                return None
-            batch = [self._next(self.max_batch)]
-            count = batch[0].n
+                first = self._next(self.max_batch)
+            batch = [first]
+            count = first.n
             deadline = time.perf_counter() + self.max_wait_s
             while count < self.max_batch:
                 req = self._next(self.max_batch - count)

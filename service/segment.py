@@ -158,6 +158,7 @@ class _ClipRun:
         self.stages = _Stages()
         self.in_flight: set[asyncio.Task] = set()
         self.slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self.error: BaseException | None = None
 
     async def run(self) -> None:
         chunks = self.source.chunks()
@@ -170,11 +171,17 @@ class _ClipRun:
                     self.norm[self.received] = frame
                     self.received += 1
                 await self._submit_until(self.received - self.config.lookahead, total=self.received)
+                self._raise_failed()
             await self._submit_until(self.received, total=self.received)
             await asyncio.gather(*self.in_flight)
+            self._raise_failed()
         finally:
             for task in self.in_flight:
                 task.cancel()
+
+    def _raise_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     async def _submit_until(self, upto: int, total: int) -> None:
         """Queue the windows of every target below ``upto`` (their frames have all arrived)."""
@@ -196,6 +203,8 @@ class _ClipRun:
     def _done(self, task: asyncio.Task) -> None:
         self.in_flight.discard(task)
         self.slots.release()
+        if not task.cancelled() and task.exception() is not None and self.error is None:
+            self.error = task.exception()  # raised by run() at its next step
 
     async def _infer(self, first: int, windows: np.ndarray) -> None:
         submitted = time.perf_counter()

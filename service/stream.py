@@ -110,6 +110,7 @@ class StreamSession:
         self.sent = 0
         self._tasks: list[asyncio.Task] = []
         self._serve_task: asyncio.Task | None = None
+        self._pending: asyncio.Queue | None = None
         self._shutdown_code: int | None = None
         self._finished = asyncio.Event()
         # The summary keeps per-frame areas and each mask as a 1-bit PNG (a few KB for an LV
@@ -155,6 +156,7 @@ class StreamSession:
             backend, batcher = self.service.require_ready()
             await self.ws.send_json({"type": "ready", **self._ready_body(start, backend)})
             pending: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stream_queue)
+            self._pending = pending
             recv = asyncio.create_task(self._receive_loop(start, pending, backend, batcher))
             send = asyncio.create_task(self._send_loop(start, pending, backend))
             self._tasks = [recv, send]
@@ -184,6 +186,14 @@ class StreamSession:
             for task in self._tasks:
                 task.cancel()
                 task.add_done_callback(_retrieve)  # its error, if any, was handled above or is moot
+            self._cancel_pending()
+
+    def _cancel_pending(self) -> None:
+        """Windows still queued for a stream that ended are dropped by the batcher, not inferred."""
+        while self._pending is not None and not self._pending.empty():
+            item = self._pending.get_nowait()
+            if item is not _END:
+                item[2].cancel()
 
     async def close_for_shutdown(self, code: int) -> None:
         """Called by the drain: end this stream with ``shutting_down`` and close ``code`` (1001)."""

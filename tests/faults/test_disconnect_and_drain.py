@@ -42,6 +42,61 @@ def test_client_disconnect_is_client_closed_not_a_server_error(fake):
     assert _count(m, "echoseg_errors_total", code="internal") == 0
 
 
+def test_a_client_that_leaves_during_processing_frees_its_upload(make_server):
+    from tests.service.conftest import fake_backend, moving_disc_clip
+    from tests.service.test_api import npy_bytes
+
+    backend = fake_backend(delay_s=0.3)
+    server = make_server(backend, max_batch=8)
+    body = npy_bytes(moving_disc_clip(64))  # 8 batches of 8 windows, 0.3 s each
+    s = open_partial_upload(server.port, len(body), body)  # the whole body, then hang up
+    for _ in range(200):  # bounded: until the upload is being processed
+        if server.service.uploads == 1:
+            break
+        time.sleep(0.02)
+    s.close()
+    m = {}
+    for _ in range(200):  # bounded: until the server noticed and let the upload go
+        m = server.metrics()
+        if server.service.uploads == 0 and _count(m, "echoseg_errors_total", code="client_closed"):
+            break
+        time.sleep(0.05)
+    assert server.service.uploads == 0
+    assert _count(m, "echoseg_errors_total", code="client_closed") == 1
+    assert _count(m, "echoseg_http_requests_total", route="/v1/segment", status="499") == 1
+    for _ in range(100):  # bounded: until the batches already queued have run
+        if server.service.batcher.pending() == 0:
+            break
+        time.sleep(0.05)
+    assert sum(backend.batches) < 64, "the rest of the clip was not inferred for nobody"
+
+
+def test_a_stream_that_hangs_up_leaves_no_work_behind(make_server):
+    from tests.service.conftest import fake_backend
+
+    backend = fake_backend(delay_s=0.2)
+    server = make_server(backend, max_batch=1, stream_queue=32)
+
+    async def flood_and_leave():
+        async with connect(server.url.replace("http", "ws") + "/v1/stream") as ws:
+            await ws.send(json.dumps({"type": "start", "width": 8, "height": 8}))
+            await asyncio.wait_for(ws.recv(), 20)
+            for _ in range(21):  # 20 windows queued at 0.2 s each
+                await ws.send(bytes(64))
+            for _ in range(100):  # bounded: until the server has queued them
+                if server.service.batcher.pending() >= 15:
+                    break
+                await asyncio.sleep(0.02)
+
+    asyncio.run(flood_and_leave())  # leaving the block closes the connection
+    for _ in range(200):  # bounded: until the batcher's queue is empty
+        if server.service.batcher.pending() == 0:
+            break
+        time.sleep(0.02)
+    assert server.service.batcher.pending() == 0
+    assert sum(backend.batches) < 10, "windows of a closed stream were inferred for nobody"
+
+
 async def _stream_until_closed(url: str, started: asyncio.Event) -> tuple[list, int | None]:
     received = []
     async with connect(url.replace("http", "ws") + "/v1/stream") as ws:

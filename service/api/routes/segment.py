@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from typing import Literal
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.requests import ClientDisconnect
 
 from service.api.body import read_upload
 from service.api.deps import ApiKey, ServiceDep
@@ -19,6 +22,7 @@ from service.core.errors import ServiceError
 from service.segment import limits_from, result_json, segment_upload
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[ApiKey])
 
@@ -110,12 +114,40 @@ async def segment(
                 raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
             service.uploads += 1
             try:
-                result = await segment_upload(data, media, backend, batcher, s, service.metrics)
+                work = segment_upload(data, media, backend, batcher, s, service.metrics)
+                result = await _unless_client_leaves(request, work)
                 return await _respond(result, data, media, output, backend, s)
             finally:
                 service.uploads -= 1
         finally:
             service.body_bytes -= held
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (then ``ClientDisconnect``).
+
+    The body has been read, so the next ASGI message can only be ``http.disconnect``; without
+    this, a client that gave up would keep an upload slot and the batcher busy for nothing.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done() and not watch.done():  # we were cancelled ourselves (the drain)
+            task.cancel()
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _respond(result, data: bytes, media: str, output: str, backend, settings) -> Response:
