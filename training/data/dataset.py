@@ -102,7 +102,10 @@ class WindowDataset(Dataset):
         mask = resize_mask(self.read_mask(i, target), size) if self.mode == "labelled" else None
         if self.augment:
             window, mask = augment_window(window, mask, rng)
-        item = {"frames": torch.from_numpy(normalize(window, self.config))}  # (k, S, S) float32
+        item = {
+            "frames": torch.from_numpy(normalize(window, self.config)),  # (k, S, S) float32
+            "index": torch.tensor(index),  # which item: names a window in logs and tests
+        }
         if mask is not None:
             item["mask"] = torch.from_numpy(mask[None].astype(np.float32))  # (1, S, S)
         return item
