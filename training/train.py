@@ -304,14 +304,19 @@ def _restore(last: Path, cfg, info, device, student, teacher, optimizer, schedul
 
 
 def open_store(cfg: TrainConfig, info: DistInfo):
-    """The frame store of ``data.root``: rank 0 prepares or refreshes it, then every rank opens it."""
+    """The frame store of ``data.root``: one process per node prepares or refreshes it, then all open it.
+
+    Each node's local rank 0 prepares (a default store lives in that node's cache; a store on a
+    shared filesystem is best prepared before the job, and is then only checked here).
+    """
     from training.data.store import FrameStore, default_store_dir, ensure_store, is_store
 
     d = cfg.data
-    if info.is_main:
-        store = ensure_store(d.root, d.store, workers=d.prepare_workers, progress=cfg.progress)
+    if info.local_rank == 0:
+        progress = cfg.progress and info.is_main
+        store = ensure_store(d.root, d.store, workers=d.prepare_workers, progress=progress)
     barrier(info)
-    if not info.is_main:
+    if info.local_rank != 0:
         store = FrameStore(d.root if is_store(d.root) else d.store or default_store_dir(d.root))
     return store
 
