@@ -193,3 +193,11 @@ def test_camus_store_holds_what_the_camus_loader_reads(tmp_path):
     windows = StoreWindowDataset(store, "TRAIN", config, mode="labelled")
     assert len(windows) == 4 and windows[0]["mask"].shape == (1, config.input_size, config.input_size)
     assert [c.name for c in ClipSource(root, "VAL")] == ["patient0420_2CH", "patient0420_4CH"]
+
+
+def test_a_missing_video_is_a_problem_not_a_crash(synth_copy, tmp_path):
+    name = sorted(p.stem for p in (synth_copy / "Videos").iterdir())[4]
+    (synth_copy / "Videos" / f"{name}.avi").unlink()
+    report = prepare(synth_copy, tmp_path / "store")
+    assert report.decoded == 5 and len(report.problems) == 1
+    assert name in report.problems[0] and "not found" in report.problems[0]

@@ -104,9 +104,13 @@ def source_kind(root) -> str:
 
 
 def _stat(root: Path, paths: list[Path]) -> dict[str, list[int]]:
+    """``relative path -> [size, mtime_ns]`` of the files that exist (decoding reports a missing one)."""
     out = {}
     for p in paths:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
         out[str(p.relative_to(root))] = [int(st.st_size), int(st.st_mtime_ns)]
     return out
 
