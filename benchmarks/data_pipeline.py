@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                             "seconds": seconds}  # fmt: skip
                     r = run_child(spec, None, args.cap_mb, args.timeout_s)
                     r.pop("pss_samples")
-                    row = {"clip_px": s, "input_px": input_size, "workers": w, **r}
+                    r["train_clips"] = r.pop("clips", None)
+                    row = {"clips": n, "clip_px": s, "input_px": input_size, "workers": w, **r}
                     row["windows_per_s_per_worker"] = round(r["windows_per_s"] / max(w, 1), 1)
                     throughput.append(row)
                     print(
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                         "input_size": s, "workers": args.mem_workers, "batch": args.batch,
                         "wpv": args.wpv}  # fmt: skip
                 r = run_child(spec, baseline if pipeline == "baseline" else None, args.cap_mb, args.timeout_s)
+                r["train_clips"] = r.pop("clips", None)
                 memory.append({"pipeline": pipeline, "clips": n, "clip_px": s, **r})
                 memory[-1]["pss_by_quarter_mb"] = quarters(r["pss_samples"])
                 note = r["stopped"] or ""
