@@ -52,4 +52,3 @@ def test_small_run_measures_store_and_baseline(tmp_path, monkeypatch):
     assert set(runs) == {("store", 4), ("baseline", 4), ("store", 8), ("baseline", 8)}
     for m in runs.values():  # both streams over a whole unlabelled epoch, PSS sampled on the way
         assert m["stopped"] is None and m["windows"] > 0 and m["pss_peak_mb"] > 0
-        assert max(n for _, _, n in m["pss_samples"]) >= 3  # the child and one worker per stream
