@@ -1,4 +1,4 @@
-"""Every benchmark in one command: model latency, streaming, REST, per-stage breakdown; then the report.
+"""Every benchmark in one command: model latency, streaming, REST, stages, data pipeline; then the report.
 
     make bench                                  # = .venv/bin/python -m benchmarks.run_all
     .venv/bin/python -m benchmarks.run_all --quick
@@ -23,7 +23,7 @@ from benchmarks.common import REPO, RESULTS, load_average, machine_info
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "stream", "rest", "stages")
+SECTIONS = ("model", "stream", "rest", "stages", "data")
 
 
 def stream_preset(args: argparse.Namespace) -> str:
@@ -64,6 +64,9 @@ def section_args(section: str, args: argparse.Namespace) -> list[str]:
             out += ["--no-capacity"]
     elif section == "rest":
         out += ["--preset", stream_preset(args), "--reps", "1" if q else "3"]
+    elif section == "data":  # the training data pipeline; no server, no model
+        if q:
+            out += ["--quick"]
     elif section == "stages":
         out += ["--preset", stream_preset(args)]
         if q:
@@ -78,8 +81,9 @@ def run_section(section: str, argv: list[str]) -> dict:
 
     from benchmarks.common import missing_server_modules
 
-    name = {"model": "model_latency", "stream": "streaming", "rest": "rest", "stages": "stages"}[section]
-    missing = missing_server_modules() if section != "model" else []
+    names = {"model": "model_latency", "stream": "streaming", "rest": "rest", "stages": "stages"}
+    name = names.get(section, "data_pipeline")
+    missing = missing_server_modules() if section not in ("model", "data") else []
     if missing:  # e.g. a GPU machine with torch but without the service's dependencies
         note = f"skipped: the server needs {', '.join(missing)}, not installed here"
         print(f"== {section}: {note}", flush=True)

@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,33 +193,50 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (path) or model on ``split`` of ``data_root``; see the module docstring.
 
-    ``split`` is TRAIN, VAL, TEST, or ALL / None for every clip of the folder.
+    ``data_root`` is an EchoNet-Dynamic folder, a CAMUS folder or a frame store; ``split`` is
+    TRAIN, VAL, TEST, or ALL / None for every clip. Clips are read and scored one at a time, so
+    memory does not grow with the split (the report's overlays read their three clips again).
 
     Returns the metrics dictionary; with ``out_dir`` also writes the report files there.
     """
-    from training.data.echonet import load_clips
+    from training.data.source import ClipSource
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     model, meta = load_model(checkpoint_or_model)
     every_split = split is None or str(split).upper() == "ALL"
-    clips = load_clips(data_root, None if every_split else split)
-    if not clips:
+    source = ClipSource(data_root, None if every_split else split)
+    if not len(source):
         raise ValueError(f"no clips in split {split!r} of {data_root}; splits are TRAIN, VAL, TEST or ALL")
     split = "ALL" if every_split else split
-    return evaluate_clips(model, clips, split, out_dir, batch_size, meta)
+    return evaluate_clips(model, source, split, out_dir, batch_size, meta, reload=source.load)
 
 
 def evaluate_clips(
-    model, clips, split: str, out_dir=None, batch_size: int = 16, meta: dict[str, Any] | None = None
+    model,
+    clips,
+    split: str,
+    out_dir=None,
+    batch_size: int = 16,
+    meta: dict[str, Any] | None = None,
+    reload: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`evaluate` on clips already in memory (``Clip`` objects of ``training.data.echonet``)."""
-    logger.info("evaluating %d clips of split %s", len(clips), split)
+    """:func:`evaluate` on an iterable of ``Clip`` objects, scored one at a time.
+
+    ``reload(name) -> Clip`` gives the report's overlay figures their frames again; without it
+    ``clips`` must be a sequence (e.g. a list of clips already in memory).
+    """
+    if reload is None:
+        if not isinstance(clips, Sequence):
+            raise ValueError("evaluate_clips needs reload= when clips is not a sequence")
+        reload = {c.name: c for c in clips}.__getitem__
+    n = len(clips) if hasattr(clips, "__len__") else None
+    logger.info("evaluating %s clips of split %s", n if n is not None else "the", split)
     results = [evaluate_clip(model, clip, batch_size) for clip in clips]
     out = aggregate(results, split)
     out["model"] = {"config": model.config.to_dict(), "meta": dict(meta or {})}
     if out_dir is not None:
-        write_report(out, results, clips, Path(out_dir))
+        write_report(out, results, reload, Path(out_dir))
     return out
 
 
@@ -234,8 +252,10 @@ def pick_cases(results: list[ClipResult]) -> dict[str, tuple[ClipResult, FrameSc
     return {case: (results[i], results[i].traced[j]) for case, (_, i, j) in picks.items()}
 
 
-def write_report(out: dict[str, Any], results: list[ClipResult], clips, out_dir: Path) -> None:
-    """metrics.json, metrics.md, per_case.csv and the PNG figures."""
+def write_report(
+    out: dict[str, Any], results: list[ClipResult], reload: Callable[[str], Any], out_dir: Path
+) -> None:
+    """metrics.json, metrics.md, per_case.csv and the PNG figures (``reload(name)`` gives a clip)."""
     from training import eval_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,9 +271,8 @@ def write_report(out: dict[str, Any], results: list[ClipResult], clips, out_dir:
         [s.dice for r in results for s in r.all_frames] or None,
         out_dir / "dice_histogram.png",
     )
-    by_name = {c.name: c for c in clips}
     for case, (result, score) in pick_cases(results).items():
-        clip = by_name[result.name]
+        clip = reload(result.name)
         eval_plots.overlay(
             clip.frames[score.frame],
             clip.traced[score.frame],

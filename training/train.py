@@ -303,15 +303,34 @@ def _restore(last: Path, cfg, info, device, student, teacher, optimizer, schedul
     return state
 
 
+def open_store(cfg: TrainConfig, info: DistInfo):
+    """The frame store of ``data.root``: one process per node prepares or refreshes it, then all open it.
+
+    Each node's local rank 0 prepares (a default store lives in that node's cache; a store on a
+    shared filesystem is best prepared before the job, and is then only checked here).
+    """
+    from training.data.store import FrameStore, default_store_dir, ensure_store, is_store
+
+    d = cfg.data
+    if info.local_rank == 0:
+        progress = cfg.progress and info.is_main
+        store = ensure_store(d.root, d.store, workers=d.prepare_workers, progress=progress)
+    barrier(info)
+    if info.local_rank != 0:
+        store = FrameStore(d.root if is_store(d.root) else d.store or default_store_dir(d.root))
+    return store
+
+
 def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, device: torch.device):
     """Labelled and unlabelled TRAIN streams and the labelled VAL loader (None when VAL is empty)."""
-    from training.data.echonet import EchoNetDataset
+    from training.data.dataset import StoreWindowDataset
 
     d, pin = cfg.data, device.type == "cuda"
+    store = open_store(cfg, info)
 
     def dataset(split, mode, augment):
-        return EchoNetDataset(
-            d.root,
+        return StoreWindowDataset(
+            store,
             split,
             model_config,
             mode=mode,
@@ -320,24 +339,27 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
             windows_per_video=d.windows_per_video,
         )
 
-    labelled = BatchStream(
-        dataset(d.train_split, "labelled", d.augment), cfg.batch_size, info, cfg.seed, d.num_workers, pin
-    )
+    def stream(data, batch_size, seed):
+        loader = {"prefetch_factor": d.prefetch_factor, "persistent_workers": d.persistent_workers}
+        return BatchStream(data, batch_size, info, seed, d.num_workers, pin, **loader)
+
+    labelled = stream(dataset(d.train_split, "labelled", d.augment), cfg.batch_size, cfg.seed)
     unlabelled = None
     if cfg.mode == "mean_teacher":
-        unlabelled = BatchStream(
-            dataset(d.train_split, "unlabelled", d.augment),
-            cfg.unlabelled_batch_size,
-            info,
-            cfg.seed + 1,
-            d.num_workers,
-            pin,
+        unlabelled = stream(
+            dataset(d.train_split, "unlabelled", d.augment), cfg.unlabelled_batch_size, cfg.seed + 1
         )
+    logger.info(
+        "data: store %s, %d labelled and %d unlabelled TRAIN windows for this process",
+        store.path,
+        labelled.sampler.num_samples,
+        unlabelled.sampler.num_samples if unlabelled is not None else 0,
+    )
     val = None
     if d.val_split:
         val_set = dataset(d.val_split, "labelled", False)
         if len(val_set) > 0:
-            val = eval_loader(val_set, cfg.eval_batch_size, info, d.num_workers)
+            val = eval_loader(val_set, cfg.eval_batch_size, info, d.num_workers, pin)
         else:
             logger.warning("no %s windows in %s: best/ follows last/", d.val_split, d.root)
     return labelled, unlabelled, val

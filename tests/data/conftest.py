@@ -16,6 +16,12 @@ SYNTH_VIDEOS = 6
 SYNTH_FRAMES = 48
 
 
+@pytest.fixture(autouse=True)
+def _store_cache(tmp_path_factory, monkeypatch):
+    """Frame stores prepared on first use go to a temporary folder, never to ~/.cache."""
+    monkeypatch.setenv("ECHOSEG_CACHE", str(tmp_path_factory.getbasetemp() / "echoseg-cache"))
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A generated dataset shared by the tests that only read it."""

@@ -1,4 +1,4 @@
-"""``echoseg data synth`` (a synthetic EchoNet-format dataset) and ``echoseg data check``."""
+"""``echoseg data synth`` (a synthetic EchoNet-format dataset), ``data check`` and ``data prepare``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ def register(subparsers) -> None:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=run_check)
 
+    prepare = sub.add_parser(
+        "prepare",
+        help="decode an EchoNet-Dynamic or CAMUS folder once into a frame store that training reads",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prepare.add_argument("root", help="dataset folder (FileList.csv, or CAMUS patientNNNN/ folders)")
+    prepare.add_argument(
+        "--out", default=None, help="store folder (default: $ECHOSEG_CACHE or ~/.cache/echoseg/stores/<name>)"
+    )
+    prepare.add_argument("--workers", type=int, default=1, help="processes decoding clips in parallel")
+    prepare.add_argument(
+        "--verify", action="store_true", help="re-hash every source file instead of trusting size and mtime"
+    )
+    prepare.add_argument("--json", action="store_true", help="print the report as JSON")
+    prepare.set_defaults(func=run_prepare)
+
 
 def run_synth(args) -> int:
     import time
@@ -49,3 +65,22 @@ def run_check(args) -> int:
     report = check_dataset(args.root)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["ok"] else 1
+
+
+def run_prepare(args) -> int:
+    import json
+
+    from training.data.store import default_store_dir, prepare
+
+    out = args.out or default_store_dir(args.root)
+    report = prepare(args.root, out, workers=args.workers, verify=args.verify, progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"store {report.store}: {report.decoded} clips decoded, {report.unchanged} unchanged, "
+            f"{report.removed} removed in {report.seconds:.1f} s; {report.bytes / 1e6:.1f} MB"
+        )
+        for problem in report.problems:
+            print(f"problem: {problem}")
+    return 1 if report.problems else 0

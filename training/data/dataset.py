@@ -3,15 +3,15 @@
 A *labelled* item is the window of ``k`` frames around a traced frame (edge frames replicated,
 see ``echoseg.preprocess``) with that frame's mask. An *unlabelled* item is the window around
 a random frame of a clip; each clip gives ``windows_per_video`` of them per epoch, redrawn every
-epoch from ``seed + epoch``. Frames are resized to the model's input size and normalised with
-its preprocessing; the optional augmentation (flips, rotation ±15°) is drawn per item and epoch
-and applied identically to the k frames and the mask.
+epoch from ``seed + epoch``. Only the window's k frames are read (from a frame store, or from clips
+already in memory); they are resized to the model's input size and normalised with its
+preprocessing, and the optional augmentation (flips, rotation ±15°) is drawn per item and epoch
+and applied identically to the k frames and the mask. Nothing is cached per process.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from echoseg.config import ModelConfig
 from echoseg.preprocess import normalize, resize_frames, window_indices
 from training.data.augment import augment_window
 from training.data.clip import Clip
+from training.data.store import FrameStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +37,17 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (np.asarray(up) > 0.5).astype(np.uint8)
 
 
-class ClipWindowDataset(Dataset):
-    """Windows over clips loaded on demand.
+class WindowDataset(Dataset):
+    """Windows over clips; subclasses say how to read a clip's frames and traced masks.
 
-    ``names[i]`` and ``traced_frames[i]`` describe clip ``i`` and ``load(i) -> Clip`` decodes it; a
-    decoded clip is kept in memory, resized to the input size, after its first use.
+    ``names[i]``, ``traced_frames[i]`` and ``num_frames[i]`` describe clip ``i``.
     """
 
     def __init__(
         self,
         names: list[str],
         traced_frames: list[list[int]],
-        load: Callable[[int], Clip],
+        num_frames: list[int],
         config: ModelConfig,
         mode: str = "labelled",
         augment: bool = False,
@@ -59,25 +59,25 @@ class ClipWindowDataset(Dataset):
         if windows_per_video < 1:
             raise ValueError(f"windows_per_video must be at least 1, got {windows_per_video}")
         self.names = names
+        self.num_frames = num_frames
         self.config = config
         self.mode = mode
         self.augment = augment
         self.seed = seed
         self.windows_per_video = windows_per_video
         self.epoch = 0
-        self._load = load
-        self._cache: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         if mode == "labelled":
             self.items = [(i, f) for i, frames in enumerate(traced_frames) for f in frames]
         else:
             self.items = [(i, -1) for i in range(len(names)) for _ in range(windows_per_video)]
 
-    @classmethod
-    def from_clips(cls, clips: list[Clip], config: ModelConfig, **kwargs) -> ClipWindowDataset:
-        """Windows over clips already in memory (e.g. from ``load_camus``)."""
-        return cls(
-            [c.name for c in clips], [sorted(c.traced) for c in clips], clips.__getitem__, config, **kwargs
-        )
+    def read_frames(self, i: int, indices: list[int]) -> np.ndarray:
+        """Frames ``indices`` of clip ``i`` at its native size: ``(k, H, W) uint8``."""
+        raise NotImplementedError
+
+    def read_mask(self, i: int, frame: int) -> np.ndarray:
+        """The traced mask of ``frame`` of clip ``i`` at its native size: ``(H, W)`` {0, 1}."""
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         """Redraw the unlabelled target frames and the augmentations for ``epoch``."""
@@ -86,26 +86,68 @@ class ClipWindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def clip(self, i: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """Clip ``i`` at the input size: ``(frames (T, S, S) uint8, traced frame -> (S, S) mask)``."""
-        if i not in self._cache:
-            clip = self._load(i)
-            size = self.config.input_size
-            masks = {f: resize_mask(m, size) for f, m in clip.traced.items()}
-            self._cache[i] = (resize_frames(clip.frames, size), masks)
-        return self._cache[i]
+    def item_key(self, index: int) -> tuple[str, int]:
+        """``(clip name, traced frame)`` of a labelled item, ``(clip name, -1)`` of an unlabelled one."""
+        i, target = self.items[index]
+        return self.names[i], target
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i, target = self.items[index]
-        frames, masks = self.clip(i)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if target < 0:
-            target = int(rng.integers(frames.shape[0]))
-        window = frames[window_indices(target, frames.shape[0], self.config)]  # (k, S, S) uint8
-        mask = masks[target] if self.mode == "labelled" else None
+            target = int(rng.integers(self.num_frames[i]))
+        size = self.config.input_size
+        indices = window_indices(target, self.num_frames[i], self.config)
+        window = resize_frames(self.read_frames(i, indices), size)  # (k, H, W) -> (k, S, S) uint8
+        mask = resize_mask(self.read_mask(i, target), size) if self.mode == "labelled" else None
         if self.augment:
             window, mask = augment_window(window, mask, rng)
-        item = {"frames": torch.from_numpy(normalize(window, self.config))}  # (k, S, S) float32
+        item = {
+            "frames": torch.from_numpy(normalize(window, self.config)),  # (k, S, S) float32
+            "index": torch.tensor(index),  # which item: names a window in logs and tests
+        }
         if mask is not None:
             item["mask"] = torch.from_numpy(mask[None].astype(np.float32))  # (1, S, S)
         return item
+
+
+class ClipWindowDataset(WindowDataset):
+    """Windows over clips already in memory (e.g. from ``load_camus``)."""
+
+    def __init__(self, clips: list[Clip], config: ModelConfig, **kwargs):
+        self.clips = clips
+        names = [c.name for c in clips]
+        super().__init__(
+            names, [sorted(c.traced) for c in clips], [len(c.frames) for c in clips], config, **kwargs
+        )
+
+    @classmethod
+    def from_clips(cls, clips: list[Clip], config: ModelConfig, **kwargs) -> ClipWindowDataset:
+        return cls(clips, config, **kwargs)
+
+    def read_frames(self, i: int, indices: list[int]) -> np.ndarray:
+        return self.clips[i].frames[indices]
+
+    def read_mask(self, i: int, frame: int) -> np.ndarray:
+        return self.clips[i].traced[frame]
+
+
+class StoreWindowDataset(WindowDataset):
+    """Windows over the clips of one split of a frame store (``training.data.store``)."""
+
+    def __init__(
+        self, store: FrameStore, split: str | None, config: ModelConfig, mode: str = "labelled", **kwargs
+    ):
+        names = store.names(split)
+        if mode == "labelled":
+            names = [n for n in names if store.records[n].traced]
+        records = [store.records[n] for n in names]
+        traced = [list(r.traced) for r in records]
+        super().__init__(names, traced, [r.num_frames for r in records], config, mode=mode, **kwargs)
+        self.store = store
+
+    def read_frames(self, i: int, indices: list[int]) -> np.ndarray:
+        return self.store.read_frames(self.names[i], indices)
+
+    def read_mask(self, i: int, frame: int) -> np.ndarray:
+        return self.store.traced_mask(self.names[i], frame)

@@ -29,7 +29,7 @@ import numpy as np
 from echoseg.config import ModelConfig
 from echoseg.video import VideoError, read_video
 from training.data.clip import Clip
-from training.data.dataset import ClipWindowDataset
+from training.data.dataset import StoreWindowDataset
 from training.data.tracings import tracing_mask
 
 logger = logging.getLogger(__name__)
@@ -333,34 +333,29 @@ def load_clips(root, split: str | None = None) -> list[Clip]:
     :class:`~echoseg.video.VideoError` for a corrupt video, :class:`DatasetError`
     (a ``ValueError``) for a wrong header or a tracing outside its frame; each message names the
     file and the CSV line. Tracings of videos absent from ``FileList.csv`` are ignored with a warning.
+    The whole split is held in memory: use :func:`iter_clips` (or a frame store) for large splits.
     """
+    clips = list(iter_clips(root, split))
+    logger.info("loaded %d clips (%s) from %s", len(clips), normalise_split(split) or "all splits", root)
+    return clips
+
+
+def iter_clips(root, split: str | None = None):
+    """The clips of ``split`` one at a time, checked like :func:`load_clips` before the first is decoded."""
     index = read_index(root)
     _raise(index.problems)
     for p in index.unknown_tracings():
         logger.warning("%s (ignored)", p)
-    clips = [load_clip(index, name) for name in index.names(split)]
-    logger.info(
-        "loaded %d clips (%s) from %s", len(clips), normalise_split(split) or "all splits", index.root
-    )
-    return clips
+    for name in index.names(split):
+        yield load_clip(index, name)
 
 
-@dataclass
-class _ClipLoader:
-    """``i -> Clip`` for the dataset's videos; a class, not a closure, so workers can pickle it."""
+class EchoNetDataset(StoreWindowDataset):
+    """Labelled or unlabelled training windows from an EchoNet-Dynamic folder or its frame store.
 
-    index: EchoNetIndex
-    names: list[str]
-
-    def __call__(self, i: int) -> Clip:
-        return load_clip(self.index, self.names[i])
-
-
-class EchoNetDataset(ClipWindowDataset):
-    """Labelled or unlabelled training windows from an EchoNet-Dynamic folder (see ``training.data.dataset``).
-
-    The CSVs are read and checked at construction; each video is decoded on first use and kept
-    in memory at the model's input size (about 1.2 MB per 100 frames at 112×112).
+    ``root`` is the dataset folder (its frame store, ``store`` or the default cache folder, is
+    prepared on first use and refreshed when the source changed) or a prepared store. Each window
+    reads its k frames from the store; nothing is kept in memory per video.
     """
 
     def __init__(
@@ -372,35 +367,24 @@ class EchoNetDataset(ClipWindowDataset):
         augment: bool = False,
         seed: int = 0,
         windows_per_video: int = 8,
+        store=None,
     ):
-        index = read_index(root)
-        _raise(index.problems)
-        names = index.names(split)
-        absent = [
-            Problem(
-                "FileList.csv",
-                f"{n}: video not found at {index.video_path(n)}",
-                index.videos[n].line,
-                "missing",
-            )
-            for n in names
-            if not index.video_path(n).is_file()
-        ]
-        _raise(absent)
-        if mode == "labelled":
-            names = [n for n in names if index.tracings.get(n)]
-        traced = [sorted(index.tracings.get(n, {})) for n in names]
+        from training.data.store import ensure_store
+
+        frame_store = ensure_store(root, store, progress=False)
         super().__init__(
-            names,
-            traced,
-            _ClipLoader(index, names),
+            frame_store,
+            split,
             config,
             mode=mode,
             augment=augment,
             seed=seed,
             windows_per_video=windows_per_video,
         )
-        self.index = index
         logger.info(
-            "%s %s windows from %d videos (%s)", len(self), mode, len(names), normalise_split(split) or "all"
+            "%s %s windows from %d videos (%s)",
+            len(self),
+            mode,
+            len(self.names),
+            normalise_split(split) or "all",
         )

@@ -28,14 +28,27 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """Where the EchoNet-Dynamic-format data lives and how windows are drawn from it."""
+    """Where the data lives (EchoNet-Dynamic or CAMUS folder, or a frame store) and how it is read."""
 
     root: str = "data/synth-train"
+    store: str | None = None  # frame store of `root`; None: $ECHOSEG_CACHE or ~/.cache/echoseg/stores/
+    prepare_workers: int = 1  # processes decoding clips when the store is built on first use
     train_split: str = "TRAIN"
     val_split: str = "VAL"
     windows_per_video: int = 8  # unlabelled windows drawn per video and epoch
     augment: bool = True  # flips and rotation ±15°, identical on all k frames and the mask
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes per stream (labelled, unlabelled, validation)
+    prefetch_factor: int = 2  # batches each worker reads ahead
+    persistent_workers: bool = True  # workers live across epochs
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0 or self.prepare_workers < 1 or self.prefetch_factor < 1:
+            raise ValueError(
+                "data.num_workers must be >= 0, data.prepare_workers and data.prefetch_factor >= 1; got "
+                f"{self.num_workers}, {self.prepare_workers}, {self.prefetch_factor}"
+            )
+        if self.windows_per_video < 1:
+            raise ValueError(f"data.windows_per_video must be at least 1, got {self.windows_per_video}")
 
 
 @dataclass
