@@ -10,7 +10,7 @@ MODEL ?= models/default
 
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
 
-.PHONY: venv install serve test lint format bench clean
+.PHONY: venv install serve test lint format bench image clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -55,6 +55,10 @@ test: $(VENV)/.installed $(ASYNCAPI_TOOLS) lint
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all
+
+# The CPU image (deploy/Dockerfile.cpu) with podman or docker; prints build time and image size.
+image:
+	deploy/build-local.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,7 +1,7 @@
 """The container images' recipes: linted with hadolint and checked for what running them needs.
 
-No container engine runs where these tests run, so the images are not built here; these checks
-cover what can be known without building them.
+The CPU image is also built and run (test_e2e_container.py); the GPU image cannot be built here (its
+CUDA base image is not reachable), so these static checks are all it gets.
 """
 
 from __future__ import annotations
@@ -104,7 +104,40 @@ def test_cpu_image_uses_the_pinned_cpu_torch():
     pin = re.search(r"TORCH_CPU_PIN\s*:=\s*torch==(\S+)", (REPO / "Makefile").read_text())[1]
     steps = _instructions(DOCKERFILES["Dockerfile.cpu"])
     assert ("ARG", f"TORCH_VERSION={pin}") in steps
-    assert any("download.pytorch.org/whl/cpu" in args for word, args in steps if word == "RUN")
+    assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in steps
+    assert any('--index-url "${TORCH_INDEX_URL}"' in args for word, args in steps if word == "RUN")
+
+
+def _requirements(text: str) -> dict[str, str]:
+    """name -> specifier of requirement lines (``name[extra]>=x``), comments dropped."""
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, spec = re.match(r"([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)(.*)", line).groups()
+            out[name.lower()] = spec.strip()
+    return out
+
+
+def test_cpu_image_serves_without_torch():
+    """The final stage gets the serving requirements and the project with --no-deps: no torch, and
+    every requirement is one of the project's own, with the same specifier."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = _requirements("\n".join([*project["dependencies"], *project["optional-dependencies"]["cpu"]]))
+    serve = _requirements((REPO / "deploy" / "requirements-serve.txt").read_text())
+    assert "torch" not in serve and "onnxruntime-gpu" not in serve
+    drift = {name: (spec, declared.get(name)) for name, spec in serve.items() if declared.get(name) != spec}
+    assert not drift, f"requirements-serve.txt differs from pyproject.toml: {drift}"
+    steps = _instructions(DOCKERFILES["Dockerfile.cpu"])
+    runs = " ".join(args for word, args in steps if word == "RUN")
+    assert "pip install -r /tmp/requirements-serve.txt" in runs
+    assert "pip install --no-deps /tmp/wheels/echoseg-" in runs
+    final = _final_stage(DOCKERFILES["Dockerfile.cpu"])
+    assert not any(word == "RUN" and "pip install" in args for word, args in final)
+    assert ("COPY", "--from=export /out/default.onnx /models/default.onnx") in final
+    assert _env(final)["ECHOSEG_MODEL"] == "/models/default.onnx"
 
 
 def test_gpu_image_has_cuda_and_the_gpu_extra():
