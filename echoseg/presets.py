@@ -32,8 +32,8 @@ UNET = dict(architecture="unet", aggregation="elementwise", scaling="fanin", nor
 
 PRESETS: dict[str, dict] = {
     "paper": dict(RESNET, width=64, calibrated_levels=(0, 1, 2, 3), input_size=256),
-    "lite": dict(RESNET, width=16, calibrated_levels=(2, 3), input_size=112),
-    "tiny": dict(RESNET, width=4, depth=3, calibrated_levels=(0, 1, 2), input_size=32),
+    "lite": dict(RESNET, width=8, calibrated_levels=(2, 3), input_size=112),
+    "tiny": dict(RESNET, width=8, depth=3, calibrated_levels=(0, 1, 2), input_size=32),
     "unet": dict(UNET, width=64, depth=5, calibrated_levels=(0, 1, 2), dilations=(1, 2, 3), input_size=256),
     "unet-lite": dict(UNET, width=4, depth=5, calibrated_levels=(3, 4), dilations=(1, 2, 3), input_size=112),
     "unet-tiny": dict(UNET, width=4, depth=3, calibrated_levels=(0, 1, 2), dilations=(1, 2), input_size=32),

@@ -76,13 +76,13 @@ class BasicBlock(nn.Module):
 
 class LinkNetBlock(nn.Sequential):
     """LinkNet's decoder block: ``1x1 Conv (in -> in/4) -> 3x3 transposed Conv, stride 2 -> 1x1 Conv
-    (-> out)``, each followed by Norm and ReLU.
+    (-> out)``, each followed by Norm and ReLU. The bottleneck keeps at least ``min_channels``.
 
     ``(B, in, H, W) -> (B, out, 2H, 2W)``
     """
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str) -> None:
-        mid = max(1, in_channels // 4)
+    def __init__(self, in_channels: int, out_channels: int, norm: str, min_channels: int = 1) -> None:
+        mid = max(min_channels, in_channels // 4)
         super().__init__(
             ConvNormAct(in_channels, mid, norm, kernel_size=1),
             nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=False),
