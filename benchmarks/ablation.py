@@ -573,7 +573,8 @@ def run_seed(budget: Budget, data: tuple[Path, Path], work: Path, out: Path, ste
 
     train_root, test_root = data
     rows, dice = [], {}
-    for row in (r for r in ROWS if r.key in keys):
+    by_key = {r.key: r for r in ROWS}
+    for row in (by_key[k] for k in keys):  # in the order asked for
         logger.info("seed %d, row %s: %s", budget.seed, row.key, row.how)
         run_dir, seconds = train_row(row, budget, train_root, work / "runs")
         metrics, dice[row.key] = evaluate_row(run_dir, test_root, work / "eval" / row.key)
@@ -623,14 +624,38 @@ def run_ablation(
         names.append(f"{name}.md")
     if len(seeds) == 1:
         return per_seed[0]
+    return write_combined(per_seed, names, out, stem, command)
+
+
+def merge_by_seed(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report per training seed: rows of the same seed from several runs (e.g. a run stopped
+    part-way and one that trained the remaining rows) are merged, first report first."""
+    merged: dict[int, dict[str, Any]] = {}
+    for report in reports:
+        seed = report["budget"]["seed"]
+        if seed not in merged:
+            merged[seed] = {**report, "rows": list(report["rows"]), "command": report["command"]}
+            continue
+        have = {r["key"] for r in merged[seed]["rows"]}
+        merged[seed]["rows"] += [r for r in report["rows"] if r["key"] not in have]
+        merged[seed]["command"] += "; " + report["command"]
+        for key, value in report.items():  # e.g. the timing, which a stopped run did not write
+            merged[seed].setdefault(key, value)
+    return [merged[s] for s in sorted(merged)]
+
+
+def write_combined(
+    per_seed: list[dict[str, Any]], names: list[str], out: Path, stem: str, command: str
+) -> dict[str, Any]:
+    """The table over seeds from per-seed reports (one run, or one process per seed)."""
     combined = combine_seeds(per_seed)
     final = {
         "command": command,
-        "budget": {**asdict(budget), "seed": None},
+        "budget": {**per_seed[0]["budget"], "seed": None},
         "machine": machine(),
-        "seeds": seeds,
+        "seeds": combined["seeds"],
         "rows": combined["rows"],
-        "timing": timing,
+        "timing": next((r["timing"] for r in per_seed if "timing" in r), {}),
         "ranking": seeds_ranking(combined["rows"]),
         "per_seed_reports": names,
         "paper_ef_full_model": PAPER_EF_FULL,
@@ -650,8 +675,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the step budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     parser.add_argument("--name", default=None, help="file stem of the results (default ablation[_quick])")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="only combine per-seed reports already written (e.g. seeds run as parallel processes: "
+        "--seeds 1 --name ablation_seed1) into <name>.json/.md",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
+    if args.combine:
+        per_seed = merge_by_seed([json.loads(p.read_text()) for p in args.combine])
+        names = [p.with_suffix(".md").name for p in args.combine]
+        commands = sorted({r["command"] for r in per_seed})
+        stem = args.name or "ablation"
+        write_combined(per_seed, names, args.out, stem, "; ".join([*commands, command.strip()]))
+        print((args.out / f"{stem}.md").read_text())
+        return 0
 
     budget = QUICK if args.quick else FULL
     if args.steps is not None:
@@ -666,7 +708,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rows {unknown}; valid rows: {[r.key for r in ROWS]}")
     stem = args.name or ("ablation_quick" if args.quick else "ablation")
     work = args.work or Path("runs") / stem
-    command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
     report = run_ablation(budget, seeds, work, args.out, stem, command.strip(), keys)
     print((args.out / f"{stem}.md").read_text())
     return 0 if report["rows"] else 1
