@@ -404,18 +404,23 @@ def ranking_lines(ranking: dict[str, Any]) -> list[str]:
 
 
 def combine_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per row: the traced-frame means of each run (one per training seed) and their mean ± std."""
-    keys = [r.key for r in ROWS if all(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
+    """Per row: the traced-frame means of each run (one per training seed) and their mean ± std.
+
+    A row that some seeds did not train (a run stopped for time) keeps ``None`` for those seeds;
+    its mean and std are over the seeds it has.
+    """
+    keys = [r.key for r in ROWS if any(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
     out: dict[str, Any] = {"seeds": [rep["budget"]["seed"] for rep in reports], "rows": []}
     for key in keys:
-        runs = [next(x for x in rep["rows"] if x["key"] == key) for rep in reports]
-        first = runs[0]
+        runs = [next((x for x in rep["rows"] if x["key"] == key), None) for rep in reports]
+        done = [r for r in runs if r is not None]
+        first = done[0]
         entry: dict[str, Any] = {k: first[k] for k in ("key", "label", "paper_row", "how", "params", "paper")}
-        entry["train_seconds"] = statistics.fmean(r["train_seconds"] for r in runs)
+        entry["train_seconds"] = statistics.fmean(r["train_seconds"] for r in done)
         for metric in ("dice_pct", "hd_px", "hd95_px", "auc_pct"):
-            entry[metric] = _spread([r[metric]["mean"] for r in runs])
-            entry[metric]["n_undefined"] = sum(r[metric].get("n_undefined") or 0 for r in runs)
-        entry["ef_corr"] = _spread([r["ef"]["corr"] for r in runs])
+            entry[metric] = _spread([None if r is None else r[metric]["mean"] for r in runs])
+            entry[metric]["n_undefined"] = sum(r[metric].get("n_undefined") or 0 for r in done)
+        entry["ef_corr"] = _spread([None if r is None else r["ef"]["corr"] for r in runs])
         out["rows"].append(entry)
     return out
 
@@ -484,9 +489,10 @@ def combined_markdown(report: dict[str, Any]) -> str:
     seeds = report["seeds"]
     lines = ["# Ablation on synthetic echoes (paper Tables 2 and 5)", "", *header_lines(report), ""]
     lines += [
-        f"Every row was trained with training seeds {seeds} (same data, steps and test set). Each cell",
-        "is the mean ± std over seeds of a run's mean over the traced test frames; the per-seed Dice is",
-        "listed because the seed-to-seed spread is the noise floor of every comparison below.",
+        f"Rows were trained with training seeds {seeds} (same data, steps and test set); '–' in the",
+        "per-seed column marks a seed a row was not trained with. Each cell is the mean ± std over the",
+        "seeds a row has of a run's mean over the traced test frames; the per-seed Dice is listed",
+        "because the seed-to-seed spread is the noise floor of every comparison below.",
         "",
         "## Table 2: ablation (ours on synthetic data | paper on EchoNet-Dynamic)",
         "",
