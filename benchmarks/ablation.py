@@ -694,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
     if args.combine:
         per_seed = merge_by_seed([json.loads(p.read_text()) for p in args.combine])
-        names = [p.with_suffix(".md").name for p in args.combine]
+        # a run stopped part-way wrote only its JSON
+        names = [(p.with_suffix(".md") if p.with_suffix(".md").is_file() else p).name for p in args.combine]
         commands = sorted({r["command"] for r in per_seed})
         stem = args.name or "ablation"
         write_combined(per_seed, names, args.out, stem, "; ".join([*commands, command.strip()]))
