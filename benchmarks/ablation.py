@@ -81,6 +81,12 @@ ROWS = (
         "3 frames, 3 independent encoders, ASSC + BSSF; mean teacher (the paper's model)"),
     Row("k5", "Full model, k=5", None, "mean_teacher", {"num_frames": 5, "tce": True, "bssf": True},
         "5 frames, 5 independent encoders, ASSC + BSSF on the 4 neighbours; mean teacher"),
+    Row("elementwise", "Full, W = A ⊙ G", None, "mean_teacher",
+        {"num_frames": 3, "tce": True, "bssf": True, "aggregation": "elementwise"},
+        "the full model with the first family's element-wise kernel A ⊙ G instead of eq. (3)'s A · G"),
+    Row("noscale", "Full, released scaling", None, "mean_teacher",
+        {"num_frames": 3, "tce": True, "bssf": True, "scaling": "none"},
+        "the full model without 1/sqrt(84) and the kernel fan-in (the released code's sigmoid(Q'K'^T) · G)"),
 )  # fmt: skip
 TABLE5_ROWS = {1: "baseline", 3: "full", 5: "k5"}
 
@@ -89,8 +95,9 @@ TABLE5_ROWS = {1: "baseline", 3: "full", 5: "k5"}
 class Budget:
     """Data and optimisation budget shared by every row.
 
-    The default fits about 20 minutes of a 2-core machine for 7 rows x 3 seeds: the ``tiny``
-    preset at 48x48 with ASSC on its deepest level, 240 steps of 4 labelled + 4 unlabelled windows.
+    The default fits about 20 minutes of a 2-core machine for 9 rows x 3 seeds: the ``tiny``
+    preset (ResNet family, BSSF on its three stages) at 48x48, 240 steps of 4 labelled + 4
+    unlabelled windows.
     """
 
     preset: str = "tiny"
@@ -109,7 +116,7 @@ class Budget:
     data_seed: int = 0  # synthetic training clips; the test clips use data_seed + 1000
     threads: int = 2
     timing_repeats: int = 30
-    model_overrides: dict[str, Any] = field(default_factory=lambda: {"calibrated_levels": [2]})
+    model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 FULL = Budget()
@@ -397,18 +404,23 @@ def ranking_lines(ranking: dict[str, Any]) -> list[str]:
 
 
 def combine_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per row: the traced-frame means of each run (one per training seed) and their mean ± std."""
-    keys = [r.key for r in ROWS if all(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
+    """Per row: the traced-frame means of each run (one per training seed) and their mean ± std.
+
+    A row that some seeds did not train (a run stopped for time) keeps ``None`` for those seeds;
+    its mean and std are over the seeds it has.
+    """
+    keys = [r.key for r in ROWS if any(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
     out: dict[str, Any] = {"seeds": [rep["budget"]["seed"] for rep in reports], "rows": []}
     for key in keys:
-        runs = [next(x for x in rep["rows"] if x["key"] == key) for rep in reports]
-        first = runs[0]
+        runs = [next((x for x in rep["rows"] if x["key"] == key), None) for rep in reports]
+        done = [r for r in runs if r is not None]
+        first = done[0]
         entry: dict[str, Any] = {k: first[k] for k in ("key", "label", "paper_row", "how", "params", "paper")}
-        entry["train_seconds"] = statistics.fmean(r["train_seconds"] for r in runs)
+        entry["train_seconds"] = statistics.fmean(r["train_seconds"] for r in done)
         for metric in ("dice_pct", "hd_px", "hd95_px", "auc_pct"):
-            entry[metric] = _spread([r[metric]["mean"] for r in runs])
-            entry[metric]["n_undefined"] = sum(r[metric].get("n_undefined") or 0 for r in runs)
-        entry["ef_corr"] = _spread([r["ef"]["corr"] for r in runs])
+            entry[metric] = _spread([None if r is None else r[metric]["mean"] for r in runs])
+            entry[metric]["n_undefined"] = sum(r[metric].get("n_undefined") or 0 for r in done)
+        entry["ef_corr"] = _spread([None if r is None else r["ef"]["corr"] for r in runs])
         out["rows"].append(entry)
     return out
 
@@ -477,9 +489,10 @@ def combined_markdown(report: dict[str, Any]) -> str:
     seeds = report["seeds"]
     lines = ["# Ablation on synthetic echoes (paper Tables 2 and 5)", "", *header_lines(report), ""]
     lines += [
-        f"Every row was trained with training seeds {seeds} (same data, steps and test set). Each cell",
-        "is the mean ± std over seeds of a run's mean over the traced test frames; the per-seed Dice is",
-        "listed because the seed-to-seed spread is the noise floor of every comparison below.",
+        f"Rows were trained with training seeds {seeds} (same data, steps and test set); '–' in the",
+        "per-seed column marks a seed a row was not trained with. Each cell is the mean ± std over the",
+        "seeds a row has of a run's mean over the traced test frames; the per-seed Dice is listed",
+        "because the seed-to-seed spread is the noise floor of every comparison below.",
         "",
         "## Table 2: ablation (ours on synthetic data | paper on EchoNet-Dynamic)",
         "",
@@ -566,7 +579,8 @@ def run_seed(budget: Budget, data: tuple[Path, Path], work: Path, out: Path, ste
 
     train_root, test_root = data
     rows, dice = [], {}
-    for row in (r for r in ROWS if r.key in keys):
+    by_key = {r.key: r for r in ROWS}
+    for row in (by_key[k] for k in keys):  # in the order asked for
         logger.info("seed %d, row %s: %s", budget.seed, row.key, row.how)
         run_dir, seconds = train_row(row, budget, train_root, work / "runs")
         metrics, dice[row.key] = evaluate_row(run_dir, test_root, work / "eval" / row.key)
@@ -616,14 +630,38 @@ def run_ablation(
         names.append(f"{name}.md")
     if len(seeds) == 1:
         return per_seed[0]
+    return write_combined(per_seed, names, out, stem, command)
+
+
+def merge_by_seed(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report per training seed: rows of the same seed from several runs (e.g. a run stopped
+    part-way and one that trained the remaining rows) are merged, first report first."""
+    merged: dict[int, dict[str, Any]] = {}
+    for report in reports:
+        seed = report["budget"]["seed"]
+        if seed not in merged:
+            merged[seed] = {**report, "rows": list(report["rows"]), "command": report["command"]}
+            continue
+        have = {r["key"] for r in merged[seed]["rows"]}
+        merged[seed]["rows"] += [r for r in report["rows"] if r["key"] not in have]
+        merged[seed]["command"] += "; " + report["command"]
+        for key, value in report.items():  # e.g. the timing, which a stopped run did not write
+            merged[seed].setdefault(key, value)
+    return [merged[s] for s in sorted(merged)]
+
+
+def write_combined(
+    per_seed: list[dict[str, Any]], names: list[str], out: Path, stem: str, command: str
+) -> dict[str, Any]:
+    """The table over seeds from per-seed reports (one run, or one process per seed)."""
     combined = combine_seeds(per_seed)
     final = {
         "command": command,
-        "budget": {**asdict(budget), "seed": None},
+        "budget": {**per_seed[0]["budget"], "seed": None},
         "machine": machine(),
-        "seeds": seeds,
+        "seeds": combined["seeds"],
         "rows": combined["rows"],
-        "timing": timing,
+        "timing": next((r["timing"] for r in per_seed if "timing" in r), {}),
         "ranking": seeds_ranking(combined["rows"]),
         "per_seed_reports": names,
         "paper_ef_full_model": PAPER_EF_FULL,
@@ -643,8 +681,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the step budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     parser.add_argument("--name", default=None, help="file stem of the results (default ablation[_quick])")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="only combine per-seed reports already written (e.g. seeds run as parallel processes: "
+        "--seeds 1 --name ablation_seed1) into <name>.json/.md",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
+    if args.combine:
+        per_seed = merge_by_seed([json.loads(p.read_text()) for p in args.combine])
+        # a run stopped part-way wrote only its JSON
+        names = [(p.with_suffix(".md") if p.with_suffix(".md").is_file() else p).name for p in args.combine]
+        commands = sorted({r["command"] for r in per_seed})
+        stem = args.name or "ablation"
+        write_combined(per_seed, names, args.out, stem, "; ".join([*commands, command.strip()]))
+        print((args.out / f"{stem}.md").read_text())
+        return 0
 
     budget = QUICK if args.quick else FULL
     if args.steps is not None:
@@ -659,7 +715,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rows {unknown}; valid rows: {[r.key for r in ROWS]}")
     stem = args.name or ("ablation_quick" if args.quick else "ablation")
     work = args.work or Path("runs") / stem
-    command = "python -m benchmarks.ablation" + " ".join(["", *(argv if argv is not None else sys.argv[1:])])
     report = run_ablation(budget, seeds, work, args.out, stem, command.strip(), keys)
     print((args.out / f"{stem}.md").read_text())
     return 0 if report["rows"] else 1

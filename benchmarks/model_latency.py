@@ -315,18 +315,22 @@ def ort_option_variants(preset: str, threads: int, cap: TimingCap, folder: Path)
     ]
 
 
+# name -> (preset, overrides): the candidates for the ResNet-family `lite` preset (one dilation,
+# eq. 3's A · G), and the first family's lite that the bundled model was trained as, for reference.
 LITE_VARIANTS = {
-    "lite (preset: width 4, ASSC levels 3-4, dilations 1-2-3)": {},
-    "ASSC level 4 only": {"calibrated_levels": (4,)},
-    "ASSC levels 3-4, dilations 1-2": {"dilations": (1, 2)},
-    "width 8, ASSC levels 3-4": {"width": 8},
-    "width 8, ASSC level 4 only": {"width": 8, "calibrated_levels": (4,)},
-    "no ASSC (plain fusion)": {"bssf": False},
+    "unet-lite (first family: U-Net width 4, ASSC levels 3-4)": ("unet-lite", {}),
+    "width 4, BSSF stages 2-3": ("lite", {"width": 4}),
+    "width 8, BSSF stages 2-3": ("lite", {"width": 8}),
+    "width 8, BSSF stage 3": ("lite", {"width": 8, "calibrated_levels": (3,)}),
+    "width 8, BSSF all 4 stages": ("lite", {"width": 8, "calibrated_levels": (0, 1, 2, 3)}),
+    "width 16, BSSF stage 3": ("lite", {"width": 16, "calibrated_levels": (3,)}),
+    "width 16, BSSF stages 2-3": ("lite", {"width": 16}),
+    "width 8, no ASSC (plain fusion)": ("lite", {"width": 8, "bssf": False}),
 }
 
 
 def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
-    """ONNX Runtime batch-1 latency of ``lite`` and the variants that trade calibration for speed."""
+    """ONNX Runtime batch-1 latency of ``lite``'s candidates (width, calibrated stages)."""
     import torch
 
     from echoseg.presets import get_preset
@@ -334,12 +338,15 @@ def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
     from export.onnx import export_onnx
     from training.model import build_model
 
-    calls, params = {}, {}
+    calls, params, flops = {}, {}, {}
     x = np.random.default_rng(0).standard_normal((1, 3, 112, 112), dtype=np.float32)
-    for i, (name, changes) in enumerate(LITE_VARIANTS.items()):
+    for i, (name, (preset, changes)) in enumerate(LITE_VARIANTS.items()):
+        from training.model.summary import count_flops
+
         torch.manual_seed(0)
-        model = build_model(get_preset("lite", **changes)).eval()
+        model = build_model(get_preset(preset, **changes)).eval()
         params[name] = sum(p.numel() for p in model.parameters())
+        flops[name] = count_flops(model)
         path = folder / f"lite-variant-{i}-conv-b1.onnx"
         export_onnx(model, path, calibration="conv", batch=1)
         for t in sorted({1, threads}):
@@ -351,7 +358,15 @@ def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
     for key, ms in times.items():
         name, threads_label = key.split(" | ")
         s = summarize_ms(ms)
-        rows.append(dict(variant=name, threads=threads_label, parameters=params[name], per_frame_ms=s))
+        rows.append(
+            dict(
+                variant=name,
+                threads=threads_label,
+                parameters=params[name],
+                flops=flops[name],
+                per_frame_ms=s,
+            )
+        )
         print(f"lite variant {key:64s} {s['p50']:8.2f} ms p50", flush=True)
     return dict(backend="onnxruntime-conv", batch=1, timing=report, variants=rows)
 
@@ -376,8 +391,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def preset_cap(preset: str, args: argparse.Namespace) -> TimingCap:
-    """``paper`` on a CPU takes seconds per call: one warm-up and one or two timed calls."""
-    if preset == "paper" and args.device == "cpu":
+    """``paper`` (and the first family's ``unet``) on a CPU take seconds per call: one warm-up and
+    one to three timed calls."""
+    if preset in ("paper", "unet") and args.device == "cpu":
         return TimingCap(budget_s=min(args.budget_s, 10.0), max_reps=3, min_reps=1, warmup=1)
     return TimingCap(args.budget_s, args.max_reps, args.min_reps)
 

@@ -22,16 +22,21 @@ from echoseg.config import ModelConfig
 ECHO_MEAN = 0.12
 ECHO_STD = 0.18
 
+# The authors' network (the ResNet family): eq. (3) as a matrix product, one dilation, BSSF on
+# every stage unless a preset says otherwise.
+RESNET = dict(
+    architecture="resnet", depth=4, dilations=(1,), aggregation="product", scaling="fanin", norm="batch"
+)
+# The first family, as its checkpoints were trained: U-Net, A ⊙ G, fan-in scaling.
+UNET = dict(architecture="unet", aggregation="elementwise", scaling="fanin", norm="batch")
+
 PRESETS: dict[str, dict] = {
-    "paper": dict(
-        width=64, depth=5, calibrated_levels=(0, 1, 2), dilations=(1, 2, 3), input_size=256, norm="batch"
-    ),
-    "lite": dict(
-        width=4, depth=5, calibrated_levels=(3, 4), dilations=(1, 2, 3), input_size=112, norm="batch"
-    ),
-    "tiny": dict(
-        width=4, depth=3, calibrated_levels=(0, 1, 2), dilations=(1, 2), input_size=32, norm="batch"
-    ),
+    "paper": dict(RESNET, width=64, calibrated_levels=(0, 1, 2, 3), input_size=256),
+    "lite": dict(RESNET, width=8, calibrated_levels=(2, 3), input_size=112),
+    "tiny": dict(RESNET, width=8, depth=3, calibrated_levels=(0, 1, 2), input_size=32),
+    "unet": dict(UNET, width=64, depth=5, calibrated_levels=(0, 1, 2), dilations=(1, 2, 3), input_size=256),
+    "unet-lite": dict(UNET, width=4, depth=5, calibrated_levels=(3, 4), dilations=(1, 2, 3), input_size=112),
+    "unet-tiny": dict(UNET, width=4, depth=3, calibrated_levels=(0, 1, 2), dilations=(1, 2), input_size=32),
 }
 
 COMMON = dict(num_frames=3, window="centered", in_channels=1, mean=ECHO_MEAN, std=ECHO_STD, threshold=0.5)

@@ -18,7 +18,7 @@ def onnx_logits(path, windows):
         return run_all(runtime, windows)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "lite"])
+@pytest.mark.parametrize("preset", ["tiny", "lite", "unet-tiny"])
 @pytest.mark.parametrize("form", ["matmul", "conv"])
 def test_fp32_export_matches_torch(preset, form, untrained, exported):
     model = untrained(preset)

@@ -10,6 +10,7 @@ from training.model.calibration import (
     SUMMARY_LENGTH,
     SemanticCalibration,
     adaptive_max_pool,
+    aggregate,
     bin_edges,
     calibrate_conv,
     calibrate_matmul,
@@ -74,10 +75,76 @@ def test_conv_and_matmul_forms_equal_per_sample_convolution(batch, channels, hei
     torch.testing.assert_close(conv, matmul, atol=1e-5, rtol=0)
 
 
+def equation_3(block: SemanticCalibration, neighbour: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A direct transcription of eq. (3) and the calibration block, one sample at a time, from
+    torch's own operators (unpadded T_q/T_k, adaptive max-pooling, sigmoid, mm, conv2d).
+
+    Q' = Summarize(T_q(F^n)), K' = Summarize(T_k(F^t)); W = Sigmoid(Q' K'^T) x G; out = F^n * W.
+    """
+    c = block.channels
+    out = []
+    for n, t in zip(neighbour, target, strict=True):
+        q = block.transform_q(n[None])[0]
+        k = block.transform_k(t[None])[0]
+        q_ = torch.cat([F.adaptive_max_pool2d(q, b).reshape(c, -1) for b in (1, 3, 5, 7)], dim=1)
+        k_ = torch.cat([F.adaptive_max_pool2d(k, b).reshape(c, -1) for b in (1, 3, 5, 7)], dim=1)
+        logits = q_ @ k_.T
+        if block.scaling == "fanin":
+            logits = logits / SUMMARY_LENGTH**0.5
+        w = (torch.sigmoid(logits) @ block.warp.reshape(c, c * 9)).reshape(c, c, 3, 3)  # W = A x G
+        w = w * block.kernel_scale()
+        out.append(sum(F.conv2d(n[None], w, padding=d, dilation=d) for d in block.dilations))
+    return torch.cat(out)
+
+
+EQ3_CASES = [
+    # batch, channels, height, width, dilations
+    (1, 4, 7, 7, (1,)),
+    (2, 8, 9, 13, (1,)),
+    (3, 5, 11, 11, (1, 2)),
+    (4, 6, 15, 9, (1,)),
+]
+
+
+@pytest.mark.parametrize("scaling", ["none", "fanin"])
+@pytest.mark.parametrize("form", ["conv", "matmul"])
+@pytest.mark.parametrize(("batch", "channels", "height", "width", "dilations"), EQ3_CASES)
+def test_assc_is_equation_3(batch, channels, height, width, dilations, form, scaling):
+    torch.manual_seed(batch * 100 + channels)
+    block = SemanticCalibration(channels, dilations, form=form, scaling=scaling)
+    with torch.no_grad():
+        block.warp.normal_()  # a G whose taps and channels differ, so A · G and A ⊙ G differ
+        for t in (block.transform_q, block.transform_k):
+            t.weight.mul_(0.3)  # keep the unscaled sigmoid out of saturation
+    neighbour, target = torch.randn(2, batch, channels, height, width)
+    with torch.no_grad():
+        expected = equation_3(block, neighbour, target)
+        got = block(neighbour, target)
+        assert got.shape == expected.shape == (batch, channels, height, width)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        # the first family's element-wise A ⊙ G is a different model: the same check must fail on it
+        block.aggregation = "elementwise"
+        elementwise = block(neighbour, target)
+    assert (elementwise - expected).abs().max() > 1e-2
+
+
+def test_product_and_elementwise_aggregation():
+    torch.manual_seed(0)
+    attention, warp = torch.rand(2, 3, 3), torch.randn(3, 3, 3, 3)
+    product = aggregate(attention, warp, "product")
+    # output channel o's kernel is the A-weighted sum of G's kernels
+    torch.testing.assert_close(product[1, 2], sum(attention[1, 2, j] * warp[j] for j in range(3)))
+    elementwise = aggregate(attention, warp, "elementwise")
+    torch.testing.assert_close(elementwise[1, 2, 0], attention[1, 2, 0] * warp[2, 0])
+    with pytest.raises(ValueError, match="product"):
+        aggregate(attention, warp, "sum")
+
+
 @pytest.mark.parametrize(("batch", "channels", "height", "width", "dilations"), CASES)
-def test_module_forms_agree_with_learned_warp(batch, channels, height, width, dilations):
+@pytest.mark.parametrize("aggregation", ["product", "elementwise"])
+def test_module_forms_agree_with_learned_warp(batch, channels, height, width, dilations, aggregation):
     torch.manual_seed(7)
-    block = SemanticCalibration(channels, dilations, form="conv")
+    block = SemanticCalibration(channels, dilations, "conv", aggregation, "fanin", transform_padding=1)
     with torch.no_grad():
         block.warp.normal_()  # leave the all-ones initialisation so taps and channels differ
     neighbour, target = torch.randn(2, batch, channels, height, width)
@@ -88,9 +155,9 @@ def test_module_forms_agree_with_learned_warp(batch, channels, height, width, di
     torch.testing.assert_close(conv, matmul, atol=1e-5, rtol=0)
 
 
-def test_kernel_is_attention_times_scaled_warp():
+def test_elementwise_kernel_is_attention_times_scaled_warp():
     torch.manual_seed(0)
-    block = SemanticCalibration(4, (1, 2))
+    block = SemanticCalibration(4, (1, 2), aggregation="elementwise", scaling="fanin")
     neighbour, target = torch.randn(2, 2, 4, 9, 9)
     kernel = block.kernel(neighbour, target)
     assert kernel.shape == (2, 4, 4, 3, 3)
@@ -102,14 +169,26 @@ def test_kernel_is_attention_times_scaled_warp():
     assert torch.equal(block.warp, torch.ones(4, 4, 3, 3))
 
 
-def test_calibration_output_stays_on_feature_scale_at_init():
+@pytest.mark.parametrize("aggregation", ["product", "elementwise"])
+def test_fanin_scaled_output_stays_on_feature_scale_at_init(aggregation):
     torch.manual_seed(0)
-    block = SemanticCalibration(64, (1, 2, 3))
+    block = SemanticCalibration(64, (1, 2, 3), aggregation=aggregation, scaling="fanin")
     neighbour, target = torch.rand(2, 1, 64, 14, 14)  # ReLU-like non-negative features
     with torch.no_grad():
         out = block(neighbour, target)
     assert torch.isfinite(out).all()
     assert out.abs().max() <= neighbour.abs().max()  # a convex-weighted average scaled by A < 1
+
+
+def test_unscaled_output_grows_with_the_width_at_init():
+    # the released form: with G = 1 each output is rowsum(A) times a 3x3 sum over all C channels
+    torch.manual_seed(0)
+    block = SemanticCalibration(64, (1,), scaling="none")
+    neighbour, target = torch.rand(2, 1, 64, 14, 14)
+    with torch.no_grad():
+        out = block(neighbour, target)
+    assert torch.isfinite(out).all()
+    assert out.abs().max() > 100 * neighbour.abs().max()
 
 
 def test_invalid_form_and_dilations_are_rejected():
@@ -118,3 +197,7 @@ def test_invalid_form_and_dilations_are_rejected():
         block.form = "fft"
     with pytest.raises(ValueError, match="dilations"):
         SemanticCalibration(4, dilations=(0,))
+    with pytest.raises(ValueError, match="elementwise"):
+        SemanticCalibration(4, aggregation="hadamard")
+    with pytest.raises(ValueError, match="fanin"):
+        SemanticCalibration(4, scaling="sqrt")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from echoseg.cli import main
+from echoseg.config import ModelConfig
 from training.model import build_model, get_preset
 from training.model.io import save_pretrained
 
@@ -16,27 +17,39 @@ def run_json(capsys, *argv) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("preset", ["paper", "lite", "tiny"])
+@pytest.mark.parametrize("preset", ["paper", "lite", "tiny", "unet", "unet-lite"])
 def test_model_info_json(capsys, preset):
     info = run_json(capsys, "--preset", preset)
     assert info["preset"] == preset == info["config"]["preset"]
     assert info["parameters"] > 0 and info["flops_per_frame"] > 0
-    if preset == "paper":
-        assert abs(info["parameters"] - 74.8e6) <= 0.15 * 74.8e6
+    assert info["macs_per_frame"] == info["flops_per_frame"] // 2
+    # the convolution modules are most of the work, but not ASSC's per-sample convolution
+    assert 0 < info["conv_module_macs_per_frame"] < info["macs_per_frame"]
+    assert info["paper_table7"]["parameters"] == 74.798e6
+
+
+def test_paper_size_and_cost(capsys):
+    """The authors' network: ResNet-18 x 3 (31.5 M), G 6.3 M, T_q/T_k 12.5 M, fusion and decoder."""
+    info = run_json(capsys, "--preset", "paper")
+    assert info["architecture"] == "resnet"
+    assert 53e6 < info["parameters"] < 54.5e6
+    assert 44e9 < info["macs_per_frame"] < 46e9
+    assert 37e9 < info["conv_module_macs_per_frame"] < 38e9
 
 
 def test_matmul_form_saves_the_per_dilation_products(capsys):
-    conv = run_json(capsys, "--preset", "tiny")
-    matmul = run_json(capsys, "--preset", "tiny", "--calibration", "matmul")
+    # unet-tiny calibrates with two dilations (the ResNet family with one)
+    conv = run_json(capsys, "--preset", "unet-tiny")
+    matmul = run_json(capsys, "--preset", "unet-tiny", "--calibration", "matmul")
     assert conv["calibration"] == "conv" and matmul["calibration"] == "matmul"
-    config = conv["config"]
+    config = ModelConfig.from_dict(conv["config"])
     # conv applies the C x C x 3 x 3 kernel once per dilation, matmul once (views summed first)
-    extra_dilations = len(config["dilations"]) - 1
+    extra_dilations = len(config.dilations) - 1
+    assert extra_dilations > 0
     per_level = [
-        2 * 9 * (config["width"] * 2**i) ** 2 * (config["input_size"] // 2**i) ** 2
-        for i in config["calibrated_levels"]
+        2 * 9 * config.level_width(i) ** 2 * config.level_size(i) ** 2 for i in config.calibrated_levels
     ]
-    neighbours = config["num_frames"] - 1
+    neighbours = config.num_frames - 1
     assert conv["flops_per_frame"] - matmul["flops_per_frame"] == neighbours * extra_dilations * sum(
         per_level
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from training.model import build_model
+from training.model import build_model, get_preset
 from training.model.io import load_pretrained, save_pretrained
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def trained_like(model):
@@ -67,3 +70,32 @@ def test_missing_checkpoint_errors_name_the_path(tiny_model, tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="'model'"):
         load_pretrained(tmp_path / "ckpt")
+
+
+def test_config_without_architecture_is_the_unet_family(tiny_model, tmp_path):
+    """Checkpoints written before the ResNet family name no architecture, aggregation or scaling:
+    they load as what they were trained as (U-Net, A ⊙ G, fan-in scaling), whatever their preset."""
+    legacy = build_model(get_preset("unet-tiny").replace(preset="tiny"))
+    save_pretrained(legacy, tmp_path / "old")
+    document = json.loads((tmp_path / "old" / "config.json").read_text())
+    for key in ("architecture", "aggregation", "scaling"):
+        del document["model"][key]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(document))
+    loaded, config, _ = load_pretrained(tmp_path / "old")
+    assert (config.preset, config.architecture, config.aggregation, config.scaling) == (
+        "tiny",
+        "unet",
+        "elementwise",
+        "fanin",
+    )
+    frames = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(legacy.eval()(frames), loaded(frames))
+
+
+def test_bundled_default_model_loads_as_the_unet_family():
+    model, config, meta = load_pretrained(BUNDLED)
+    assert config.preset == "lite" and config.architecture == "unet"
+    assert config.aggregation == "elementwise" and meta["run_id"]
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, config.input_size, config.input_size)).shape[-1] == config.input_size

@@ -30,20 +30,28 @@ def forward_backward(config, batch: int) -> None:
 
 
 def test_presets_are_registered():
-    assert list_presets() == ["paper", "lite", "tiny"]
+    assert list_presets() == ["paper", "lite", "tiny", "unet", "unet-lite", "unet-tiny"]
     for name in list_presets():
         config = get_preset(name)
         assert config.preset == name
         assert config.num_frames == 3 and config.window == "centered"
         assert config.std > 0
+        family = "unet" if name.startswith("unet") else "resnet"
+        assert config.architecture == family
+        assert config.aggregation == ("elementwise" if family == "unet" else "product")
     with pytest.raises(ValueError, match="paper"):
         get_preset("huge")
 
 
-@pytest.mark.parametrize("name", ["tiny", "lite"])
+@pytest.mark.parametrize("name", ["tiny", "lite", "unet-tiny", "unet-lite"])
 @pytest.mark.parametrize("form", ["conv", "matmul"])
 def test_forward_backward_is_finite(name, form):
     forward_backward(get_preset(name, calibration=form), batch=2)
+
+
+@pytest.mark.parametrize("scaling", ["none", "fanin"])
+def test_resnet_forward_backward_is_finite_at_either_scaling(scaling):
+    forward_backward(get_preset("tiny", scaling=scaling), batch=2)
 
 
 @pytest.mark.slow
@@ -51,10 +59,43 @@ def test_paper_forward_backward_is_finite():
     forward_backward(get_preset("paper"), batch=1)
 
 
-def test_paper_parameters_near_the_papers_74_8_million():
+def test_paper_is_the_authors_network():
+    """ResNet-18 encoders (1 input channel, 7x7 stride-2 stem, no max-pool, 64/128/256/512), BSSF on
+    all four stages with one dilation, the LinkNet decoder."""
+    config = get_preset("paper")
     with torch.device("meta"):
-        model = build_model(get_preset("paper"))
-    assert abs(count_parameters(model) - 74.8e6) <= 0.15 * 74.8e6
+        model = build_model(config)
+    encoder = model.encoder.encoders[0]
+    stem = encoder.stem[0]
+    assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride) == (1, 64, (7, 7), (2, 2))
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in encoder.modules())
+    assert [len(stage) for stage in encoder.stages] == [2, 2, 2, 2]
+    assert [stage[-1].conv2.out_channels for stage in encoder.stages] == [64, 128, 256, 512]
+    assert len(model.encoder.encoders) == 3
+    blocks = calibrations(model)
+    assert sorted(b.channels for b in blocks) == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert all(b.dilations == (1,) and b.aggregation == "product" for b in blocks)
+    assert all(b.transform_q.padding == (0, 0) for b in blocks)  # unpadded T_q/T_k, as released
+    # torchvision's ResNet-18 has 11,689,512 parameters; layer1..layer4 are all but its fc
+    # (513,000), its 7x7x3 stem conv (9,408) and the stem's BatchNorm (128)
+    one_encoder = count_parameters(encoder) - count_parameters(encoder.stem)
+    assert one_encoder == 11_689_512 - 513_000 - 9_408 - 128
+
+
+@pytest.mark.parametrize("architecture", ["resnet", "unet"])
+def test_level_sizes_follow_the_architecture(tiny_config, architecture):
+    config = tiny_config.replace(architecture=architecture)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        features = model.encoder(torch.randn(1, 3, 32, 32))
+    assert [level[0].shape[-1] for level in features] == [config.level_size(i) for i in range(config.depth)]
+    assert [level[0].shape[1] for level in features] == [config.level_width(i) for i in range(config.depth)]
+
+
+def test_resnet_rejects_calibrated_maps_below_3x3(tiny_config):
+    with pytest.raises(ValueError, match="under 3x3"):
+        tiny_config.replace(input_size=16)
+    tiny_config.replace(input_size=16, calibrated_levels=(0, 1))  # 8x8 and 4x4 are fine
 
 
 def test_set_calibration_keeps_outputs(tiny_model):

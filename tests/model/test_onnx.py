@@ -1,4 +1,4 @@
-"""The tiny model exports to ONNX in the matmul form with a dynamic batch, and ONNX Runtime agrees.
+"""The tiny models (both families) export to ONNX (matmul form, dynamic batch); ONNX Runtime agrees.
 
 Uses the TorchScript-based exporter (``dynamo=False``): with torch 2.13 it exports the network in
 seconds, while the torch.export-based exporter also works but takes about two minutes on 2 cores.
@@ -17,10 +17,10 @@ from training.model import build_model, get_preset
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["tiny", "unet-tiny"])
+def model(request):
     torch.manual_seed(0)
-    return build_model(get_preset("tiny")).eval().set_calibration("matmul")
+    return build_model(get_preset(request.param)).eval().set_calibration("matmul")
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,26 @@
 
 For a neighbour frame n and the target frame t at one encoder level (C channels, H x W):
 
-    Q  = T_q(F^n),  K = T_k(F^t)                     3x3 convolutions, (B, C, H, W)
+    Q  = T_q(F^n),  K = T_k(F^t)                     3x3 convolutions (the released code: unpadded)
     Q' = Summarize(Q),  K' = Summarize(K)            max-pool to 1, 3, 5, 7 bins, (B, C, 84)
-    A  = sigmoid(Q' K'^T / sqrt(84))                 channel correlation, (B, C, C)
-    W  = A ⊙ G / (9 C)                               per-sample kernel, (B, C, C, 3, 3)
-    out = mean over dilations d of (F^n ∗_d W)       (B, C, H, W)
+    A  = sigmoid(Q' K'^T)                            channel correlation, (B, C, C)
+    W  = A · G                                       eq. (3), per-sample kernel, (B, C, C, 3, 3)
+    out = sum over dilations d of (F^n ∗_d W)        (B, C, H, W)
 
 ``G`` (C, C, 3, 3) is the learned motion-warping matrix, initialised to ones as in the paper.
+``A · G`` is a matrix product (``aggregation="product"``): output channel o's C x 3 x 3 kernel is
+``sum_j A[o, j] G[j]``, the A-weighted sum of G's C kernels (the released code's
+``mm(att, G.view(C, 9 C))``). ``aggregation="elementwise"`` is the first family's ``A ⊙ G``
+(``W[o, j] = A[o, j] G[o, j]``), kept for its checkpoints and as an ablation switch.
 
-Scaling (keeps activations finite; not in the paper's equations):
-- ``1/sqrt(84)`` inside the sigmoid: Q'K'^T sums 84 products, so without it the sigmoid
-  saturates and its gradient vanishes.
-- ``1/(9 C)`` on the kernel (fan-in scaling): with G = 1 and A in (0, 1) every output is a sum of
-  9 C non-negative terms, which would grow with the width; scaled, the calibrated map starts as a
-  weighted local average of F^n and stays on the scale of the features.
-- dilations are combined by their mean, for the same reason.
+Scaling (``scaling``; the released code has none):
+- ``"none"``: as above. With G = 1 at initialisation every kernel row is ``rowsum(A)`` times ones,
+  so the calibrated map starts near ``9 C rowsum(A)`` times the local mean of F^n (up to ~10^6 at
+  C = 512); the BatchNorm after the fusion is what brings it back to scale.
+- ``"fanin"``: ``1/sqrt(84)`` inside the sigmoid (Q'K'^T sums 84 products, so without it the
+  sigmoid saturates) and the kernel divided by its fan-in: ``9 C len(dilations)``, and by C more
+  for the product (``A · G`` sums C rows of G). With G = 1 the calibrated map then starts as a
+  weighted local average of F^n.
 
 The kernel W differs per sample, so it cannot be an ordinary convolution weight. Two numerically
 equal forms apply it (``form``):
@@ -36,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echoseg.config import CALIBRATION_FORMS
+from echoseg.config import AGGREGATIONS, CALIBRATION_FORMS, SCALINGS
 
 BINS = (1, 3, 5, 7)
 SUMMARY_LENGTH = sum(b * b for b in BINS)  # M = 84
@@ -114,20 +119,51 @@ def calibrate_matmul(x: torch.Tensor, kernel: torch.Tensor, dilations: tuple[int
 CALIBRATE = {"conv": calibrate_conv, "matmul": calibrate_matmul}
 
 
+def aggregate(attention: torch.Tensor, warp: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """The kernel from the attention and G: ``(B, C, C), (C, C, 3, 3) -> (B, C, C, 3, 3)``.
+
+    ``product`` (eq. 3): ``W[b] = A[b] @ G.view(C, 9 C)``; ``elementwise``: ``W[b] = A[b] ⊙ G``.
+    """
+    if aggregation == "product":
+        c = warp.shape[0]
+        # (B, C, C) @ (C, C*9) -> (B, C, C*9) -> (B, C, C, 3, 3)
+        return torch.matmul(attention, warp.reshape(c, -1)).reshape(attention.shape[0], c, *warp.shape[1:])
+    if aggregation == "elementwise":
+        return attention[..., None, None] * warp  # (B, C, C) -> (B, C, C, 3, 3)
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
 class SemanticCalibration(nn.Module):
     """ASSC for one (level, neighbour position): warps F^n towards the target frame's F^t.
 
     ``forward(neighbour (B, C, H, W), target (B, C, H, W)) -> calibrated neighbour (B, C, H, W)``
+
+    ``transform_padding`` is the padding of T_q/T_k: 0 in the released code (the ResNet family),
+    1 in the first family.
     """
 
-    def __init__(self, channels: int, dilations: tuple[int, ...] = (1, 2, 3), form: str = "conv") -> None:
+    def __init__(
+        self,
+        channels: int,
+        dilations: tuple[int, ...] = (1,),
+        form: str = "conv",
+        aggregation: str = "product",
+        scaling: str = "none",
+        transform_padding: int = 0,
+    ) -> None:
         super().__init__()
         if not dilations or any(int(d) < 1 for d in dilations):
             raise ValueError(f"dilations must be positive integers, got {dilations}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         self.channels = channels
         self.dilations = tuple(int(d) for d in dilations)
-        self.transform_q = nn.Conv2d(channels, channels, 3, padding=1)  # T_q
-        self.transform_k = nn.Conv2d(channels, channels, 3, padding=1)  # T_k
+        self.aggregation = aggregation
+        self.scaling = scaling
+        self.transform_q = nn.Conv2d(channels, channels, 3, padding=transform_padding)  # T_q
+        self.transform_k = nn.Conv2d(channels, channels, 3, padding=transform_padding)  # T_k
         self.warp = nn.Parameter(torch.ones(channels, channels, 3, 3))  # G, ones as in the paper
         self.form = form
 
@@ -141,16 +177,33 @@ class SemanticCalibration(nn.Module):
             raise ValueError(f"calibration form must be one of {CALIBRATION_FORMS}, got {form!r}")
         self._form = form
 
+    def attention(self, neighbour: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``A = sigmoid(Q' K'^T)`` (``/ sqrt(84)`` inside when fan-in scaled): ``(B, C, C)``."""
+        q = summarize(self.transform_q(neighbour))  # (B, C, H', W') -> (B, C, 84)
+        k = summarize(self.transform_k(target))  # (B, C, H', W') -> (B, C, 84)
+        logits = torch.matmul(q, k.transpose(1, 2))  # (B, C, 84) @ (B, 84, C) -> (B, C, C)
+        if self.scaling == "fanin":
+            logits = logits * (1.0 / math.sqrt(SUMMARY_LENGTH))
+        return torch.sigmoid(logits)
+
+    def kernel_scale(self) -> float:
+        """The factor on W: 1, or 1 / fan-in (``9 C len(dilations)``, times C for the product)."""
+        if self.scaling == "none":
+            return 1.0
+        fan_in = 9 * self.channels * len(self.dilations)
+        return 1.0 / (fan_in * (self.channels if self.aggregation == "product" else 1))
+
     def kernel(self, neighbour: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The per-sample calibration kernel ``W = A ⊙ G / (9 C)``: ``(B, C, C, 3, 3)``."""
-        q = summarize(self.transform_q(neighbour))  # (B, C, H, W) -> (B, C, 84)
-        k = summarize(self.transform_k(target))  # (B, C, H, W) -> (B, C, 84)
-        attention = torch.sigmoid(torch.matmul(q, k.transpose(1, 2)) * (1.0 / math.sqrt(SUMMARY_LENGTH)))
-        scale = 1.0 / (9 * self.channels * len(self.dilations))  # fan-in and mean over dilations
-        return attention[..., None, None] * (self.warp * scale)  # (B, C, C) -> (B, C, C, 3, 3)
+        """The per-sample calibration kernel ``W`` (eq. 3): ``(B, C, C, 3, 3)``."""
+        kernel = aggregate(self.attention(neighbour, target), self.warp, self.aggregation)
+        scale = self.kernel_scale()
+        return kernel if scale == 1.0 else kernel * scale
 
     def forward(self, neighbour: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return CALIBRATE[self.form](neighbour, self.kernel(neighbour, target), self.dilations)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, dilations={self.dilations}, form={self.form!r}"
+        return (
+            f"channels={self.channels}, dilations={self.dilations}, form={self.form!r}, "
+            f"aggregation={self.aggregation!r}, scaling={self.scaling!r}"
+        )

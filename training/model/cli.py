@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "FLOP counter on one window at batch 1) and its configuration.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", help="a registered preset (paper, lite, tiny)")
+    source.add_argument("--preset", help="a registered preset (paper, lite, tiny, unet, unet-lite, ...)")
     source.add_argument("--checkpoint", help="a checkpoint directory, run directory or .safetensors file")
     parser.add_argument("--calibration", choices=("conv", "matmul"), help="count FLOPs in this form")
     parser.add_argument(
@@ -46,10 +46,16 @@ def run_model_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"preset      {info['preset']}")
-    print(f"parameters  {info['parameters']:,} ({info['parameters'] / 1e6:.2f} M)")
+    table7 = info["paper_table7"]
+    print(f"preset      {info['preset']} ({info['architecture']} family)")
+    print(f"parameters  {info['parameters']:,} ({info['parameters'] / 1e6:.2f} M; paper Table 7: 74.80 M)")
     flops = info["flops_per_frame"]
     print(f"FLOPs/frame {flops:,} ({flops / 1e9:.2f} GFLOPs, calibration form {info['calibration']})")
+    print(
+        f"MACs/frame  {info['macs_per_frame'] / 1e9:.2f} G multiply-adds; convolution modules only "
+        f"(thop's rule) {info['conv_module_macs_per_frame'] / 1e9:.2f} G; "
+        f"paper Table 7: {table7['flops'] / 1e9:.2f} G"
+    )
     for name, timing in info.get("latency", {}).items():
         print(f"latency     {name:18} median {timing['median_ms']:.1f} ms, min {timing['min_ms']:.1f} ms")
     print("config")

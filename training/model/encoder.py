@@ -1,4 +1,5 @@
-"""Encoders: a U-Net encoder, and the temporal context-aware encoders (TCE) built from it.
+"""Encoders: the ResNet-18 encoder of the authors' network, the first family's U-Net encoder, and
+the temporal context-aware encoders (TCE) built from either.
 
 With TCE (the paper's section 3.1) every relative position j of the k-frame window has its own
 encoder: the frame at position j always goes through encoder j, so each encoder learns what a
@@ -11,13 +12,59 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from echoseg.config import ModelConfig
-from training.model.blocks import DoubleConv
+from echoseg.config import BLOCKS_PER_STAGE, ModelConfig
+from training.model.blocks import BasicBlock, DoubleConv, norm_layer
 
 
 def level_widths(config: ModelConfig) -> list[int]:
     """Channels of each encoder level: ``width * 2**i`` for ``i < depth``."""
-    return [config.width * 2**i for i in range(config.depth)]
+    return [config.level_width(i) for i in range(config.depth)]
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet-18 as the authors use it: a ``7x7`` stride-2 stem to ``width`` channels and no
+    max-pool, then ``depth`` stages of ``blocks`` :class:`BasicBlock` (stride 2 from the second
+    stage on). With ``width = 64, depth = 4`` this is ResNet-18's ``layer1..layer4`` (64/128/256/512).
+
+    ``(B, in_channels, S, S) -> [ (B, width * 2**i, S / 2**(i+1), S / 2**(i+1)) for i < depth ]``
+
+    Initialised from scratch (the paper, section 3.5): Kaiming-normal convolutions (fan-out),
+    norms at weight 1 and bias 0, as torchvision's ResNet.
+    """
+
+    def __init__(self, in_channels: int, width: int, depth: int, norm: str, blocks: int = 2) -> None:
+        super().__init__()
+        widths = [width * 2**i for i in range(depth)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            norm_layer(norm, width),
+            nn.ReLU(inplace=True),
+        )
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                BasicBlock(c_in, c_out, norm, stride=1 if i == 0 else 2),
+                *(BasicBlock(c_out, c_out, norm) for _ in range(blocks - 1)),
+            )
+            for i, (c_in, c_out) in enumerate(zip([width, *widths[:-1]], widths, strict=True))
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)  # (B, c, S, S) -> (B, width, S/2, S/2)
+        features = []
+        for stage in self.stages:
+            x = stage(x)  # stage i: (B, width * 2**i, S / 2**(i+1), ...)
+            features.append(x)
+        return features
+
+
+def build_encoder(config: ModelConfig) -> nn.Module:
+    """One frame's encoder for ``config.architecture``."""
+    if config.architecture == "resnet":
+        return ResNetEncoder(config.in_channels, config.width, config.depth, config.norm, BLOCKS_PER_STAGE)
+    return UNetEncoder(config.in_channels, config.width, config.depth, config.norm)
 
 
 class UNetEncoder(nn.Module):
@@ -54,9 +101,7 @@ class TemporalEncoders(nn.Module):
         self.num_frames = config.num_frames
         self.in_channels = config.in_channels
         count = config.num_frames if config.tce else 1
-        self.encoders = nn.ModuleList(
-            UNetEncoder(config.in_channels, config.width, config.depth, config.norm) for _ in range(count)
-        )
+        self.encoders = nn.ModuleList(build_encoder(config) for _ in range(count))
 
     @property
     def shared(self) -> bool:

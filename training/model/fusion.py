@@ -8,6 +8,8 @@ Every non-target position has its own :class:`SemanticCalibration` (its own T_q,
 for k = 3 centred this is the paper's ``[F^{t-1} ∗ W^{t-1}, F^t, F^{t+1} ∗ W^{t+1}]``. Without
 calibration (BSSF off, or a level that is not calibrated) the raw features are concatenated and
 fused by the same 1x1 convolution. With k = 1 the single feature map passes through unchanged.
+In the ResNet family the 1x1 convolution is followed by a normalisation (the released
+``Conv1x1 -> BN``); in the U-Net family it has a bias and no normalisation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.model.blocks import norm_layer
 from training.model.calibration import SemanticCalibration
 
 
@@ -30,9 +33,11 @@ class LevelFusion(nn.Module):
         num_frames: int,
         target: int,
         calibrate: bool,
-        dilations: tuple[int, ...] = (1, 2, 3),
-        form: str = "conv",
+        norm: str | None = None,
+        **calibration,
     ) -> None:
+        """``norm``: the normalisation after the 1x1 fusion (None: a biased 1x1 conv alone);
+        ``calibration``: keyword arguments of every :class:`SemanticCalibration`."""
         super().__init__()
         if not 0 <= target < num_frames:
             raise ValueError(f"target position {target} outside a window of {num_frames} frames")
@@ -41,9 +46,16 @@ class LevelFusion(nn.Module):
         neighbours = [j for j in range(num_frames) if j != target] if calibrate else []
         # keys are positions in the window ("0", "2" for k=3 centred)
         self.calibrations = nn.ModuleDict(
-            {str(j): SemanticCalibration(channels, dilations, form) for j in neighbours}
+            {str(j): SemanticCalibration(channels, **calibration) for j in neighbours}
         )
-        self.fuse = nn.Conv2d(num_frames * channels, channels, 1) if num_frames > 1 else nn.Identity()
+        if num_frames == 1:
+            self.fuse = nn.Identity()
+        elif norm is None:
+            self.fuse = nn.Conv2d(num_frames * channels, channels, 1)
+        else:
+            self.fuse = nn.Sequential(
+                nn.Conv2d(num_frames * channels, channels, 1, bias=False), norm_layer(norm, channels)
+            )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.num_frames == 1:

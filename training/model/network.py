@@ -1,4 +1,8 @@
-"""EchoSegNet: temporal context-aware encoders -> per-level calibrated fusion -> U-Net decoder."""
+"""EchoSegNet: temporal context-aware encoders -> per-level calibrated fusion (BSSF) -> decoder.
+
+``config.architecture`` picks the family: ``resnet`` (the authors' network: ResNet-18 encoders,
+released ASSC/BSSF, LinkNet decoder) or ``unet`` (the first family, whose checkpoints still load).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from torch import nn
 
 from echoseg.config import CALIBRATION_FORMS, ModelConfig
 from training.model.calibration import SemanticCalibration
-from training.model.decoder import UNetDecoder
+from training.model.decoder import LinkNetDecoder, UNetDecoder
 from training.model.encoder import TemporalEncoders, level_widths
 from training.model.fusion import LevelFusion
 
@@ -27,13 +31,27 @@ class EchoSegNet(nn.Module):
         self.target = config.offsets.index(0)
         self.encoder = TemporalEncoders(config)
         calibrated = set(config.calibrated_levels) if config.bssf else set()
+        resnet = config.architecture == "resnet"
+        calibration = dict(
+            dilations=config.dilations,
+            form=config.calibration,
+            aggregation=config.aggregation,
+            scaling=config.scaling,
+            transform_padding=0 if resnet else 1,
+        )
         self.fusions = nn.ModuleList(
             LevelFusion(
-                c, config.num_frames, self.target, i in calibrated, config.dilations, config.calibration
+                c,
+                config.num_frames,
+                self.target,
+                i in calibrated,
+                norm=config.norm if resnet else None,
+                **calibration,
             )
             for i, c in enumerate(level_widths(config))
         )
-        self.decoder = UNetDecoder(config.width, config.depth, config.norm)
+        decoder = LinkNetDecoder if resnet else UNetDecoder
+        self.decoder = decoder(config.width, config.depth, config.norm)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.fuse(self.encoder(frames)))
