@@ -260,7 +260,7 @@ def test_shipped_configs_load_and_name_their_preset(name):
 
     path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
     cfg = load_config(path)
-    expected = "lite" if name == "default-model" else name
+    expected = "unet-lite" if name == "default-model" else name  # the bundled model's family
     assert model_config_of(cfg).preset == expected
     assert cfg.mode == "mean_teacher" and cfg.ema_decay == 0.99 and cfg.weight_decay == 1e-6
 
