@@ -11,6 +11,7 @@ axis is the cavity's principal axis.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -116,8 +117,27 @@ def summarize_clip(
     The clip's EF is the mean over complete beats; a clip without a complete beat falls back to
     its largest and smallest cavity.
     """
-    areas = area_curve(masks, spacing)
+    return summarize_areas(area_curve(masks, spacing), lambda i: masks[i], spacing, fps)
+
+
+def summarize_areas(
+    areas: np.ndarray,
+    mask_at: Callable[[int], np.ndarray],
+    spacing: tuple[float, float] = (1.0, 1.0),
+    fps: float | None = None,
+) -> CardiacSummary:
+    """:func:`summarize_clip` from the area curve, fetching only the masks whose volume enters EF.
+
+    ``mask_at(i)`` returns frame ``i``'s mask; it is called for the ED/ES frames only, so a long
+    upload or stream needs its areas plus a few masks, not every mask (the service decodes those
+    few back from their RLE or PNG).
+    """
+    areas = np.asarray(areas, dtype=np.float64)
     ed, es = find_ed_es(areas, fps)
+
+    def volume(i: int) -> float:
+        return volume_method_of_discs(mask_at(i), spacing)
+
     beats: list[Beat] = []
     for i, e in enumerate(ed):
         nxt = ed[i + 1] if i + 1 < len(ed) else len(areas)
@@ -125,16 +145,12 @@ def summarize_clip(
         if not after:
             continue
         s = after[0]
-        edv = volume_method_of_discs(masks[e], spacing)
-        esv = volume_method_of_discs(masks[s], spacing)
+        edv, esv = volume(e), volume(s)
         beats.append(Beat(ed=e, es=s, edv=edv, esv=esv, ef=ejection_fraction(edv, esv)))
     if beats:
         ef = float(np.nanmean([b.ef for b in beats]))
     elif areas.size and np.ptp(areas) > 0:
-        e, s = int(np.argmax(areas)), int(np.argmin(areas))
-        ef = ejection_fraction(
-            volume_method_of_discs(masks[e], spacing), volume_method_of_discs(masks[s], spacing)
-        )
+        ef = ejection_fraction(volume(int(np.argmax(areas))), volume(int(np.argmin(areas))))
     else:
         ef = float("nan")
     return CardiacSummary(ed_frames=ed, es_frames=es, beats=beats, ef=ef)

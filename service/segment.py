@@ -15,18 +15,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from echoseg.cardiac import (
-    Beat,
-    CardiacSummary,
-    ejection_fraction,
-    find_ed_es,
-    volume_method_of_discs,
-)
+from echoseg.cardiac import summarize_areas
 from echoseg.config import ModelConfig
 from echoseg.preprocess import logits_to_masks, preprocess, window_indices
 from service.backends import Backend
@@ -79,41 +73,6 @@ def rle_counts(mask: np.ndarray) -> np.ndarray:
 def rle_area(counts: np.ndarray) -> int:
     """Set pixels of an RLE mask: the sum of its odd-indexed runs."""
     return int(counts[1::2].sum())
-
-
-def summarize_areas(
-    areas: np.ndarray,
-    mask_at: Callable[[int], np.ndarray],
-    spacing: tuple[float, float] = (1.0, 1.0),
-    fps: float | None = None,
-) -> CardiacSummary:
-    """``echoseg.cardiac.summarize_clip`` from the area curve, fetching only the ED/ES masks.
-
-    Same rules and result as ``summarize_clip(masks, spacing, fps)`` (a test checks it), but it
-    needs the full masks of the frames whose volume enters EF only, not of the whole clip.
-    """
-    areas = np.asarray(areas, dtype=np.float64)
-    ed, es = find_ed_es(areas, fps)
-
-    def volume(i: int) -> float:
-        return volume_method_of_discs(mask_at(i), spacing)
-
-    beats: list[Beat] = []
-    for i, e in enumerate(ed):
-        nxt = ed[i + 1] if i + 1 < len(ed) else len(areas)
-        after = [s for s in es if e < s < nxt]
-        if not after:
-            continue
-        s = after[0]
-        edv, esv = volume(e), volume(s)
-        beats.append(Beat(ed=e, es=s, edv=edv, esv=esv, ef=ejection_fraction(edv, esv)))
-    if beats:
-        ef = float(np.nanmean([b.ef for b in beats]))
-    elif areas.size and np.ptp(areas) > 0:
-        ef = ejection_fraction(volume(int(np.argmax(areas))), volume(int(np.argmin(areas))))
-    else:
-        ef = float("nan")
-    return CardiacSummary(ed_frames=ed, es_frames=es, beats=beats, ef=ef)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
+from echoseg.cardiac import summarize_areas
 from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
 from service.api.deps import websocket_authorized
 from service.codecs.clip import MAX_FPS
@@ -37,7 +38,6 @@ from service.codecs.frames import (
 )
 from service.core.errors import WS_NORMAL, ServiceError
 from service.core.stages import timed
-from service.segment import summarize_areas
 from service.state import Service
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from echoseg.cardiac import area_curve, summarize_clip
+from echoseg.cardiac import area_curve, summarize_areas, summarize_clip
 from service.codecs.rle import rle_decode, rle_encode
 from service.core.logging import REDACTED, RedactSecrets, redact
-from service.segment import rle_area, rle_counts, summarize_areas
+from service.segment import rle_area, rle_counts
 
 from .conftest import moving_disc_clip
 
