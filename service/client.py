@@ -177,6 +177,25 @@ async def _drain(ws, report: StreamReport) -> None:
     report.close_code = ws.close_code
 
 
+async def exchange(url: str, messages: list, timeout_s: float = 30.0) -> tuple[list, int | None]:
+    """Send ``messages`` (text or binary) on a new stream, then collect every reply until the server
+    closes (or ``timeout_s`` passes): ``-> (replies, close code)``. For protocol checks: the server
+    may refuse and close before every message is sent, which is not an error here."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    received: list = []
+    async with connect(ws_url(url) if "/v1/stream" not in url else url) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            for m in messages:
+                await ws.send(m)
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for reply in ws:
+                    received.append(reply)
+        return received, ws.close_code
+
+
 def load_clip_file(path: Path) -> np.ndarray:
     """A local clip file -> ``(T, H, W)`` uint8 frames (the server's own decoder, no limits)."""
     big = Limits(max_frames=10**7, max_width=10**5, max_height=10**5)

@@ -11,10 +11,9 @@ import json
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from benchmarks.hostile import dicom_clip, disc_frames
+from service.client import exchange
 
 DICOM = {"Content-Type": "application/dicom"}
 BAD_DICOM = [
@@ -53,24 +52,10 @@ def test_good_dicom_numbers_still_pass(fake):
     assert body["fps"] == 25.0 and body["spacing"]["col"] == pytest.approx(0.5)
 
 
-async def _exchange(url: str, messages: list) -> tuple[list, int | None]:
-    received = []
-    async with connect(url.replace("http", "ws") + "/v1/stream") as ws:
-        for m in messages:
-            await ws.send(m)
-        try:
-            async with asyncio.timeout(30):
-                async for reply in ws:
-                    received.append(reply)
-        except (ConnectionClosed, TimeoutError):
-            pass
-        return received, ws.close_code
-
-
 @pytest.mark.parametrize("fps", ["NaN", "Infinity", "-Infinity", "1e309", "-5", "true", '"fast"'])
 def test_stream_fps_must_be_finite(fake, fps):
     start = '{"type": "start", "width": 8, "height": 8, "fps": ' + fps + "}"
-    received, code = asyncio.run(_exchange(fake().url, [start, bytes(64), bytes(64), '{"type": "end"}']))
+    received, code = asyncio.run(exchange(fake().url, [start, bytes(64), bytes(64), '{"type": "end"}']))
     texts = [json.loads(r) for r in received if isinstance(r, str)]
     assert code == 1003 and texts[-1]["code"] == "invalid_start" and "fps" in texts[-1]["detail"]
     assert not any(isinstance(r, bytes) for r in received), "no mask before the start was accepted"
@@ -78,7 +63,7 @@ def test_stream_fps_must_be_finite(fake, fps):
 
 def test_end_after_zero_frames_gives_an_empty_summary(fake):
     start = json.dumps({"type": "start", "width": 8, "height": 8, "fps": 25})
-    received, code = asyncio.run(_exchange(fake().url, [start, json.dumps({"type": "end"})]))
+    received, code = asyncio.run(exchange(fake().url, [start, json.dumps({"type": "end"})]))
     summary = json.loads(received[-1])
     assert code == 1000 and summary["type"] == "summary"
     assert summary["frames"] == 0 and summary["area"] == [] and summary["ef"] is None

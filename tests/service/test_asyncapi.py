@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft7Validator
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+
+from service.client import exchange
 
 from .conftest import fake_backend
 
@@ -53,23 +53,6 @@ def test_the_error_codes_are_the_services():
 
     doc = yaml.safe_load(DOC.read_text())
     assert set(doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]) == set(ERRORS)
-
-
-async def exchange(url: str, messages: list) -> tuple[list, int | None]:
-    received = []
-    async with connect(url) as ws:
-        try:
-            for m in messages:
-                await ws.send(m)
-        except ConnectionClosed:
-            pass
-        try:
-            async with asyncio.timeout(30):
-                async for reply in ws:
-                    received.append(reply)
-        except (ConnectionClosed, TimeoutError):
-            pass
-        return received, ws.close_code
 
 
 def test_live_messages_follow_the_document(make_server):
