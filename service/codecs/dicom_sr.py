@@ -23,6 +23,7 @@ Volumes need the physical pixel size, so :func:`service.codecs.dicom_source.read
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Callable
 
@@ -34,6 +35,9 @@ from service.codecs.dicom_seg import MANUFACTURER, SERIES_NUMBER
 from service.codecs.dicom_source import PATIENT_STUDY, copy_patient_study
 
 ML_PER_MM3 = 1e-3
+# highdicom logs the source's SOP Instance UID at INFO while it copies the patient and study
+# attributes; a UID ties a log line to a patient's study, so only its warnings are let through.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def _evidence(source):

@@ -9,6 +9,7 @@ error on either object.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -72,7 +73,8 @@ VARIANTS = {"regions": {}, "jpeg-ybr": {"jpeg": True}}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_seg_frames_equal_json_masks_and_reference_the_source(fake_server, tmp_path, variant):
+def test_seg_frames_equal_json_masks_and_reference_the_source(fake_server, caplog, variant):
+    caplog.set_level(logging.DEBUG)  # highdicom included: no log line may carry an identifier
     clip = moving_disc_clip(frames=20, height=45, width=38)  # 45*38 pixels: frames end mid-byte
     data = dicom_bytes(clip, delta_cm=(0.03, 0.03), **VARIANTS[variant])
     source = pydicom.dcmread(io.BytesIO(data))
@@ -122,6 +124,7 @@ def test_seg_frames_equal_json_masks_and_reference_the_source(fake_server, tmp_p
     assert f"model_id={body['model']['id']}" in algorithm.AlgorithmParameters
     if variant == "jpeg-ybr":
         assert seg.LossyImageCompression == "01"  # derived from lossy pixels, and says so
+    assert not [v for v in (*PATIENT.values(), source.SOPInstanceUID) if len(v) > 3 and v in caplog.text]
 
 
 def _text(item, code_value: str) -> str | None:
@@ -136,7 +139,8 @@ def _text(item, code_value: str) -> str | None:
     return None
 
 
-def test_sr_reports_edv_esv_ef_per_beat_and_clip(fake_server, tmp_path):
+def test_sr_reports_edv_esv_ef_per_beat_and_clip(fake_server, caplog):
+    caplog.set_level(logging.DEBUG)
     clip = moving_disc_clip(frames=36, height=48, width=40)  # three beats of 12 frames
     data = dicom_bytes(clip, delta_cm=(0.03, 0.03))
     source = pydicom.dcmread(io.BytesIO(data))
@@ -182,6 +186,7 @@ def test_sr_reports_edv_esv_ef_per_beat_and_clip(fake_server, tmp_path):
     assert _text(root, "111001") == "EchoSeg"
     assert _text(root, "111003") == __import__("echoseg").__version__
     assert f"model_id={body['model']['id']}" in (_text(root, "111002") or "")
+    assert not [v for v in (*PATIENT.values(), source.SOPInstanceUID) if len(v) > 3 and v in caplog.text]
 
 
 @needs_dciodvfy
