@@ -16,8 +16,9 @@ highdicom's own construction applies here unchanged (unlike the Segmentation, se
   EF, the same rule as the JSON ``ef`` (:func:`echoseg.cardiac.summarize_areas`).
 
 Volumes need the physical pixel size, so :func:`service.codecs.dicom_source.read_source` refuses a
-``dicom-sr`` request for a file without one before the clip is segmented; an EF that is undefined
-(no cavity change) is left out of its group rather than written as a number.
+``dicom-sr`` request for a file without one before the clip is segmented. A value that is undefined
+is left out of its group rather than written as a number: a clip whose cavity never changes gets
+a ``clip`` group without measurements.
 """
 
 from __future__ import annotations
@@ -101,10 +102,12 @@ def report_dicom(
     def group(label: str, read_out: dict) -> hd.sr.MeasurementsAndQualitativeEvaluations:
         # DICOM frame numbers start at 1; a single-frame source is referenced whole
         frames = [f + 1 for f in read_out["frames"]] if "NumberOfFrames" in source else None
+        images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(source, frames or None)]
         derivation = codes.SCT.Mean if read_out["mean"] else None
+        to_ml = lambda mm3: None if mm3 is None else mm3 * ML_PER_MM3  # noqa: E731
         values = [
-            (codes.LN.LeftVentricularEndDiastolicVolume, read_out["edv"] * ML_PER_MM3, ml),
-            (codes.LN.LeftVentricularEndSystolicVolume, read_out["esv"] * ML_PER_MM3, ml),
+            (codes.LN.LeftVentricularEndDiastolicVolume, to_ml(read_out["edv"]), ml),
+            (codes.LN.LeftVentricularEndSystolicVolume, to_ml(read_out["esv"]), ml),
             (codes.LN.LeftVentricularEjectionFractionByUS, read_out["ef"], percent),
         ]
         measurements = [
@@ -126,7 +129,7 @@ def report_dicom(
             algorithm_id=algorithm,
             finding_sites=site,
             measurements=measurements,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source, frames)],
+            source_images=images,
         )
 
     groups = [
@@ -134,8 +137,8 @@ def report_dicom(
         for i, beat in enumerate(summary["beats"])
     ]
     clip = _clip_read_out(summary, areas, lambda i: volume_method_of_discs(mask_at(i), spacing))
-    if clip:
-        groups.append(group("clip", clip))
+    # a clip whose cavity never changes has no read-out: its group is there, without measurements
+    groups.append(group("clip", clip or {"edv": None, "esv": None, "ef": None, "frames": [], "mean": False}))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -13,6 +13,7 @@ import io
 import numpy as np
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage (one frame)
 PATIENT = {
     "PatientName": "SYNTHETIC^ECHO",
     "PatientID": "SYN-0001",
@@ -27,20 +28,24 @@ def dicom_bytes(
     frame_time_ms: float = 20.0,
     *,
     jpeg: bool = False,
+    single_frame: bool = False,
+    pixel_spacing_mm: float | None = None,
     drop: tuple[str, ...] = (),
 ) -> bytes:
     """``(T, H, W)`` uint8 -> DICOM bytes.
 
     ``delta_cm`` = (PhysicalDeltaY, PhysicalDeltaX) in cm of one ultrasound region covering the
     frame; ``jpeg`` stores the frames as JPEG baseline (Pillow, 4:2:2 chroma subsampling) in
-    YBR_FULL_422 colour, tinted so that luma is not simply the red channel; ``drop`` names
-    attributes to leave out (to test the service's refusals).
+    YBR_FULL_422 colour, tinted so that luma is not simply the red channel; ``single_frame``
+    writes an Ultrasound Image (``frames`` must hold one frame; no NumberOfFrames);
+    ``pixel_spacing_mm`` sets PixelSpacing; ``drop`` names attributes to leave out (to test the
+    service's refusals).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = US_MULTIFRAME
+    meta.MediaStorageSOPClassUID = US_IMAGE if single_frame else US_MULTIFRAME
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
     ds = Dataset()
@@ -57,11 +62,16 @@ def dicom_bytes(
     ds.Manufacturer = "synthetic"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "CARDIAC"]
     t, h, w = frames.shape
-    ds.NumberOfFrames = t
-    ds.FrameIncrementPointer = 0x00181063  # FrameTime
+    if single_frame:
+        assert t == 1, "an Ultrasound Image holds one frame"
+    else:
+        ds.NumberOfFrames = t
+        ds.FrameIncrementPointer = 0x00181063  # FrameTime
+        ds.FrameTime = frame_time_ms
     ds.Rows, ds.Columns = h, w
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.FrameTime = frame_time_ms
+    if pixel_spacing_mm is not None:
+        ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
     if delta_cm is not None:
         ds.SequenceOfUltrasoundRegions = [_region(h, w, delta_cm)]
     if jpeg:

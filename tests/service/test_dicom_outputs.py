@@ -189,14 +189,43 @@ def test_sr_reports_edv_esv_ef_per_beat_and_clip(fake_server, caplog):
     assert not [v for v in (*PATIENT.values(), source.SOPInstanceUID) if len(v) > 3 and v in caplog.text]
 
 
+def test_single_frame_without_cavity_change(fake_server):
+    """One Ultrasound Image with PixelSpacing: SEG references the instance whole; the SR's clip
+    group is there without measurements (nothing changes, so there is no EDV/ESV/EF to report)."""
+    frame = moving_disc_clip(frames=1, height=32, width=32)
+    data = dicom_bytes(frame, single_frame=True, pixel_spacing_mm=0.3)
+    source = pydicom.dcmread(io.BytesIO(data))
+    _, masks = _json_masks(fake_server, data)
+    seg_resp, sr_resp = _post(fake_server, data, "dicom-seg"), _post(fake_server, data, "dicom-sr")
+    assert seg_resp.status_code == sr_resp.status_code == 200, (seg_resp.text, sr_resp.text)
+    seg = hd.seg.segread(io.BytesIO(seg_resp.content))
+    ref = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID and "ReferencedFrameNumber" not in ref
+    pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1])
+    np.testing.assert_array_equal(pixels[..., 0], masks)
+    (group,) = hd.sr.srread(io.BytesIO(sr_resp.content)).content.get_image_measurement_groups()
+    assert group.tracking_identifier == "clip" and group.get_measurements() == []
+
+
 @needs_dciodvfy
 @pytest.mark.parametrize(
-    ("output", "variant"), [("dicom-seg", "regions"), ("dicom-seg", "jpeg-ybr"), ("dicom-sr", "regions")]
+    ("output", "variant"),
+    [
+        ("dicom-seg", "regions"),
+        ("dicom-seg", "jpeg-ybr"),
+        ("dicom-sr", "regions"),
+        ("dicom-seg", "single-frame"),
+        ("dicom-sr", "single-frame"),
+    ],
 )
 def test_dciodvfy_reports_no_error(fake_server, tmp_path, output, variant):
     """Debian's DICOM validator on the served objects: no error (its warnings are printed)."""
-    clip = moving_disc_clip(frames=24, height=45, width=38)
-    resp = _post(fake_server, dicom_bytes(clip, delta_cm=(0.03, 0.03), **VARIANTS[variant]), output)
+    if variant == "single-frame":
+        data = dicom_bytes(moving_disc_clip(frames=1), single_frame=True, pixel_spacing_mm=0.3)
+    else:
+        clip = moving_disc_clip(frames=24, height=45, width=38)
+        data = dicom_bytes(clip, delta_cm=(0.03, 0.03), **VARIANTS[variant])
+    resp = _post(fake_server, data, output)
     assert resp.status_code == 200, resp.text
     errors, _ = dciodvfy(resp.content, tmp_path, f"{output}-{variant}.dcm")
     assert not errors, errors
