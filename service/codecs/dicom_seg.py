@@ -42,7 +42,7 @@ MANUFACTURER = "EchoSeg"
 SERIES_NUMBER = 9901  # a derived series; scanners number theirs from 1
 
 
-def algorithm_identification(model: dict):
+def _algorithm_identification(model: dict):
     """highdicom's Segmentation Algorithm Identification Sequence for the served model."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -65,7 +65,7 @@ def _segment_description(model: dict):
         segmented_property_category=codes.SCT.AnatomicalStructure,
         segmented_property_type=codes.SCT.LeftVentricle,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm_identification(model),
+        algorithm_identification=_algorithm_identification(model),
     )
 
 

@@ -75,7 +75,7 @@ VARIANTS = {"regions": {}, "jpeg-ybr": {"jpeg": True}}
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_seg_frames_equal_json_masks_and_reference_the_source(fake_server, caplog, variant):
     caplog.set_level(logging.DEBUG)  # highdicom included: no log line may carry an identifier
-    clip = moving_disc_clip(frames=20, height=45, width=38)  # 45*38 pixels: frames end mid-byte
+    clip = moving_disc_clip(frames=21, height=45, width=38)  # 1710 bits a frame: frames, data end mid-byte
     data = dicom_bytes(clip, delta_cm=(0.03, 0.03), **VARIANTS[variant])
     source = pydicom.dcmread(io.BytesIO(data))
     body, masks = _json_masks(fake_server, data)
