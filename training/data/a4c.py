@@ -123,7 +123,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         shorten=shorten,
         narrow=1.0 - math.sqrt((1.0 - ef) / (1.0 - shorten)),
         rv_apex=rng.uniform(0.18, 0.4),
-        rv_width=half * rng.uniform(1.0, 1.5),
+        rv_width=half * rng.uniform(0.8, 1.3),
         rv_wall=rng.uniform(3.0, 5.5),
         rv_narrow=rng.uniform(0.15, 0.35),
         tv_offset=rng.uniform(3.0, 10.0),
@@ -262,7 +262,7 @@ def sample_tissue(rng) -> Tissue:
         valve=rng.uniform(0.6, 1.4),
         annulus=rng.uniform(0.7, 1.5),
         background=rng.uniform(0.04, 0.3),
-        atrial_wall=myo * rng.uniform(0.5, 1.0),
+        atrial_wall=myo * rng.uniform(0.3, 0.9),
     )
 
 
@@ -332,7 +332,8 @@ def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> np.
 
     heart = outline(0.0)
     gap = 1.0
-    e[outline(gap + a.pericardium) & ~outline(gap)] = k.pericardium
+    shell = outline(gap + a.pericardium) & ~outline(gap)
+    e[shell] = k.pericardium * texture[shell] ** 2
     e[heart] = k.myocardium * texture[heart]
     e[(la_sd >= 0) & (la_sd < a.atrial_wall) | (ra_sd >= 0) & (ra_sd < a.atrial_wall)] = k.atrial_wall
     rv_cav = (u >= u_rv0) & (u <= tv_u) & (v <= sep_out) & (v >= sep_out - rv_w)
@@ -606,26 +607,32 @@ def _rng(rng_or_seed) -> np.random.Generator:
     return np.random.default_rng(rng_or_seed)
 
 
+_LENGTHS = (  # the Anatomy fields that are lengths (scaled together)
+    "lv_length", "lv_septal", "lv_lateral", "wall", "septum", "rv_width", "rv_wall", "tv_offset", "tapse",
+    "la_length", "la_width", "ra_length", "ra_width", "atrial_wall", "leaflet", "pericardium", "aorta",
+)  # fmt: skip
+
+
 def _place_heart(rng, a: Anatomy, depth_mm: float, half_angle: float):
-    """LV apex (probe coordinates) and long-axis angle such that the whole LV lies in the fan."""
-    for attempt in range(40):
-        scale = 1.0 if attempt < 20 else 0.97 ** (attempt - 19)
+    """LV apex (probe coordinates) and long-axis angle such that the whole LV lies in the fan; a heart
+    that does not fit is scaled down (all its lengths) a little more at each try."""
+    for attempt in range(80):
+        scale = 0.98 ** max(0, attempt - 10)
+        tilt = 1.0 if attempt < 10 else 0.5
         r_apex = rng.uniform(12.0, 35.0)
-        th_apex = math.radians(rng.uniform(-4.0, 10.0))
-        angle = math.radians(rng.uniform(-2.0, 22.0))
+        th_apex = math.radians(rng.uniform(-4.0, 10.0) * tilt)
+        angle = math.radians(rng.uniform(-2.0, 22.0) * tilt)
         apex = (r_apex * math.sin(th_apex), r_apex * math.cos(th_apex))
         s = np.linspace(0, 1, 40)
         f = _profile(s, a.widest, a.roundness, a.taper)
         u = np.concatenate([s, s]) * a.lv_length * scale
-        v = np.concatenate([-(a.lv_septal * scale + a.septum) * f, (a.lv_lateral * scale + a.wall) * f])
+        v = np.concatenate([-(a.lv_septal + a.septum) * f, (a.lv_lateral + a.wall) * f]) * scale
         x = apex[0] + u * math.sin(angle) + v * math.cos(angle)
         y = apex[1] + u * math.cos(angle) - v * math.sin(angle)
         r, th = np.hypot(x, y), np.arctan2(x, y)
         if r.max() < depth_mm - 8.0 and np.abs(th).max() < half_angle - math.radians(4.0):
-            if scale < 1.0:
-                a.lv_length *= scale
-                a.lv_septal *= scale
-                a.lv_lateral *= scale
+            for name in _LENGTHS:
+                setattr(a, name, getattr(a, name) * scale)
             return apex, angle
     raise RuntimeError("could not place the heart inside the sector")  # pragma: no cover
 
