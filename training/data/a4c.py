@@ -705,8 +705,8 @@ def render_a4c_clip(
     fps = float(fps or geo_rng.choice(FPS_CHOICES))
 
     anatomy = sample_anatomy(geo_rng)
-    depth_mm = anatomy.lv_length + anatomy.la_length + geo_rng.uniform(30.0, 65.0)
-    depth_mm = float(np.clip(depth_mm, 120.0, 190.0))
+    depth_mm = anatomy.lv_length + anatomy.la_length + geo_rng.uniform(20.0, 50.0)
+    depth_mm = float(np.clip(depth_mm, 120.0, 180.0))  # 12-18 cm, the atria sometimes cut off
     make_sector = cropped_sector if cropped else scanner_sector
     sector = make_sector(img_rng, height, width, depth_mm)
     apex, angle = _place_heart(geo_rng, anatomy, depth_mm, sector.half_angle)
