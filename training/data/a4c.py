@@ -43,14 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, gaussian_filter1d, map_coordinates
+from scipy.ndimage import binary_dilation, gaussian_filter, gaussian_filter1d, map_coordinates
 
 from echoseg.cardiac import ejection_fraction, volume_method_of_discs
 from training.data.scanner import (
     EcgTrace,
     Sector,
-    composite,
     cropped_sector,
+    draw_furniture,
     scanner_sector,
     static_furniture,
 )
@@ -723,22 +723,26 @@ def render_a4c_clip(
     polar = beamform(speckle_rng, anatomy, motion, tissue, acoustics, grid)  # (T, nr, nt)
 
     fan = sector.fan()
-    image = _scan_convert(polar, sector, fan, grid, acoustics.smoothing)  # (T, H, W) float in [0, 1]
     masks = _masks(sector, fan, anatomy, motion)
     ed, es = traced_frames(curve, starts, geo_rng)
     spacing = (sector.spacing_y, sector.spacing_x)
     edv = volume_method_of_discs(masks[ed], spacing) / 1000.0
     esv = volume_method_of_discs(masks[es], spacing) / 1000.0
 
-    if color:
-        image = image[..., None] * (1 + img_rng.uniform(-0.06, 0.06, 3)).astype(np.float32)  # tinted grey map
+    tint = (1 + img_rng.uniform(-0.06, 0.06, 3)).astype(np.float32)  # scanners' grey maps are tinted
+    layer = ecg = keep_out = None
     if furniture:
         period = float(np.median(np.diff(starts))) / fps if len(starts) > 1 else 1.0
         layer = static_furniture(furn_rng, sector, color)
         ecg = EcgTrace(furn_rng, sector, fan, color, np.asarray(starts) / fps, period, fps)
-        composite(image, layer, fan, ecg)
-    image *= 255.0
-    out = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        keep_out = binary_dilation(fan, iterations=2)
+    out = np.empty((frames, height, width, 3) if color else (frames, height, width), np.uint8)
+    for t, image in enumerate(_scan_convert(polar, sector, fan, grid, acoustics.smoothing)):
+        if color:
+            image = image[..., None] * tint  # (H, W) -> (H, W, 3)
+        if furniture:
+            draw_furniture(image, t, layer, keep_out, ecg)
+        out[t] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return A4CClip(
         frames=out,
         masks=masks,
@@ -772,18 +776,16 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _scan_convert(polar: np.ndarray, sector: Sector, fan: np.ndarray, grid: PolarGrid, smoothing: float):
-    """Polar B-mode ``(T, nr, nt)`` -> the frame ``(T, H, W)`` float32 (bilinear; 0 outside the fan)."""
+    """Polar B-mode ``(T, nr, nt)`` -> one ``(H, W)`` float32 frame at a time (bilinear; 0 outside)."""
     rows, cols = np.nonzero(fan)
     x, y = sector.physical(rows.astype(np.float32), cols.astype(np.float32))
     ri = np.hypot(x, y) / grid.dr - 0.5
     ti = (np.arctan2(x, y) + grid.half_angle) / grid.dtheta
     coords = np.stack([ri, ti])
-    out = np.zeros((polar.shape[0], sector.height, sector.width), np.float32)
     for t in range(polar.shape[0]):
-        out[t, rows, cols] = map_coordinates(polar[t], coords, order=1, mode="nearest")
-        if smoothing > 0.05:
-            out[t] = gaussian_filter(out[t], smoothing) * fan
-    return out
+        out = np.zeros((sector.height, sector.width), np.float32)
+        out[rows, cols] = map_coordinates(polar[t], coords, order=1, mode="nearest")
+        yield gaussian_filter(out, smoothing) * fan if smoothing > 0.05 else out
 
 
 # -- the dataset -------------------------------------------------------------------------------------

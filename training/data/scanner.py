@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import binary_dilation
 
 GLYPH_ROWS, GLYPH_COLS = 7, 5
 _GLYPHS = np.random.default_rng(1234).random((64, GLYPH_ROWS, GLYPH_COLS)) < 0.45  # a fixed "alphabet"
@@ -263,18 +262,16 @@ class EcgTrace:
         return on, self.colour, (slice(r0, r1), slice(c0, c1))
 
 
-def composite(frames: np.ndarray, layer: Layer, fan: np.ndarray, ecg: EcgTrace | None) -> np.ndarray:
-    """Draw the furniture in place onto float frames, ``(T, H, W, 3)`` RGB or ``(T, H, W)`` grey
-    (the luma of its colours), never inside the fan (dilated by two pixels)."""
-    grey = frames.ndim == 3
+def draw_furniture(frame: np.ndarray, index: int, layer: Layer, keep_out: np.ndarray, ecg: EcgTrace | None):
+    """Draw the furniture in place onto one float frame, ``(H, W, 3)`` RGB or ``(H, W)`` grey (the
+    luma of its colours), never where ``keep_out`` (the fan, dilated) is set; ``index`` moves the ECG."""
+    grey = frame.ndim == 2
     weights = np.array([0.299, 0.587, 0.114], np.float32)
-    keep_out = binary_dilation(fan, iterations=2)
     alpha = layer.alpha & ~keep_out
-    frames[:, alpha] = layer.value[alpha] @ weights if grey else layer.value[alpha]
+    frame[alpha] = layer.value[alpha] @ weights if grey else layer.value[alpha]
     if ecg is not None:
-        for t in range(frames.shape[0]):
-            on, colour, (rows, cols) = ecg.draw(t)
-            if on.size:
-                on = on & ~keep_out[rows, cols]
-                frames[t, rows, cols][on] = colour @ weights if grey else colour
-    return frames
+        on, colour, (rows, cols) = ecg.draw(index)
+        if on.size:
+            on = on & ~keep_out[rows, cols]
+            frame[rows, cols][on] = colour @ weights if grey else colour
+    return frame
