@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.cli import main
 from echoseg.video import read_video
@@ -58,6 +58,18 @@ def test_the_cavity_is_dark_and_its_border_bright(clip):
         inside.append(clip.frames[t][m].mean())
         ring.append(clip.frames[t][grown & ~m & clip.fan].mean())
     assert np.mean(ring) > 1.5 * np.mean(inside)
+
+
+def test_speckle_is_partly_persistent(clip):
+    """Scatterers move with the tissue and are partly renewed: consecutive frames' speckle is
+    correlated, but neither frozen nor as similar a second later."""
+    f = clip.frames.astype(np.float32)
+    speckle = f - gaussian_filter(f, (0, 3, 3))
+    sel = clip.fan & ~clip.masks.any(axis=0)
+    near = [np.corrcoef(speckle[t][sel], speckle[t + 1][sel])[0, 1] for t in range(FRAMES - 1)]
+    far = np.corrcoef(speckle[0][sel], speckle[FRAMES - 1][sel])[0, 1]
+    assert 0.3 < np.mean(near) < 0.97
+    assert far < np.mean(near) - 0.05
 
 
 def test_tracings_outline_the_true_mask(clip):
