@@ -328,8 +328,12 @@ def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> np.
             & (v <= sep_out + 0.5)
             & (v >= sep_out - rv_w - a.rv_wall - d)
         )
-        return lv | rv | (la_sd < a.atrial_wall + d) | (ra_sd < a.atrial_wall + d)
+        return lv | rv | (la_sd < a.atrial_wall + d) | (ra_sd < a.atrial_wall + d) | orifices
 
+    tv_sep, tv_lat = ias - 0.5 * ivs, ias - 0.5 * ivs - m.rv_width[t]
+    # The atrioventricular orifices: blood runs from each atrium into its ventricle between the hinges.
+    orifices = (u >= L - 1.0) & (u <= L + 1.5 + 0.4 * la_ru) & (v > mv_sep + 1.5) & (v < mv_lat - 1.5)
+    orifices |= (u >= tv_u - 1.0) & (u <= tv_u + 1.5 + 0.4 * ra_ru) & (v > tv_lat + 1.5) & (v < tv_sep - 1.5)
     heart = outline(0.0)
     gap = 1.0
     shell = outline(gap + a.pericardium) & ~outline(gap)
@@ -337,13 +341,12 @@ def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> np.
     e[heart] = k.myocardium * texture[heart]
     e[(la_sd >= 0) & (la_sd < a.atrial_wall) | (ra_sd >= 0) & (ra_sd < a.atrial_wall)] = k.atrial_wall
     rv_cav = (u >= u_rv0) & (u <= tv_u) & (v <= sep_out) & (v >= sep_out - rv_w)
-    e[(la_sd < 0) | (ra_sd < 0) | rv_cav] = k.blood
+    e[(la_sd < 0) | (ra_sd < 0) | rv_cav | orifices] = k.blood
     e[lv_inside(u, v, a, m, t)] = k.blood
     if a.aorta > 0:  # the descending aorta behind the left atrium
         ao = _ellipse_sd(u, v, L + 2 * la_ru + a.aorta + 6.0, la_c[1] + 0.6 * la_rv, a.aorta, a.aorta)
         e[(ao >= 0) & (ao < 2.0)] = k.annulus
         e[ao < 0] = k.blood
-    tv_sep, tv_lat = ias - 0.5 * ivs, ias - 0.5 * ivs - m.rv_width[t]
     for hu, hv in ((L, mv_lat), (L, mv_sep), (tv_u, tv_sep), (tv_u, tv_lat)):  # fibrous annuli, crux
         e[np.hypot(u - hu, v - hv) < 2.5] = k.annulus
     # Valves.
