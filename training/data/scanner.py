@@ -34,6 +34,7 @@ class Sector:
     apex_y: float
     spacing_x: float  # mm per pixel along a row
     spacing_y: float  # mm per pixel down a column
+    near_mm: float = 0.0  # the fan starts this deep: the top of a phased array's sector is a short arc
 
     def physical(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel centres -> physical ``(x, y)`` in mm, probe coordinates."""
@@ -52,7 +53,7 @@ class Sector:
     def fan(self) -> np.ndarray:
         """``(H, W) bool``: pixel centres inside the imaged sector."""
         r, theta = self.polar()
-        return (r <= self.depth_mm) & (np.abs(theta) <= self.half_angle) & (r > 0)
+        return (r <= self.depth_mm) & (np.abs(theta) <= self.half_angle) & (r > max(self.near_mm, 0.0))
 
     def region(self) -> tuple[int, int, int, int]:
         """Bounding box of the fan in pixels, ``(x0, y0, x1, y1)`` inclusive (DICOM RegionLocation)."""
@@ -71,7 +72,8 @@ def scanner_sector(rng: np.random.Generator, height: int, width: int, depth_mm: 
     spare = width - 2 * radius * math.sin(half)
     centre = width / 2 + rng.uniform(-0.35, 0.35) * max(spare - 0.1 * width, 0.0)
     spacing = depth_mm / radius
-    return Sector(height, width, depth_mm, half, centre, top, spacing, spacing)
+    near = rng.uniform(2.0, 8.0) if rng.random() < 0.6 else 0.0
+    return Sector(height, width, depth_mm, half, centre, top - near / spacing, spacing, spacing, near)
 
 
 def cropped_sector(rng: np.random.Generator, height: int, width: int, depth_mm: float) -> Sector:
