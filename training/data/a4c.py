@@ -779,16 +779,23 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _scan_convert(polar: np.ndarray, sector: Sector, fan: np.ndarray, grid: PolarGrid, smoothing: float):
-    """Polar B-mode ``(T, nr, nt)`` -> one ``(H, W)`` float32 frame at a time (bilinear; 0 outside)."""
+    """Polar B-mode ``(T, nr, nt)`` -> one ``(H, W)`` float32 frame at a time (bilinear; 0 outside).
+
+    ``smoothing`` (output pixels) is the display's speckle smoothing, applied on the polar grid.
+    """
     rows, cols = np.nonzero(fan)
     x, y = sector.physical(rows.astype(np.float32), cols.astype(np.float32))
     ri = np.hypot(x, y) / grid.dr - 0.5
     ti = (np.arctan2(x, y) + grid.half_angle) / grid.dtheta
     coords = np.stack([ri, ti])
+    if smoothing > 0.05:
+        pixels_per_line = np.hypot(x, y).max() / sector.spacing_x * grid.dtheta
+        sigma = (0, smoothing * sector.spacing_y / grid.dr, smoothing / max(pixels_per_line, 1.0))
+        polar = gaussian_filter(polar, sigma)
     for t in range(polar.shape[0]):
         out = np.zeros((sector.height, sector.width), np.float32)
         out[rows, cols] = map_coordinates(polar[t], coords, order=1, mode="nearest")
-        yield gaussian_filter(out, smoothing) * fan if smoothing > 0.05 else out
+        yield out
 
 
 # -- the dataset -------------------------------------------------------------------------------------
