@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +279,7 @@ def _segment_distance(u, v, p0, p1):
     return np.hypot(u - p0[0] - s * du, v - p0[1] - s * dv)
 
 
-def _leaflets(u, v, hinge_a, hinge_b, len_a, len_b, opening, into_lv=True):
+def _leaflets(u, v, hinge_a, hinge_b, len_a, len_b, opening):
     """Distance to two leaflets hinged at ``hinge_a``/``hinge_b``: closed they meet across the
     annulus (bowing slightly towards the atrium); open they swing towards the ventricle's apex."""
     width = hinge_b[1] - hinge_a[1]
@@ -293,8 +293,8 @@ def _leaflets(u, v, hinge_a, hinge_b, len_a, len_b, opening, into_lv=True):
     return np.minimum(out[0], out[1])
 
 
-def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> np.ndarray:
-    """Backscatter amplitude of the heart's tissues at heart coordinates ``(u, v)``, frame ``t``."""
+def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> tuple[np.ndarray, np.ndarray]:
+    """Backscatter amplitude at heart coordinates ``(u, v)``, frame ``t``; and where the heart is."""
     L, sep, lat, wall, ivs = m.length[t], m.septal[t], m.lateral[t], m.wall[t], m.septum[t]
     f = _profile(u / L, a.widest, a.roundness, a.taper)
     f_out = _profile((u + 0.6 * wall) / (L + 0.6 * wall), a.widest, a.roundness, a.taper)
@@ -560,6 +560,7 @@ class A4CClip:
     spacing_mm: tuple[float, float]
     apex_px: tuple[float, float]
     depth_mm: float
+    near_mm: float  # the fan starts this deep (its top is an arc of this radius)
     sector_angle_deg: float
     fps: float
     ed: int
@@ -570,7 +571,6 @@ class A4CClip:
     furniture: bool
     cropped: bool
     flip: bool
-    meta: dict = field(default_factory=dict)
 
     @property
     def ef(self) -> float:
@@ -594,6 +594,7 @@ class A4CClip:
             "physical_delta_cm": {"x": self.spacing_mm[1] / 10, "y": self.spacing_mm[0] / 10},
             "transducer_px": {"x": self.apex_px[0], "y": self.apex_px[1]},
             "depth_mm": self.depth_mm,
+            "near_mm": self.near_mm,
             "sector_angle_deg": self.sector_angle_deg,
             "furniture": self.furniture,
             "cropped": self.cropped,
@@ -750,7 +751,8 @@ def render_a4c_clip(
         frames=out,
         masks=masks,
         fan=fan,
-        region=_bounding_box(fan),
+        region=sector.region(),
+        near_mm=sector.near_mm,
         spacing_mm=spacing,
         apex_px=(sector.apex_x, sector.apex_y),
         depth_mm=depth_mm,
@@ -765,11 +767,6 @@ def render_a4c_clip(
         cropped=cropped,
         flip=flip,
     )
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask)
-    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
