@@ -103,6 +103,9 @@ class Anatomy:
     leaflet: float  # leaflet thickness
     pericardium: float
     aorta: float  # radius of the descending aorta (0: not in view)
+    papillary: float  # length of the LV papillary muscle seen in the view (0: not seen)
+    trabeculae: float  # depth of the trabeculated layer inside the LV endocardial border
+    moderator: bool  # the RV's moderator band is in view
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -139,6 +142,9 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         leaflet=rng.uniform(1.2, 2.6),
         pericardium=rng.uniform(1.5, 3.5),
         aorta=rng.uniform(7.0, 11.0) if rng.random() < 0.5 else 0.0,
+        papillary=rng.uniform(8.0, 16.0) if rng.random() < 0.6 else 0.0,
+        trabeculae=rng.uniform(0.0, 2.5),
+        moderator=bool(rng.random() < 0.5),
     )
 
 
@@ -342,7 +348,21 @@ def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> tup
     e[(la_sd >= 0) & (la_sd < a.atrial_wall) | (ra_sd >= 0) & (ra_sd < a.atrial_wall)] = k.atrial_wall
     rv_cav = (u >= u_rv0) & (u <= tv_u) & (v <= sep_out) & (v >= sep_out - rv_w)
     e[(la_sd < 0) | (ra_sd < 0) | rv_cav | orifices] = k.blood
-    e[lv_inside(u, v, a, m, t)] = k.blood
+    lv = lv_inside(u, v, a, m, t)
+    e[lv] = k.blood
+    # Structures inside the traced cavity (tracers draw the border outside them): trabeculae along
+    # the endocardium and a papillary muscle rising from the lateral wall.
+    inner = np.minimum(v + sep * f, lat * f - v)  # distance (mm, roughly) from the side walls
+    trabecular = lv & (inner < a.trabeculae) & (texture > 1.1)
+    e[trabecular] = 0.6 * k.myocardium * texture[trabecular]
+    if a.papillary > 0:
+        pu, pv = 0.62 * L, lat * _profile(0.62, a.widest, a.roundness, a.taper) - 0.5 * wall
+        papillary = lv & (_ellipse_sd(u, v, pu, pv, 0.5 * a.papillary, 0.25 * wall) < 0)
+        e[papillary] = k.myocardium
+    if a.moderator:  # a band across the RV towards its apex
+        mu = u_rv0 + 0.3 * (tv_u - u_rv0)
+        band = rv_cav & (np.abs(u - mu - 0.3 * (v - sep_out)) < 1.5)
+        e[band] = 0.8 * k.myocardium
     if a.aorta > 0:  # the descending aorta behind the left atrium
         ao = _ellipse_sd(u, v, L + 2 * la_ru + a.aorta + 6.0, la_c[1] + 0.6 * la_rv, a.aorta, a.aorta)
         e[(ao >= 0) & (ao < 2.0)] = k.annulus
@@ -614,6 +634,7 @@ def _rng(rng_or_seed) -> np.random.Generator:
 _LENGTHS = (  # the Anatomy fields that are lengths (scaled together)
     "lv_length", "lv_septal", "lv_lateral", "wall", "septum", "rv_width", "rv_wall", "tv_offset", "tapse",
     "la_length", "la_width", "ra_length", "ra_width", "atrial_wall", "leaflet", "pericardium", "aorta",
+    "papillary", "trabeculae",
 )  # fmt: skip
 
 
