@@ -299,8 +299,8 @@ def _leaflets(u, v, hinge_a, hinge_b, len_a, len_b, opening):
     return np.minimum(out[0], out[1])
 
 
-def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> tuple[np.ndarray, np.ndarray]:
-    """Backscatter amplitude at heart coordinates ``(u, v)``, frame ``t``; and where the heart is."""
+def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> np.ndarray:
+    """Backscatter amplitude of the tissues at heart coordinates ``(u, v)`` (any shape), frame ``t``."""
     L, sep, lat, wall, ivs = m.length[t], m.septal[t], m.lateral[t], m.wall[t], m.septum[t]
     f = _profile(u / L, a.widest, a.roundness, a.taper)
     f_out = _profile((u + 0.6 * wall) / (L + 0.6 * wall), a.widest, a.roundness, a.taper)
@@ -373,7 +373,7 @@ def echogenicity(u, v, a: Anatomy, m: Motion, k: Tissue, t: int, texture) -> tup
     mv = _leaflets(u, v, (L, mv_sep), (L, mv_lat), a.mv_anterior, a.mv_posterior, float(m.mv_open[t]))
     tv = _leaflets(u, v, (tv_u, tv_sep), (tv_u, tv_lat), a.tv_length, a.tv_length, float(m.tv_open[t]))
     e[np.minimum(mv, tv) < 0.5 * a.leaflet] = k.valve
-    return e, heart
+    return e
 
 
 # -- acoustics --------------------------------------------------------------------------------------
@@ -538,7 +538,7 @@ def beamform(rng, a, m, k, ac, grid: PolarGrid) -> np.ndarray:
         v_ref = v * (1 + ((a.lv_septal + a.lv_lateral) / (m.septal[t] + m.lateral[t]) - 1) * lv)
         z, texture = field.sample(u_ref, v_ref)
         z = ac.persistence * z + fresh * _scatterers(rng, z.shape, ac.density)
-        e, _ = echogenicity(u, v, a, m, k, t, texture)
+        e = echogenicity(u, v, a, m, k, t, texture)
         iq[t] = (z * e * dropout + probe_z * near) * beams
     iq = gaussian_filter1d(iq.real, ac.axial_mm / grid.dr, axis=1) + 1j * gaussian_filter1d(
         iq.imag, ac.axial_mm / grid.dr, axis=1
