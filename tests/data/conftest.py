@@ -83,6 +83,22 @@ def make_echonet(
     return root
 
 
+def echonet_ed_es(tracings_csv: Path) -> dict[str, tuple[int, int]]:
+    """ED and ES frame per video as EchoNet-Dynamic's own loader (``echonet/datasets/echo.py``) reads them.
+
+    It lists each video's traced frames in the order they first appear in ``VolumeTracings.csv``
+    and takes the last-listed as end-diastole (``LargeFrame``), the first-listed as end-systole
+    (``SmallFrame``). Keys are FileName without ``.avi``.
+    """
+    order: dict[str, list[int]] = {}
+    with open(tracings_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            frames = order.setdefault(row["FileName"].removesuffix(".avi"), [])
+            if int(row["Frame"]) not in frames:
+                frames.append(int(row["Frame"]))
+    return {name: (frames[-1], frames[0]) for name, frames in order.items()}
+
+
 def moving_square_frames(num_frames: int = 10, size: int = 64) -> np.ndarray:
     """``(T, size, size)`` uint8 frames with a bright square whose position encodes the frame index."""
     frames = np.zeros((num_frames, size, size), dtype=np.uint8)

@@ -9,7 +9,7 @@ from echoseg.video import read_video
 from training.data.echonet import load_clips
 from training.data.synthetic import NUM_CHORDS, generate
 
-from .conftest import SYNTH_FRAMES, SYNTH_VIDEOS
+from .conftest import SYNTH_FRAMES, SYNTH_VIDEOS, echonet_ed_es
 
 
 def _rows(path):
@@ -79,6 +79,21 @@ def test_rebuilt_masks_match_true_masks(synth_root):
         )
         assert clip.ef == pytest.approx(ef, abs=3.0)
     assert min(dices) >= 0.95
+
+
+def test_echonet_loader_convention_gets_ed_and_es_right(tmp_path):
+    """EchoNet-Dynamic's loader takes the last-listed traced frame as ED and the first as ES."""
+    root = generate(tmp_path, 8, frames=40, size=48, seed=5)
+    read = echonet_ed_es(root / "VolumeTracings.csv")
+    ours = {clip.name: (clip.ed, clip.es) for clip in load_clips(root)}
+    assert sorted(read) == sorted(ours)
+    ed_first = 0
+    for name, (ed, es) in read.items():
+        areas = np.load(root / "Masks" / f"{name}.npy").reshape(40, -1).sum(1)
+        assert areas[ed] > areas[es], name  # the true cavity is larger at the frame read as ED
+        assert (ed, es) == ours[name]  # our loader (by traced area) agrees
+        ed_first += ed < es
+    assert ed_first > 0  # some clips have ED before ES: ascending frame order would swap them
 
 
 def test_ef_spans_a_realistic_range(tmp_path):

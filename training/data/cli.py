@@ -16,9 +16,23 @@ def register(subparsers) -> None:
     )
     synth.add_argument("--out", required=True, help="output folder (created if needed)")
     synth.add_argument("--videos", type=int, required=True, help="number of clips")
-    synth.add_argument("--frames", type=int, default=96, help="frames per clip")
-    synth.add_argument("--size", type=int, default=112, help="frame height and width in pixels")
+    synth.add_argument(
+        "--mode",
+        choices=("simple", "a4c"),
+        default="simple",
+        help="simple: one cavity in a ring, square frames; a4c: apical four-chamber scanner frames",
+    )
+    synth.add_argument(
+        "--frames", type=int, default=None, help="frames per clip (default: 96 simple, 48 a4c)"
+    )
+    synth.add_argument("--size", type=int, default=112, help="simple mode: frame height and width in pixels")
+    synth.add_argument(
+        "--sizes",
+        default="112x112,240x320,480x640,600x800,708x1016",
+        help="a4c mode: HEIGHTxWIDTH frame sizes drawn per clip (a square <= 128 is an EchoNet-style crop)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
+    synth.add_argument("--workers", type=int, default=1, help="a4c mode: processes rendering clips")
     synth.set_defaults(func=run_synth)
 
     check = sub.add_parser(
@@ -49,10 +63,22 @@ def register(subparsers) -> None:
 def run_synth(args) -> int:
     import time
 
-    from training.data.synthetic import generate
-
     start = time.perf_counter()
-    out = generate(args.out, args.videos, frames=args.frames, size=args.size, seed=args.seed)
+    if args.mode == "a4c":
+        from training.data.a4c import generate_a4c
+
+        out = generate_a4c(
+            args.out,
+            args.videos,
+            frames=args.frames or 48,
+            sizes=args.sizes,
+            seed=args.seed,
+            workers=args.workers,
+        )
+    else:
+        from training.data.synthetic import generate
+
+        out = generate(args.out, args.videos, frames=args.frames or 96, size=args.size, seed=args.seed)
     print(f"wrote {args.videos} clips to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -25,7 +25,8 @@ The model of an echo, per clip (all parameters drawn from the clip's own random 
 
 Ground truth and reference values: ``Masks/`` holds the analytic cavity rasterised at pixel
 centres. The traced ED and ES frames of one complete beat get an EchoNet-style tracing (the long
-axis, then 20 chords perpendicular to it, from the apex to the base, denser near the apex). ``EF``,
+axis, then 20 chords perpendicular to it, from the apex to the base, denser near the apex),
+written ES first and ED last, the order EchoNet-Dynamic's own loader reads them in. ``EF``,
 ``EDV`` and ``ESV`` come from the exact method-of-discs volume of the analytic shape at those two
 frames (discs perpendicular to the long axis, diameter = the cavity's width there), in mL for a
 14 cm deep field of view.
@@ -407,6 +408,16 @@ def synthesize(rng: np.random.Generator, name: str, frames: int = 96, size: int 
     )
 
 
+def echonet_tracing_order(ed: int, es: int) -> tuple[int, int]:
+    """Order in which a clip's traced frames are written to ``VolumeTracings.csv``: ES, then ED.
+
+    EchoNet-Dynamic's own loader takes a video's first-listed traced frame as end-systole and its
+    last-listed as end-diastole, whatever the frame numbers; writing in ascending frame order
+    would swap them whenever end-diastole comes before end-systole.
+    """
+    return es, ed
+
+
 def assign_splits(n: int, rng: np.random.Generator) -> list[str]:
     """TRAIN/VAL/TEST labels, about 75 / 12.5 / 12.5 %, in a shuffled order."""
     labels: list[str] = []
@@ -450,7 +461,7 @@ def generate(out_dir, videos: int, frames: int = 96, size: int = 112, seed: int 
                 splits[i],
             ]
         )
-        for t in sorted(clip.tracings):
+        for t in echonet_tracing_order(clip.ed, clip.es):
             for row in clip.tracings[t]:
                 tracings.append([f"{name}.avi", *(f"{v:.4f}" for v in row), t])
         logger.debug(
