@@ -432,3 +432,15 @@ def choose_region(frames: np.ndarray, declared: Region | None = None) -> tuple[R
     if refined is None:
         return detected, warnings + list(detected.notes), True
     return refined, warnings, False
+
+
+def mask_to_input(mask: np.ndarray, region: Region, size: int) -> np.ndarray:
+    """A traced ``(H, W)`` {0, 1} mask -> ``(size, size)`` {0, 1}, aligned with :func:`apply_region`'s
+    frames (crop, blank outside the fan, pad, bilinear resize, threshold at one half)."""
+    if mask.shape != (region.height, region.width):
+        raise ValueError(f"the region is for {region.width}x{region.height} masks, got {mask.shape[::-1]}")
+    square = mask if region.is_full else crop_to_square(mask[None].astype(np.uint8), region)[0]
+    if square.shape == (size, size):
+        return square.astype(np.uint8)
+    up = Image.fromarray(square.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+    return (np.asarray(up) > 0.5).astype(np.uint8)

@@ -161,3 +161,28 @@ def test_detection_is_cheap():
     started = time.perf_counter()
     detect_region(frames)
     assert time.perf_counter() - started < 0.5  # once per clip or stream; typically ~20 ms
+
+
+def test_training_windows_use_the_same_region_as_the_service():
+    """A scanner-like clip in the training dataset: the frames the model learns from are the ones
+    the service would feed it, and the traced mask lands on the same pixels."""
+    from echoseg.config import ModelConfig
+    from echoseg.preprocess import normalize, preprocess, resize_frames
+    from training.data.clip import Clip
+    from training.data.dataset import ClipWindowDataset
+
+    frames, _, cavity = scanner_clip(8)
+    config = ModelConfig(num_frames=3, depth=3, calibrated_levels=(), input_size=64)
+    clip = Clip("scanner", frames, fps=25.0, ef=50.0, split="TRAIN", traced={4: cavity[4]}, ed=4, es=4)
+    dataset = ClipWindowDataset([clip], config)
+    item = dataset[0]
+    region = choose_region(frames)[0]
+    assert region.source == "detected"
+    np.testing.assert_allclose(item["frames"].numpy()[1], preprocess(frames[4:5], config, region)[0])
+    back = map_back(item["mask"].numpy().astype(np.float32), region)[0] > 0.5
+    assert dice(back, cavity[4]) > 0.9
+    # an EchoNet-like clip is read exactly as before: a plain resize
+    echo = synthesize(np.random.default_rng(5), "e", frames=8, size=112).frames
+    plain = ClipWindowDataset([Clip("e", echo, 25.0, 50.0, "TRAIN", traced={3: echo[3] > 100})], config)
+    expected = normalize(resize_frames(echo[2:5], 64), config)
+    np.testing.assert_array_equal(plain[0]["frames"].numpy(), expected)
