@@ -47,7 +47,11 @@ class QualityThresholds:
             if not (isinstance(value, int | float) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         if not self.min_area < self.max_area <= 1 or self.max_flagged_share > 1:
-            raise ValueError("need 0 <= min_area < max_area <= 1 and max_flagged_share <= 1")
+            raise ValueError(
+                "quality thresholds need min_area < max_area <= 1 and max_flagged_share <= 1, got "
+                f"min_area={self.min_area}, max_area={self.max_area}, "
+                f"max_flagged_share={self.max_flagged_share}"
+            )
 
 
 @dataclass(frozen=True)

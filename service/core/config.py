@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from echoseg.quality import QualityThresholds
@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         if v.upper() not in levels:
             raise ValueError(f"log_level must be one of {levels}, got {v!r}")
         return v.upper()
+
+    @model_validator(mode="after")
+    def _check_quality(self) -> Settings:
+        self.quality_thresholds  # noqa: B018 - raises a ValueError naming what is inconsistent
+        return self
 
     # -- derived ------------------------------------------------------------------------------
     @property
