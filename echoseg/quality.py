@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import ndimage
 
 FLAGS = ("ok", "low_confidence", "no_lv")
 FLAG_CODES = {name: i for i, name in enumerate(FLAGS)}  # the byte of mask_format 2 stream messages
@@ -75,8 +76,6 @@ def frame_quality(
     limits: QualityThresholds,
 ) -> FrameQuality:
     """Confidence and flag of one frame from its ``(S, S)`` probabilities (see the module docstring)."""
-    from scipy import ndimage
-
     if signal < limits.min_signal:
         return FrameQuality(0.0, "no_lv", blank=True)
     mask = prob > threshold

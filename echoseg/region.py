@@ -31,6 +31,8 @@ from functools import cached_property
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage
+from scipy.spatial import ConvexHull  # imported here, not on a stream's first frames (~1-2 s)
 
 SOURCES = ("dicom", "detected", "client", "full")
 DETECT_FRAMES = 8  # frames detection looks at (the first ones of a clip or stream)
@@ -111,8 +113,6 @@ def detect_region(frames: np.ndarray) -> Region:
     fan fills the frame anyway, or what surrounds it is not mostly black (a scanner draws its fan
     on black; a clip that is image all over is already cropped), the region is the full frame.
     """
-    from scipy import ndimage
-
     if frames.ndim != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (n, H, W) with n >= 1, got shape {frames.shape}")
     frames = frames[:DETECT_FRAMES]
@@ -151,9 +151,6 @@ def detect_region(frames: np.ndarray) -> Region:
 
 def _hull(component: np.ndarray, step: int, height: int, width: int) -> tuple[tuple[int, int], ...]:
     """Convex hull of a work-resolution component, as a polygon in source pixels (cell corners)."""
-    from scipy import ndimage
-    from scipy.spatial import ConvexHull
-
     edge = component & ~ndimage.binary_erosion(component)
     ys, xs = np.nonzero(edge)
     # each work pixel covers source pixels [i*step, i*step + step - 1]: use its cell's corners

@@ -299,7 +299,7 @@ class StreamSession:
                 control = self._control_after_start(msg.get("text") or "")
                 if control == "end":
                     if self._held:
-                        self._release_held(pending, batcher, windows, backend.config)
+                        await self._release_held(pending, batcher, windows, backend.config)
                     for target, window in windows.finish():
                         self._enqueue(pending, batcher, target, window, arrival)
                     await pending.put(_END)
@@ -310,7 +310,7 @@ class StreamSession:
             if self.region is None:  # held until the region is detected from the first frames
                 self._held.append((frame, arrival))
                 if len(self._held) >= self.detect_frames:
-                    self._release_held(pending, batcher, windows, backend.config)
+                    await self._release_held(pending, batcher, windows, backend.config)
                 continue
             self._push(frame, arrival, pending, batcher, windows, backend.config)
 
@@ -324,10 +324,12 @@ class StreamSession:
         self.region = region
         self._fan = input_fan(region, config.input_size)
 
-    def _release_held(self, pending, batcher, windows, config) -> None:
-        """Detect the region from the held frames (once per stream), then process them."""
+    async def _release_held(self, pending, batcher, windows, config) -> None:
+        """Detect the region from the held frames (once per stream, off the event loop), then
+        process them."""
         held, self._held = self._held, []
-        region, _, _ = timed(self.hook, "region", choose_region, np.stack([f for f, _ in held]))
+        first = np.stack([f for f, _ in held])
+        region, _, _ = await asyncio.to_thread(timed, self.hook, "region", choose_region, first)
         self._use_region(region, config)
         for frame, arrival in held:
             self._push(frame, arrival, pending, batcher, windows, config)
