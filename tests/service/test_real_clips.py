@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
 
 from echoseg.quality import FLAGS
 from service.client import exchange, stream_frames
@@ -206,20 +205,9 @@ def test_a_simulated_echo_is_not_flagged(bundled_server):
 
 def test_stream_of_a_black_clip_flags_every_mask(bundled_server):
     clip = _no_heart_clips()["black"]
-
-    async def run():
-        async with connect(bundled_server.url.replace("http", "ws") + "/v1/stream") as ws:
-            await ws.send(json.dumps({"type": "start", "width": 112, "height": 112, "mask_format": 2}))
-            ready = json.loads(await ws.recv())
-            for f in clip:
-                await ws.send(f.tobytes())
-            await ws.send(json.dumps({"type": "end"}))
-            replies = [m async for m in ws]
-            return ready, replies
-
-    ready, replies = asyncio.run(run())
-    masks = [m for m in replies if isinstance(m, bytes)]
-    summary = json.loads(replies[-1])
-    assert [ready["flags"][m[4]] for m in masks] == ["no_lv"] * len(clip)
-    assert summary["ef"] is None and summary["ef_null_reason"] == "blank_input"
-    assert summary["quality"]["frames_no_lv"] == len(clip)
+    report = asyncio.run(stream_frames(clip, bundled_server.url, fps=None, mask_format=2))
+    assert report.close_code == 1000 and report.indices == list(range(len(clip)))
+    assert report.flags == ["no_lv"] * len(clip) and report.confidences == [0.0] * len(clip)
+    assert report.summary["ef"] is None and report.summary["ef_null_reason"] == "blank_input"
+    assert report.summary["quality"]["frames_no_lv"] == len(clip)
+    assert "no left ventricle found in 12 of 12 frames" in report.summary["quality"]["reason"]
