@@ -62,10 +62,11 @@ def test_full_frame_when_the_image_fills_it_or_nothing_is_found(clip):
     np.testing.assert_array_equal(apply_region(clip, region, 112), clip)  # passes through unchanged
 
 
-def test_apply_region_crops_blanks_pads_and_map_back_inverts_it():
-    frames, fan, cavity = scanner_clip(6)
+@pytest.mark.parametrize("shape", [(240, 320), (480, 640)])
+def test_apply_region_crops_blanks_pads_and_map_back_inverts_it(shape):
+    frames, fan, cavity = scanner_clip(6, *shape)
     region = detect_region(frames)
-    size = 112
+    size = 112  # the model's input: a 480x640 frame's fan is shrunk about 4x and brought back
     model_in = apply_region(frames, region, size)
     assert model_in.shape == (6, size, size)
     # the ECG trace and the text were blanked: only fan pixels reach the model
