@@ -154,6 +154,7 @@ class StreamSession:
         self.region: Region | None = None  # the region in use, once known
         self._fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
         self._held: list[tuple[np.ndarray, float]] = []  # (frame, arrival) until the region is known
+        self._limits = self.settings.quality_thresholds
 
     @property
     def detect_frames(self) -> int:
@@ -412,7 +413,7 @@ class StreamSession:
         """``(S, S)`` logits of a frame and the normalised frame they came from -> its flag."""
         signal = frame_signal(seen, self._fan, config.mean, config.std)
         prob = sigmoid(logits.astype(np.float32))
-        return frame_quality(prob, signal, config.threshold, self._fan, self.settings.quality_thresholds)
+        return frame_quality(prob, signal, config.threshold, self._fan, self._limits)
 
     @staticmethod
     def _header(target: int, quality: FrameQuality, mask_format: int) -> bytes:
@@ -446,7 +447,7 @@ class StreamSession:
 
         areas = np.asarray(self._areas, np.float64)
         cardiac = summarize_areas(areas, mask_at, fps=start.fps).to_dict() if len(areas) else {}
-        quality = ClipQuality(self.settings.quality_thresholds)
+        quality = ClipQuality(self._limits)
         for q in self._flags:
             quality.add(q)
         cardiac = gate_summary(cardiac, quality)
