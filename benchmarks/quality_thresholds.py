@@ -53,10 +53,10 @@ def frame_figures(model, frames: np.ndarray) -> list[dict]:
 
     from echoseg.preprocess import clip_windows, preprocess, sigmoid
     from echoseg.quality import QualityThresholds, frame_quality, frame_signal
-    from echoseg.region import choose_region, input_fan
+    from echoseg.region import DETECT_FRAMES, choose_region, input_fan
 
     config = model.config
-    region, _, _ = choose_region(frames)
+    region, _, _ = choose_region(frames[:DETECT_FRAMES])
     fan = input_fan(region, config.input_size)
     norm = preprocess(frames, config, region)
     windows = clip_windows(norm, config)

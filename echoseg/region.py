@@ -35,7 +35,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull  # imported here, not on a stream's first frames (~1-2 s)
 
 SOURCES = ("dicom", "detected", "client", "full")
-DETECT_FRAMES = 8  # frames detection looks at (the first ones of a clip or stream)
+DETECT_FRAMES = 8  # frames detection looks at by default (the first ones of a clip or stream)
+MAX_DETECT_FRAMES = 16  # and at most
 WORK_SIZE = 256  # detection runs on frames subsampled to at most this many pixels a side
 FULL_COVER = 0.9  # a fan whose box covers this much of both sides is taken as the whole frame
 MIN_FAN_AREA = 0.05  # a detected fan smaller than this share of the frame is not believed
@@ -103,7 +104,8 @@ def full_region(height: int, width: int, note: str | None = None) -> Region:
 
 # -- detection from the clip -------------------------------------------------------------------------
 def detect_region(frames: np.ndarray) -> Region:
-    """The fan of ``(n, H, W) uint8`` frames (the first few of a clip; one frame works too).
+    """The fan of ``(n, H, W) uint8`` frames (the first few of a clip, :data:`DETECT_FRAMES` by
+    default and at most :data:`MAX_DETECT_FRAMES` are used; one frame works too).
 
     With several frames, the image is where pixels vary over time (speckle moves; text, menus
     and depth scales are static) and are lit in most frames (a scrolling ECG trace or a cursor
@@ -115,7 +117,7 @@ def detect_region(frames: np.ndarray) -> Region:
     """
     if frames.ndim != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (n, H, W) with n >= 1, got shape {frames.shape}")
-    frames = frames[:DETECT_FRAMES]
+    frames = frames[:MAX_DETECT_FRAMES]
     _, height, width = frames.shape
     step = max(1, math.ceil(max(height, width) / WORK_SIZE))
     small = frames[:, ::step, ::step].astype(np.float32)  # (n, h, w)
@@ -421,7 +423,6 @@ def choose_region(frames: np.ndarray, declared: Region | None = None) -> tuple[R
     it); otherwise, or without one, the detected region. Returns ``(region, warnings, stale)``
     where ``stale`` says a declared region was refused.
     """
-    frames = frames[:DETECT_FRAMES]
     if declared is None:
         region = detect_region(frames)
         return region, list(region.notes), False

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     region_frames: int = Field(
         DETECT_FRAMES,
         ge=1,
-        le=64,
+        le=16,  # an upload detects from its first decoded chunk (16 frames)
         description="first frames the ultrasound region is detected from (uploads, and streams "
         "without a region in start)",
     )

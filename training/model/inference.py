@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from echoseg.preprocess import clip_windows, preprocess
-from echoseg.region import Region, choose_region, map_back
+from echoseg.region import DETECT_FRAMES, Region, choose_region, map_back
 from training.model.network import EchoSegNet
 
 
@@ -34,7 +34,7 @@ def predict_clip(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     config = model.config
     if region is None:
-        region = choose_region(frames)[0]
+        region = choose_region(frames[:DETECT_FRAMES])[0]
     # (T, H, W) uint8 -> (T, k, S, S) float32
     windows = clip_windows(preprocess(frames, config, region), config)
     device = next(model.parameters()).device
