@@ -200,17 +200,16 @@ def region_from_dicom(ds, shape: tuple[int, int]) -> DicomRegion:
         data_type = _int_or_none(getattr(item, "RegionDataType", None))
         if spatial not in (None, 1) or data_type not in (None, 1):
             continue  # M-mode, Doppler, waveforms: not the 2-D image
-        coords = [
-            _int_or_none(getattr(item, name, None))
-            for name in (
-                "RegionLocationMinX0",
-                "RegionLocationMinY0",
-                "RegionLocationMaxX1",
-                "RegionLocationMaxY1",
-            )
-        ]
-        if any(c is None for c in coords):
+        names = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
+        raw = [getattr(item, name, None) for name in names]
+        coords = [_int_or_none(v) for v in raw]
+        if all(v is None or v == "" for v in raw):
             continue  # a region without a location (e.g. only spacing) says nothing about the box
+        if any(c is None for c in coords):
+            bad = [n for n, c in zip(names, coords, strict=True) if c is None]
+            warnings.append(f"ultrasound region {i} has no valid {', '.join(bad)}; ignored")
+            refused.append(i)
+            continue
         x0, y0, x1, y1 = coords
         if not (0 <= x0 < x1 < cols and 0 <= y0 < y1 < rows):
             warnings.append(

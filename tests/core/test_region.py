@@ -123,6 +123,12 @@ def test_dicom_region_outside_the_matrix_is_refused_as_stale():
     assert "outside the 320x240 pixel matrix" in found.warnings[0]
 
 
+def test_dicom_region_with_a_broken_location_is_refused_naming_the_field():
+    found = region_from_dicom(_ds(_region(10, 10, "wide", 60)), (240, 320))
+    assert found.region is None and found.refused == [0]
+    assert found.warnings == ["ultrasound region 0 has no valid RegionLocationMaxX1; ignored"]
+
+
 def test_dicom_region_that_misses_the_image_is_refused_by_content():
     frames, fan, _ = scanner_clip(8)
     good = region_from_dicom(
