@@ -21,6 +21,7 @@ from service.codecs.frames import decode_mask
 from service.codecs.rle import rle_decode
 from tests.core.scanner import box_of, scanner_clip
 
+from .conftest import FakeBackend, LiveServer
 from .test_units import avi_bytes, npy_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,8 +155,6 @@ def bundled_server():
     from service.core.config import Settings
     from service.main import create_app
 
-    from .conftest import LiveServer
-
     settings = Settings(
         model=str(REPO / "models" / "default"),
         backend="torch",  # loads the checkpoint as it is: no ONNX export to wait for
@@ -211,3 +210,76 @@ def test_stream_of_a_black_clip_flags_every_mask(bundled_server):
     assert report.summary["ef"] is None and report.summary["ef_null_reason"] == "blank_input"
     assert report.summary["quality"]["frames_no_lv"] == len(clip)
     assert "no left ventricle found in 12 of 12 frames" in report.summary["quality"]["reason"]
+
+
+# -- the acceptance geometry at 480x640, with a backend that finds the cavity ------------------------
+class CavityBackend(FakeBackend):
+    """Segments the dark pool enclosed by speckle in the model's input (what an LV looks like in
+    ``scanner_clip``): a stand-in for a trained model, so the test checks the service's geometry
+    (region, crop, pad, resize, map back) against the true masks at the clip's own size."""
+
+    name = "cavity"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        target = self.config.offsets.index(0)
+        pixels = batch[:, target] * self.config.std + self.config.mean  # (B, S, S) in [0, 1]
+        out = np.empty((batch.shape[0], 1, *batch.shape[2:]), np.float32)
+        for i, p in enumerate(pixels):
+            tissue = ndimage.uniform_filter(p, 5) > 0.12
+            holes = ndimage.binary_fill_holes(tissue) & ~tissue
+            out[i, 0] = np.where(ndimage.binary_dilation(holes, iterations=1), 8.0, -8.0)
+        return out
+
+
+def test_480x640_dicom_with_and_without_region_mp4_and_stream_give_the_true_masks(make_server):
+    pytest.importorskip("pydicom")
+    from service.codecs.outputs import video_encoder
+
+    backend = CavityBackend()
+    backend.load()
+    backend.config = type(backend.config)(**{**backend.config.__dict__, "input_size": 112})
+    server = make_server(backend, max_batch=8)
+    frames, fan, cavity = scanner_clip(10, 480, 640, seed=7)
+
+    def dice_per_frame(masks):
+        return [
+            2 * (m & c).sum() / (m.sum() + c.sum())
+            for m, c in zip(masks.astype(bool), cavity > 0, strict=True)
+        ]
+
+    with_region = post(server, region_dicom(frames, box_of(fan)), "application/dicom")
+    without = post(server, dicom_bytes_plain(frames), "application/dicom")
+    mp4 = post(server, mp4_bytes(frames, video_encoder()), "video/mp4")
+    assert (with_region["region"]["source"], without["region"]["source"]) == ("dicom", "detected")
+    for body in (with_region, without, mp4):
+        assert (body["height"], body["width"]) == (480, 640)
+        assert min(dice_per_frame(rest_masks(body))) >= 0.9, dice_per_frame(rest_masks(body))
+    report = asyncio.run(stream_frames(frames, server.url, fps=None, mask_encoding="gray8"))
+    np.testing.assert_array_equal(np.stack(report.masks), rest_masks(without))
+
+
+def dicom_bytes_plain(frames: np.ndarray) -> bytes:
+    from tests.service.dicom import dicom_bytes
+
+    return dicom_bytes(frames)
+
+
+def mp4_bytes(frames: np.ndarray, codec: str) -> bytes:
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(f, format="gray").reformat(format="yuv420p")
+            ):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
