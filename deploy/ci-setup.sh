@@ -13,6 +13,8 @@
 #                           (Compose services reach each other by name on podman's CNI networks)
 #   debootstrap             Debian `debootstrap`     (a local Debian base image where no registry is
 #                                                      reachable: deploy/build-local.sh)
+#   dciodvfy                Debian `dicom3tools`     (validates the DICOM SEG and SR outputs:
+#                                                      tests/service/test_dicom_outputs.py)
 # The PyPI tools live in their own venv (ECHOSEG_DEPLOY_TOOLS, default /opt/echoseg-deploy-tools),
 # linked into /usr/local/bin when the command is not already on PATH. Safe to run again.
 set -euo pipefail
@@ -30,6 +32,7 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 if ((${#missing[@]})); then
     echo "ci-setup: apt-get install ${missing[*]}"

@@ -25,7 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("file", help="clip: .avi, .mp4, .dcm or .npy")
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--out", default=".", help="directory for the result (default: current)")
-    p.add_argument("--output", choices=["json", "npz", "mp4"], default="json")
+    p.add_argument(
+        "--output",
+        choices=["json", "npz", "mp4", "dicom-seg", "dicom-sr"],
+        default="json",
+        help="dicom-seg / dicom-sr: a DICOM Segmentation / measurement report (DICOM uploads only)",
+    )
     p.add_argument("--api-key", default=None, help="bearer key (default: ECHOSEG_API_KEY)")
     p.set_defaults(func=segment)
 
@@ -85,7 +90,8 @@ def segment(args: argparse.Namespace) -> int:
         print(f"error {resp.status_code}: {resp.text}")
         return 1
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{path.stem}.{args.output}"
+    suffix = {"dicom-seg": "seg.dcm", "dicom-sr": "sr.dcm"}.get(args.output, args.output)
+    out = out_dir / f"{path.stem}.{suffix}"
     out.write_bytes(resp.content)
     print(f"saved {out}")
     if args.output == "json":

@@ -281,12 +281,17 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
+def model_ref(backend: Backend) -> dict:
+    """The ``model`` block of a result: what the JSON, the NPZ summary and the DICOM outputs name."""
+    return {"id": backend.model_id, "preset": backend.config.preset, "backend": backend.name}
+
+
 def result_json(result: SegmentResult, backend: Backend, *, masks: bool = True) -> dict:
     """The JSON body of ``POST /v1/segment`` (documented field by field in docs/service.md)."""
     h, w = result.height, result.width
     mm = result.spacing is not None
     return {
-        "model": {"id": backend.model_id, "preset": backend.config.preset, "backend": backend.name},
+        "model": model_ref(backend),
         "frames": result.frames,
         "height": h,
         "width": w,

@@ -39,7 +39,10 @@ ERRORS: dict[str, ErrorSpec] = {
     ),
     "corrupt_input": ErrorSpec(422, WS_UNSUPPORTED_DATA, "the clip could not be decoded"),
     "invalid_metadata": ErrorSpec(
-        422, WS_UNSUPPORTED_DATA, "a number in the file (frame rate, spacing) is not finite or out of range"
+        422,
+        WS_UNSUPPORTED_DATA,
+        "a number in the file (frame rate, spacing) is not finite or out of range, or a value a DICOM "
+        "output needs (a UID, the pixel size) is missing",
     ),
     "payload_too_large": ErrorSpec(413, WS_TOO_BIG, "the body is larger than max_upload_mb"),
     "too_many_frames": ErrorSpec(413, WS_TOO_BIG, "the clip has more frames than max_frames"),

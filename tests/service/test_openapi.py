@@ -106,3 +106,23 @@ def test_request_body_declares_every_accepted_type():
 
     assert set(body) == {*MEDIA_TYPES, "multipart/form-data"}
     assert spec["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
+
+
+def test_dicom_outputs_match_their_schemas(served):
+    pytest.importorskip("highdicom")
+    from .dicom import dicom_bytes
+
+    spec, client = served
+    data = dicom_bytes(moving_disc_clip(frames=10), delta_cm=(0.03, 0.03))
+    for output in ("dicom-seg", "dicom-sr"):
+        ok = client.post(
+            f"/v1/segment?output={output}", content=data, headers={"content-type": "application/dicom"}
+        )
+        assert ok.status_code == 200 and ok.headers["content-type"] == "application/dicom"
+        check(spec, "post", "/v1/segment", ok)
+        refused = client.post(
+            f"/v1/segment?output={output}", content=npy(moving_disc_clip(frames=4)),
+            headers={"content-type": "application/x-npy"},
+        )  # fmt: skip
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_request"
+        check(spec, "post", "/v1/segment", refused)

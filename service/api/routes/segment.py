@@ -1,4 +1,4 @@
-"""``POST /v1/segment``: a whole clip in, masks and cardiac read-outs out (JSON, NPZ or MP4)."""
+"""``POST /v1/segment``: a whole clip in, masks and cardiac read-outs out (JSON, NPZ, MP4, DICOM SEG/SR)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from service.api.body import read_upload
 from service.api.deps import ApiKey, ServiceDep
 from service.api.schemas import SegmentResult, error_responses
 from service.codecs.clip import open_clip
+from service.codecs.dicom_seg import segmentation_dicom
+from service.codecs.dicom_source import DICOM_OUTPUTS, read_source
+from service.codecs.dicom_sr import report_dicom
 from service.codecs.outputs import masks_npz, overlay_mp4
+from service.codecs.rle import rle_decode
 from service.core.errors import ServiceError
-from service.segment import limits_from, result_json, segment_upload
+from service.segment import limits_from, model_ref, result_json, segment_upload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,14 +73,18 @@ _ERRORS = error_responses(
     response_model=None,
     summary="Segment a clip",
     description="Masks per frame, the LV area curve, ED/ES frames and EF of an uploaded clip "
-    "(AVI, MP4, DICOM cine, NPY); `output=npz` or `output=mp4` for the masks as NPZ or an overlay video.",
+    "(AVI, MP4, DICOM cine, NPY); `output=npz` or `output=mp4` for the masks as NPZ or an overlay video; "
+    "for a DICOM upload, `output=dicom-seg` for a DICOM Segmentation of the left-ventricle cavity that "
+    "references the uploaded instance frame by frame, `output=dicom-sr` for a TID 1500 measurement "
+    "report with EDV, ESV and EF per beat and for the clip.",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
         200: {
             "model": SegmentResult,
             "description": "The result (`output=json`), the masks as NPZ (`output=npz`: `masks` uint8 "
-            "(T, H, W), `area`, `summary` JSON) or an H.264 overlay (`output=mp4`)",
-            "content": {"application/x-npz": _BINARY, "video/mp4": _BINARY},
+            "(T, H, W), `area`, `summary` JSON), an H.264 overlay (`output=mp4`), or a DICOM Part 10 "
+            "file (`output=dicom-seg`: Segmentation; `output=dicom-sr`: Comprehensive SR, TID 1500)",
+            "content": {"application/x-npz": _BINARY, "video/mp4": _BINARY, "application/dicom": _BINARY},
         },
         **_ERRORS,
     },
@@ -84,7 +92,11 @@ _ERRORS = error_responses(
 async def segment(
     request: Request,
     service: ServiceDep,
-    output: Literal["json", "npz", "mp4"] = Query("json", description="json (RLE masks), npz or mp4 overlay"),
+    output: Literal["json", "npz", "mp4", "dicom-seg", "dicom-sr"] = Query(
+        "json",
+        description="json (RLE masks), npz, mp4 overlay; for DICOM uploads dicom-seg (Segmentation) "
+        "or dicom-sr (measurement report)",
+    ),
 ) -> Response:
     s = service.settings
     service.require_ready()
@@ -109,6 +121,10 @@ async def segment(
                 )
             finally:
                 service.body_reads -= 1
+            # a DICOM output must be able to reference its source: checked before any inference
+            source = None
+            if output in DICOM_OUTPUTS:
+                source = await asyncio.to_thread(read_source, data, media, output)
             backend, batcher = service.require_ready()
             if service.uploads >= s.max_uploads:
                 raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
@@ -116,7 +132,7 @@ async def segment(
             try:
                 work = segment_upload(data, media, backend, batcher, s, service.metrics)
                 result = await _unless_client_leaves(request, work)
-                return await _respond(result, data, media, output, backend, s)
+                return await _respond(result, data, media, output, backend, s, source)
             finally:
                 service.uploads -= 1
         finally:
@@ -150,7 +166,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _respond(result, data: bytes, media: str, output: str, backend, settings) -> Response:
+async def _respond(result, data: bytes, media: str, output: str, backend, settings, source=None) -> Response:
     log.info(
         "segmented a %d-frame clip in %.1f ms (output=%s)", result.frames, result.timings_ms["total"], output
     )
@@ -179,8 +195,27 @@ async def _respond(result, data: bytes, media: str, output: str, backend, settin
                 **_server_timing(result.timings_ms, started),
             },
         )
+    if output in DICOM_OUTPUTS:
+        body = await asyncio.to_thread(_dicom_output, result, output, source, model_ref(backend))
+        name = "segmentation.dcm" if output == "dicom-seg" else "report.dcm"
+        return Response(
+            body,
+            media_type="application/dicom",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                **_server_timing(result.timings_ms, started),
+            },
+        )
     body = _dumps(result_json(result, backend))
     return Response(body, media_type="application/json", headers=_server_timing(result.timings_ms, started))
+
+
+def _dicom_output(result, output: str, source, model: dict) -> bytes:
+    if output == "dicom-seg":
+        shape = (result.frames, result.height, result.width)
+        return segmentation_dicom(source, result.mask_chunks(), shape, model)
+    mask_at = lambda i: rle_decode(result.counts[i], result.height, result.width)  # noqa: E731
+    return report_dicom(source, result.summary, result.areas, mask_at, result.spacing, model)
 
 
 def _server_timing(timings_ms: dict[str, float], encode_started: float) -> dict[str, str]:
