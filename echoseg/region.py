@@ -243,10 +243,15 @@ def refine_with_content(declared: Region, frames: np.ndarray) -> tuple[Region | 
 
     Returns ``(declared region with its fan, or None when stale; the detected region; warnings)``.
     The declared box must hold most (:data:`DICOM_MIN_OVERLAP`) of the image found in the
-    frames; otherwise its coordinates are stale and the detected region is to be used.
+    frames; otherwise its coordinates are stale and the detected region is to be used. A region
+    that covers (nearly) the whole frame of a clip whose image fills the frame is the full
+    frame, as for a detected one: such a clip passes through unchanged.
     """
     detected = detect_region(frames)
     if detected.is_full:
+        w, h = declared.x1 - declared.x0, declared.y1 - declared.y0
+        if w >= FULL_COVER * declared.width and h >= FULL_COVER * declared.height:
+            return full_region(declared.height, declared.width), detected, []  # an already cropped clip
         return declared, detected, []
     inside = _overlap(detected, declared)
     if inside < DICOM_MIN_OVERLAP:

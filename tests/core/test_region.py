@@ -123,6 +123,13 @@ def test_dicom_region_outside_the_matrix_is_refused_as_stale():
     assert "outside the 320x240 pixel matrix" in found.warnings[0]
 
 
+def test_dicom_region_over_a_frame_the_image_fills_is_the_full_frame():
+    clip = synthesize(np.random.default_rng(0), "x", frames=8, size=112).frames
+    declared = region_from_dicom(_ds(_region(1, 1, 110, 110), rows=112, cols=112), (112, 112)).region
+    region, warnings, stale = choose_region(clip, declared)
+    assert region.is_full and not stale and warnings == []
+
+
 def test_dicom_region_with_a_broken_location_is_refused_naming_the_field():
     found = region_from_dicom(_ds(_region(10, 10, "wide", 60)), (240, 320))
     assert found.region is None and found.refused == [0]
