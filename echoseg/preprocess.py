@@ -7,6 +7,11 @@ size by resizing the probability map (bilinear) and thresholding it there.
 Windows: which frames the model sees for each target frame, the same for a whole clip
 (:func:`clip_windows`) and for a stream (:class:`StreamWindows`). Frames beyond either end of a
 clip are replaced by the nearest existing frame (edge replication).
+
+Real clips: given a :class:`echoseg.region.Region` (the ultrasound image region of a scanner's
+frame), :func:`preprocess` crops to it, blanks outside the fan, pads to square and resizes, and
+:func:`logits_to_masks` maps the probabilities back to the source frame (``echoseg.region``). A
+full region (an already cropped clip) and ``region=None`` are the plain resize above.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from echoseg.config import ModelConfig
+from echoseg.region import Region, apply_region, map_back
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -57,14 +63,23 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def preprocess(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """``(T, H, W) uint8 -> (T, S, S) float32`` normalised."""
-    return normalize(resize_frames(frames, config.input_size), config)
+def preprocess(frames: np.ndarray, config: ModelConfig, region: Region | None = None) -> np.ndarray:
+    """``(T, H, W) uint8 -> (T, S, S) float32`` normalised (cropped to ``region`` when given)."""
+    if region is None:
+        return normalize(resize_frames(frames, config.input_size), config)
+    return normalize(apply_region(frames, region, config.input_size), config)
 
 
-def logits_to_masks(logits: np.ndarray, height: int, width: int, config: ModelConfig) -> np.ndarray:
-    """``(T, S, S)`` logits -> ``(T, height, width)`` uint8 {0, 1} masks."""
-    return probabilities_to_masks(sigmoid(logits.astype(np.float32)), height, width, config.threshold)
+def logits_to_masks(
+    logits: np.ndarray, height: int, width: int, config: ModelConfig, region: Region | None = None
+) -> np.ndarray:
+    """``(T, S, S)`` logits -> ``(T, height, width)`` uint8 {0, 1} masks (mapped back from ``region``)."""
+    prob = sigmoid(logits.astype(np.float32))
+    if region is None:
+        return probabilities_to_masks(prob, height, width, config.threshold)
+    if (region.height, region.width) != (height, width):
+        raise ValueError(f"the region is for {region.width}x{region.height} frames, not {width}x{height}")
+    return (map_back(prob, region) > config.threshold).astype(np.uint8)
 
 
 # -- windows -----------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class StreamReport:
     ready: dict = field(default_factory=dict)
     indices: list[int] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # per mask, with mask_format 2
+    confidences: list[float] = field(default_factory=list)  # per mask, with mask_format 2
     latencies_s: list[float] = field(default_factory=list)
     summary: dict | None = None
     error: dict | None = None
@@ -92,8 +94,14 @@ async def stream_frames(
     api_key: str | None = None,
     token_in_query: bool = False,
     flow_control: bool | None = None,
+    region: dict | None = None,
+    mask_format: int = 1,
 ) -> StreamReport:
     """Send ``(T, H, W)`` uint8 frames at ``fps`` (None: as fast as possible), collect the masks.
+
+    ``region`` (``{"x0", "y0", "x1", "y1"[, "fan"]}``, e.g. a REST answer's ``region``) tells the
+    server where the ultrasound image is; ``mask_format=2`` asks for each mask's flag and
+    confidence (``report.flags``, ``report.confidences``).
 
     With ``flow_control`` (default: when ``fps`` is None) the client never has more than the
     server's ``max_in_flight`` frames unanswered, which is how a recorded clip is sent at full
@@ -113,6 +121,10 @@ async def stream_frames(
     payloads = [encode_frame(f, encoding) for f in frames]
     async with connect(target, additional_headers=headers, max_size=2**26) as ws:
         start = {"type": "start", "width": width, "height": height, "encoding": encoding}
+        if region is not None:
+            start["region"] = region
+        if mask_format != 1:
+            start["mask_format"] = mask_format
         with contextlib.suppress(ConnectionClosed):  # refused (auth, capacity) before start was read
             await ws.send(json.dumps({**start, "mask_encoding": mask_encoding, "fps": fps or 50.0}))
         try:
@@ -147,9 +159,15 @@ async def stream_frames(
                 now = time.perf_counter()
                 if isinstance(message, bytes):
                     (index,) = struct.unpack("<I", message[:4])
+                    header = 4
+                    if mask_format == 2:  # uint8 flag, uint8 confidence * 255
+                        flag, confidence = message[4], message[5]
+                        report.flags.append(first["flags"][flag])
+                        report.confidences.append(confidence / 255.0)
+                        header = 6
                     credits.release()
                     report.indices.append(index)
-                    report.masks.append(decode_mask(message[4:], mask_encoding, width, height))
+                    report.masks.append(decode_mask(message[header:], mask_encoding, width, height))
                     need = index + lookahead
                     report.latencies_s.append(now - sent_at[min(need, len(sent_at) - 1)])
                     continue

@@ -8,6 +8,12 @@ run-length encoded one frame at a time. ED/ES and EF come from the area curve pl
 the ED/ES frames, decoded back from their RLE (:func:`summarize_areas`). So a request's peak
 memory is its body, one decoded chunk, the in-flight batches and the RLE counts, whatever its
 length (docs/performance.md, "Memory").
+
+Real clips: the ultrasound region is chosen once, from the first frames of the first chunk
+(``echoseg.region.choose_region``: the DICOM region when the file has a valid one, else the fan
+detected in the frames), and every frame is cropped to it; masks are mapped back to the clip's
+pixels. Each frame also gets a confidence and a flag (``echoseg.quality``), and the clip a
+``quality`` block; EF is withheld, with ``ef_null_reason``, when too many frames are flagged.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from echoseg.cardiac import summarize_areas
-from echoseg.config import ModelConfig
-from echoseg.preprocess import logits_to_masks, preprocess, window_indices
+from echoseg.preprocess import logits_to_masks, preprocess, sigmoid, window_indices
+from echoseg.quality import ClipQuality, FrameQuality, frame_quality, frame_signal, gate_summary
+from echoseg.region import Region, choose_region, input_fan
 from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import ClipSource, Limits, open_clip
@@ -45,6 +52,9 @@ class SegmentResult:
     summary: dict
     timings_ms: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    region: Region | None = None
+    frame_quality: list[FrameQuality] = field(default_factory=list)
+    quality: dict = field(default_factory=dict)
 
     def mask_chunks(self, size: int = 16) -> Iterator[np.ndarray]:
         """The masks again, ``(n, H, W)`` uint8 {0, 1} a few at a time (for the NPZ/MP4 outputs)."""
@@ -85,31 +95,36 @@ class _Stages:
     frame_latencies: list[float] = field(default_factory=list)
 
 
-def _next_chunk(chunks: Iterator[np.ndarray], config: ModelConfig, stages: _Stages) -> np.ndarray | None:
-    """Decode and preprocess the next chunk: ``(n, H, W) uint8 -> (n, S, S) float32``; None at the end."""
-    t0 = time.perf_counter()
-    chunk = next(chunks, None)
-    t1 = time.perf_counter()
-    stages.decode += t1 - t0
-    if chunk is None:
-        return None
-    norm = preprocess(chunk, config)
-    stages.preprocess += time.perf_counter() - t1
-    return norm
-
-
-def _encode_masks(logits: np.ndarray, height: int, width: int, config: ModelConfig) -> list[np.ndarray]:
-    """``(n, S, S)`` logits -> n RLE count arrays, one full-size mask at a time."""
-    return [rle_counts(logits_to_masks(lg[None], height, width, config)[0]) for lg in logits]
+def _encode_masks(
+    logits: np.ndarray, targets: np.ndarray, height: int, width: int, run: _ClipRun
+) -> list[tuple[np.ndarray, FrameQuality]]:
+    """``(n, S, S)`` logits and the target frames they saw -> n (RLE counts, quality), one full-size
+    mask at a time."""
+    config, region, fan = run.config, run.region, run.fan
+    out = []
+    for lg, frame in zip(logits, targets, strict=True):
+        mask = logits_to_masks(lg[None], height, width, config, region)[0]
+        signal = frame_signal(frame, fan, config.mean, config.std)
+        q = frame_quality(sigmoid(lg.astype(np.float32)), signal, config.threshold, fan, run.limits)
+        out.append((rle_counts(mask), q))
+    return out
 
 
 class _ClipRun:
     """The state of one upload while its chunks flow through the batcher."""
 
-    def __init__(self, source: ClipSource, backend: Backend, batcher: MicroBatcher) -> None:
+    def __init__(
+        self, source: ClipSource, backend: Backend, batcher: MicroBatcher, settings: Settings
+    ) -> None:
         self.source = source
         self.config = backend.config
         self.batcher = batcher
+        self.limits = settings.quality_thresholds
+        self.region_frames = settings.region_frames
+        self.region: Region | None = None  # chosen from the first chunk
+        self.fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
+        self.warnings: list[str] = []
+        self.quality: dict[int, FrameQuality] = {}
         self.norm: dict[int, np.ndarray] = {}  # preprocessed frames a pending window still needs
         self.received = 0
         self.next_target = 0
@@ -123,7 +138,7 @@ class _ClipRun:
         chunks = self.source.chunks()
         try:
             while True:
-                norm = await asyncio.to_thread(_next_chunk, chunks, self.config, self.stages)
+                norm = await asyncio.to_thread(self._next_chunk, chunks)
                 if norm is None:
                     break
                 for frame in norm:
@@ -137,6 +152,29 @@ class _ClipRun:
         finally:
             for task in self.in_flight:
                 task.cancel()
+
+    def _next_chunk(self, chunks: Iterator[np.ndarray]) -> np.ndarray | None:
+        """Decode and preprocess the next chunk: ``(n, H, W) uint8 -> (n, S, S) float32``; None at the end."""
+        stages = self.stages
+        t0 = time.perf_counter()
+        chunk = next(chunks, None)
+        t1 = time.perf_counter()
+        stages.decode += t1 - t0
+        if chunk is None:
+            return None
+        if self.region is None:
+            self._choose_region(chunk[: self.region_frames])
+        norm = preprocess(chunk, self.config, self.region)
+        stages.preprocess += time.perf_counter() - t1
+        return norm
+
+    def _choose_region(self, first: np.ndarray) -> None:
+        region, warnings, stale = choose_region(first, self.source.declared_region)
+        if stale:
+            self.source.spacing = self.source.fallback_spacing
+            warnings.append("the pixel spacing of the stale DICOM region is not used")
+        self.region, self.warnings = region, warnings
+        self.fan = input_fan(region, self.config.input_size)
 
     def _raise_failed(self) -> None:
         if self.error is not None:
@@ -173,12 +211,14 @@ class _ClipRun:
         self.stages.queue += max(0.0, waited - result.inference_s)
         t0 = time.perf_counter()
         h, w = self.source.height, self.source.width
-        counts = await asyncio.to_thread(_encode_masks, result.logits, h, w, self.config)
+        targets = windows[:, self.config.offsets.index(0)]  # (n, k, S, S) -> (n, S, S): what each mask is of
+        encoded = await asyncio.to_thread(_encode_masks, result.logits, targets, h, w, self)
         post = time.perf_counter() - t0
         self.stages.postprocess += post
-        for i, c in enumerate(counts):
+        for i, (c, q) in enumerate(encoded):
             self.counts[first + i] = c
-        self.stages.frame_latencies.extend([waited + post] * len(counts))
+            self.quality[first + i] = q
+        self.stages.frame_latencies.extend([waited + post] * len(encoded))
 
 
 async def segment_upload(
@@ -191,7 +231,7 @@ async def segment_upload(
 ) -> SegmentResult:
     t0 = time.perf_counter()
     source = await asyncio.to_thread(open_clip, data, media_type, limits_from(settings))
-    clip_run = _ClipRun(source, backend, batcher)
+    clip_run = _ClipRun(source, backend, batcher, settings)
     await clip_run.run()
     stages = clip_run.stages
     t_total = clip_run.received
@@ -203,6 +243,12 @@ async def segment_upload(
     summary = await asyncio.to_thread(
         lambda: summarize_areas(areas, lambda i: rle_decode(counts[i], h, w), spacing, source.fps).to_dict()
     )
+    per_frame = [clip_run.quality[t] for t in range(t_total)]
+    quality = ClipQuality(settings.quality_thresholds)
+    for q in per_frame:
+        quality.add(q)
+        metrics.observe_flag("rest", q.flag)
+    summary = gate_summary(summary, quality)
     stages.postprocess += time.perf_counter() - t1
     for latency in stages.frame_latencies:
         metrics.observe_frame("rest", latency, settings.budget_s)
@@ -224,7 +270,10 @@ async def segment_upload(
         areas=areas,
         summary=summary,
         timings_ms={k: round(v * 1000, 3) for k, v in ms.items()},
-        warnings=list(source.warnings),
+        warnings=[*clip_run.warnings, *source.warnings],
+        region=clip_run.region,
+        frame_quality=per_frame,
+        quality=quality.block(),
     )
 
 
@@ -261,6 +310,10 @@ def result_json(result: SegmentResult, backend: Backend, *, masks: bool = True) 
         "area_unit": "mm2" if mm else "pixel",
         "volume_unit": "mm3" if mm else "pixel3",
         **result.summary,
+        "region": result.region.to_dict() if result.region is not None else None,
+        "confidence": [q.confidence for q in result.frame_quality],
+        "flags": [q.flag for q in result.frame_quality],
+        "quality": result.quality,
         "warnings": result.warnings,
         "timings_ms": result.timings_ms,
     }

@@ -6,6 +6,11 @@ mask at the client's resolution and sends it. Between them sits a bounded queue:
 sends faster than the server serves (or reads its masks too slowly), the queue fills and the
 stream is closed with ``overloaded`` (1013) instead of buffering without limit. The batcher
 never waits for a sender, so a slow reader cannot stall other streams.
+
+Real clips: the ultrasound region comes from ``start`` (``region``), else it is detected once
+from the stream's first frames (:meth:`StreamSession.detect_frames` of them are held for that;
+the same rule as an upload's, so a clip gives the same masks both ways). Each mask carries its
+frame's flag and confidence when the client asked for ``mask_format: 2``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
 from echoseg.cardiac import summarize_areas
-from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
+from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess, sigmoid
+from echoseg.quality import (
+    FLAG_CODES,
+    FLAGS,
+    ClipQuality,
+    FrameQuality,
+    frame_quality,
+    frame_signal,
+    gate_summary,
+)
+from echoseg.region import Region, choose_region, input_fan, region_from_json
 from service.api.deps import websocket_authorized
 from service.codecs.clip import MAX_FPS
 from service.codecs.frames import (
@@ -63,6 +78,11 @@ class StartParams:
     encoding: str
     mask_encoding: str
     fps: float | None
+    region: Region | None = None  # given by the client; None: detected from the first frames
+    mask_format: int = 1  # 1: index + mask; 2: index + flag + confidence + mask
+
+
+MASK_FORMATS = (1, 2)
 
 
 def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
@@ -85,7 +105,18 @@ def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
     valid = isinstance(fps, int | float) and not isinstance(fps, bool) and math.isfinite(fps)
     if fps is not None and not (valid and 0 < fps <= MAX_FPS):
         raise ServiceError("invalid_start", f"fps must be a finite number in (0, {MAX_FPS:g}], got {fps!r}")
-    return StartParams(w, h, enc, menc, float(fps) if fps else None)
+    mask_format = msg.get("mask_format", 1)
+    if mask_format not in MASK_FORMATS or isinstance(mask_format, bool):
+        raise ServiceError(
+            "invalid_start", f"mask_format must be one of {list(MASK_FORMATS)}, got {mask_format!r}"
+        )
+    region = None
+    if msg.get("region") is not None:
+        try:
+            region = region_from_json(msg["region"], h, w)
+        except ValueError as e:
+            raise ServiceError("invalid_start", f"{e} (the frames are {w}x{h})") from None
+    return StartParams(w, h, enc, menc, float(fps) if fps else None, region, mask_format)
 
 
 def parse_control(text: str) -> dict:
@@ -118,7 +149,19 @@ class StreamSession:
         # ED/ES masks are decoded again, for their volumes. Memory stays flat however long the stream.
         self._areas: deque[float] = deque()
         self._masks: deque[bytes] = deque()
+        self._flags: deque[FrameQuality] = deque()
         self._mask_bytes = 0
+        self.region: Region | None = None  # the region in use, once known
+        self._fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
+        self._held: list[tuple[np.ndarray, float]] = []  # (frame, arrival) until the region is known
+        self._limits = self.settings.quality_thresholds
+
+    @property
+    def detect_frames(self) -> int:
+        """Frames held for region detection: the upload rule (``region_frames``), but fewer than a
+        flow-controlled client may have unanswered, so it never waits for masks that wait for it."""
+        room = self.settings.stream_queue - self.service.backend.config.lookahead - 1
+        return max(1, min(self.settings.region_frames, room))
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -233,6 +276,10 @@ class StreamSession:
             "height": start.height,
             "encoding": start.encoding,
             "mask_encoding": start.mask_encoding,
+            "mask_format": start.mask_format,
+            "flags": list(FLAGS),
+            "region": start.region.to_dict() if start.region is not None else None,
+            "region_frames": 0 if start.region is not None else self.detect_frames,
             "lookahead_frames": info["lookahead_frames"],
             "model": info,
             "max_in_flight": self.settings.stream_queue,
@@ -241,6 +288,8 @@ class StreamSession:
 
     async def _receive_loop(self, start: StartParams, pending: asyncio.Queue, backend, batcher) -> None:
         windows = StreamWindows(backend.config)
+        if start.region is not None:
+            self._use_region(start.region, backend.config)
         while True:
             msg = await self._receive(self.settings.stream_idle_timeout_s, "idle_timeout")
             arrival = time.perf_counter()
@@ -250,16 +299,41 @@ class StreamSession:
             if payload is None:
                 control = self._control_after_start(msg.get("text") or "")
                 if control == "end":
+                    if self._held:
+                        await self._release_held(pending, batcher, windows, backend.config)
                     for target, window in windows.finish():
                         self._enqueue(pending, batcher, target, window, arrival)
                     await pending.put(_END)
                     return
                 continue
             frame = await self._decode(payload, start)
-            norm = timed(self.hook, "resize", preprocess, frame[None], backend.config)[0]  # (H, W) -> (S, S)
             self.received += 1
-            for target, window in windows.push(norm):
-                self._enqueue(pending, batcher, target, window, arrival)
+            if self.region is None:  # held until the region is detected from the first frames
+                self._held.append((frame, arrival))
+                if len(self._held) >= self.detect_frames:
+                    await self._release_held(pending, batcher, windows, backend.config)
+                continue
+            self._push(frame, arrival, pending, batcher, windows, backend.config)
+
+    def _push(self, frame: np.ndarray, arrival: float, pending, batcher, windows, config) -> None:
+        # (H, W) -> (S, S)
+        norm = timed(self.hook, "resize", preprocess, frame[None], config, self.region)[0]
+        for target, window in windows.push(norm):
+            self._enqueue(pending, batcher, target, window, arrival)
+
+    def _use_region(self, region: Region, config) -> None:
+        self.region = region
+        self._fan = input_fan(region, config.input_size)
+
+    async def _release_held(self, pending, batcher, windows, config) -> None:
+        """Detect the region from the held frames (once per stream, off the event loop), then
+        process them."""
+        held, self._held = self._held, []
+        first = np.stack([f for f, _ in held])
+        region, _, _ = await asyncio.to_thread(timed, self.hook, "region", choose_region, first)
+        self._use_region(region, config)
+        for frame, arrival in held:
+            self._push(frame, arrival, pending, batcher, windows, config)
 
     def _control_after_start(self, text: str) -> str:
         try:
@@ -290,7 +364,7 @@ class StreamSession:
                 f"more than {self.settings.stream_queue} frames in flight: send slower or read masks faster",
             )
         future = batcher.enqueue(window[None], realtime=True, source=self)  # (k, S, S) -> (1, k, S, S)
-        pending.put_nowait((target, arrival, future))
+        pending.put_nowait((target, arrival, future, window[batcher.backend.config.offsets.index(0)]))
 
     # -- sending -------------------------------------------------------------------------------
     async def _send_loop(self, start: StartParams, pending: asyncio.Queue, backend) -> None:
@@ -299,7 +373,7 @@ class StreamSession:
             if item is _END:
                 await self._send_summary(start)
                 return
-            target, arrival, future = item
+            target, arrival, future, seen = item
             result = await future
             if self.hook is not None:
                 self.hook("queue_wait", result.queue_s * 1e3)
@@ -314,7 +388,9 @@ class StreamSession:
                 start.height,
                 start.width,
                 backend.config,
+                self.region,
             )[0]
+            quality = self._frame_quality(result.logits[0], seen, backend.config)
             if self.settings.stream_fast_path:  # a zlib 1-bit PNG costs less than a thread hop
                 payload = timed(
                     self.hook, "encode", encode_mask, mask, start.mask_encoding, png_encoder="zlib"
@@ -324,26 +400,42 @@ class StreamSession:
                     timed, self.hook, "encode", encode_mask, mask, start.mask_encoding, "pil"
                 )
             sending = time.perf_counter()
-            await self.ws.send_bytes(struct.pack("<I", target) + payload)
+            await self.ws.send_bytes(self._header(target, quality, start.mask_format) + payload)
             if self.hook is not None:
                 self.hook("sends", [target, sending, time.perf_counter()])
             self.sent += 1
             self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)
+            self.metrics.observe_flag("ws", quality.flag)
             stored = payload if start.mask_encoding == "png" and self.settings.stream_fast_path else None
-            self._keep_for_summary(float(mask.sum()), stored or png_1bit(mask))
+            self._keep_for_summary(float(mask.sum()), stored or png_1bit(mask), quality)
+
+    def _frame_quality(self, logits: np.ndarray, seen: np.ndarray, config) -> FrameQuality:
+        """``(S, S)`` logits of a frame and the normalised frame they came from -> its flag."""
+        signal = frame_signal(seen, self._fan, config.mean, config.std)
+        prob = sigmoid(logits.astype(np.float32))
+        return frame_quality(prob, signal, config.threshold, self._fan, self._limits)
+
+    @staticmethod
+    def _header(target: int, quality: FrameQuality, mask_format: int) -> bytes:
+        """mask_format 1: uint32 index; 2: uint32 index, uint8 flag, uint8 confidence * 255."""
+        if mask_format == 1:
+            return struct.pack("<I", target)
+        return struct.pack("<IBB", target, FLAG_CODES[quality.flag], round(quality.confidence * 255))
 
     async def _send_summary(self, start: StartParams) -> None:
         summary = await asyncio.to_thread(self._summary, start)
         await self.ws.send_json(summary)
         await self.ws.close(WS_NORMAL)
 
-    def _keep_for_summary(self, area: float, png: bytes) -> None:
+    def _keep_for_summary(self, area: float, png: bytes, quality: FrameQuality) -> None:
         self._areas.append(area)
         self._masks.append(png)
+        self._flags.append(quality)
         self._mask_bytes += len(png)
         limit = self.settings.stream_summary_frames
         while len(self._masks) > limit or (self._mask_bytes > SUMMARY_MASK_BYTES and len(self._masks) > 1):
             self._areas.popleft()
+            self._flags.popleft()
             self._mask_bytes -= len(self._masks.popleft())
 
     def _summary(self, start: StartParams) -> dict:
@@ -355,6 +447,10 @@ class StreamSession:
 
         areas = np.asarray(self._areas, np.float64)
         cardiac = summarize_areas(areas, mask_at, fps=start.fps).to_dict() if len(areas) else {}
+        quality = ClipQuality(self._limits)
+        for q in self._flags:
+            quality.add(q)
+        cardiac = gate_summary(cardiac, quality)
         shift = lambda xs: [first + x for x in xs]  # noqa: E731
         beats = [{**b, "ed": first + b["ed"], "es": first + b["es"]} for b in cardiac.get("beats", [])]
         return {
@@ -365,9 +461,12 @@ class StreamSession:
             "es_frames": shift(cardiac.get("es_frames", [])),
             "beats": beats,
             "ef": cardiac.get("ef"),
+            "ef_null_reason": cardiac["ef_null_reason"],
             "area": [round(a, 1) for a in self._areas],
             "area_unit": "pixel",
             "volume_unit": "pixel3",
+            "region": self.region.to_dict() if self.region is not None else None,
+            "quality": quality.block(),
         }
 
     # -- failing -------------------------------------------------------------------------------

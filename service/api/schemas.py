@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from echoseg.quality import EF_NULL_REASONS, FLAGS
+from echoseg.region import SOURCES
 from service.core.errors import ERRORS
 
 ErrorCode = Literal[tuple(ERRORS)]  # type: ignore[valid-type]
@@ -103,6 +105,31 @@ class Beat(BaseModel):
     ef: float | None
 
 
+class Region(BaseModel):
+    """The ultrasound image region the frames were cropped to (source pixels, x1/y1 exclusive)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    source: Literal[SOURCES] = Field(  # type: ignore[valid-type]
+        description="dicom (SequenceOfUltrasoundRegions), detected (from the frames), client (stream start), "
+        "full (the whole frame: an already cropped clip, or nothing found)"
+    )
+    fan: list[list[int]] | None = Field(description="the fan polygon [[x, y], ...]; outside it is blanked")
+
+
+class Quality(BaseModel):
+    """How many frames came with which flag, and why, in words."""
+
+    frames_ok: int
+    frames_low_confidence: int
+    frames_no_lv: int
+    frames_blank: int = Field(description="no_lv frames whose input carries no image at all")
+    mean_confidence: float | None
+    reason: str | None = Field(description="null when every frame is ok")
+
+
 class SegmentResult(BaseModel):
     """``POST /v1/segment`` with ``output=json``: masks, the LV area curve, ED/ES, EF, timings."""
 
@@ -122,6 +149,13 @@ class SegmentResult(BaseModel):
     es_frames: list[int]
     beats: list[Beat]
     ef: float | None = Field(description="ejection fraction over the clip, %; null when undefined")
+    ef_null_reason: Literal[EF_NULL_REASONS] | None = Field(  # type: ignore[valid-type]
+        description="why ef is null (null when it is given)"
+    )
+    region: Region | None
+    confidence: list[float] = Field(description="per frame, in [0, 1]; 0 where no LV was found")
+    flags: list[Literal[FLAGS]] = Field(description="per frame: ok, low_confidence or no_lv")  # type: ignore[valid-type]
+    quality: Quality
     warnings: list[str] = Field(description="e.g. a truncated file: how many frames were decoded of how many")
     timings_ms: dict[str, float]
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.region import DicomRegion, Region, region_from_dicom
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ class ClipSource:
     _frames: Callable[[FrameGuard], Iterator[np.ndarray]]  # yields (n, H, W) uint8 chunks
     guard: FrameGuard
     warnings: list[str] = field(default_factory=list)
+    declared_region: Region | None = None  # DICOM SequenceOfUltrasoundRegions, checked against the matrix
+    fallback_spacing: tuple[float, float] | None = None  # when the declared region proves stale
 
     @property
     def height(self) -> int:
@@ -285,17 +288,26 @@ def _why(error) -> str:
 
 
 # -- DICOM (pydicom) ---------------------------------------------------------------------------
-def dicom_spacing(ds) -> tuple[float, float] | None:
-    """(row, col) mm per pixel: the ultrasound region's PhysicalDelta (cm) first, then PixelSpacing."""
+def dicom_spacing(ds, region: DicomRegion | None = None) -> tuple[float, float] | None:
+    """(row, col) mm per pixel: the ultrasound region's PhysicalDelta (cm) first, then PixelSpacing.
+
+    The region is the one ``region`` chose (else the first); a region refused as stale gives no
+    spacing either.
+    """
     regions = getattr(ds, "SequenceOfUltrasoundRegions", None)
-    if regions:
-        r = regions[0]
+    index = region.index if region is not None and region.index is not None else 0
+    if regions and not (region is not None and index in region.refused):
+        r = regions[index]
         dx, dy = getattr(r, "PhysicalDeltaX", None), getattr(r, "PhysicalDeltaY", None)
         units_ok = (
             getattr(r, "PhysicalUnitsXDirection", 3) == 3 and getattr(r, "PhysicalUnitsYDirection", 3) == 3
         )
         if dx is not None and dy is not None and units_ok:  # unit code 3 = cm
             return _region_delta_mm(dy, "PhysicalDeltaY"), _region_delta_mm(dx, "PhysicalDeltaX")
+    return _pixel_spacing(ds)
+
+
+def _pixel_spacing(ds) -> tuple[float, float] | None:
     spacing = getattr(ds, "PixelSpacing", None)
     if spacing is not None and not isinstance(spacing, str | bytes) and len(spacing) == 2:
         return (
@@ -347,7 +359,8 @@ def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
         raise ServiceError("invalid_metadata", f"NumberOfFrames = {declared} must be at least 1")
     check_frames(declared, limits)
     check_dimensions(rows, cols, limits)
-    fps, spacing = dicom_fps(ds), dicom_spacing(ds)
+    region = region_from_dicom(ds, (rows, cols))
+    fps, spacing = dicom_fps(ds), dicom_spacing(ds, region)
 
     def frames(guard: FrameGuard) -> Iterator[np.ndarray]:
         scale = None
@@ -371,7 +384,16 @@ def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
         if buffer:
             yield np.stack(buffer)
 
-    return ClipSource(fps, spacing, declared, frames, FrameGuard(limits))
+    return ClipSource(
+        fps,
+        spacing,
+        declared,
+        frames,
+        FrameGuard(limits),
+        warnings=list(region.warnings),
+        declared_region=region.region,
+        fallback_spacing=_pixel_spacing(ds),
+    )
 
 
 def _dicom_scale(ds, bits: int) -> float:

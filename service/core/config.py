@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from echoseg.quality import QualityThresholds
+from echoseg.region import DETECT_FRAMES
+
+_Q = QualityThresholds()  # the defaults, set on synthetic data (echoseg/quality.py)
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
@@ -92,6 +97,30 @@ class Settings(BaseSettings):
     )
     stream_summary_frames: int = Field(1500, ge=1, description="latest frames the stream summary covers")
 
+    # -- real clips: region and quality -------------------------------------------------------
+    region_frames: int = Field(
+        DETECT_FRAMES,
+        ge=1,
+        le=16,  # an upload detects from its first decoded chunk (16 frames)
+        description="first frames the ultrasound region is detected from (uploads, and streams "
+        "without a region in start)",
+    )
+    quality_min_signal: float = Field(
+        _Q.min_signal, ge=0, description="gray-level std inside the fan below which a frame is blank (no_lv)"
+    )
+    quality_min_area: float = Field(
+        _Q.min_area, ge=0, le=1, description="mask share of the fan below which a frame has no LV"
+    )
+    quality_max_area: float = Field(
+        _Q.max_area, ge=0, le=1, description="mask share of the fan above which a frame is low_confidence"
+    )
+    quality_min_confidence: float = Field(
+        _Q.min_confidence, ge=0, le=1, description="frame confidence below which a frame is low_confidence"
+    )
+    quality_max_flagged_share: float = Field(
+        _Q.max_flagged_share, ge=0, le=1, description="share of flagged frames above which EF is withheld"
+    )
+
     # -- timeouts ------------------------------------------------------------------------------
     body_timeout_s: float = Field(60.0, gt=0, description="longest an upload's body may take to arrive")
     body_idle_timeout_s: float = Field(
@@ -122,7 +151,22 @@ class Settings(BaseSettings):
             raise ValueError(f"log_level must be one of {levels}, got {v!r}")
         return v.upper()
 
+    @model_validator(mode="after")
+    def _check_quality(self) -> Settings:
+        self.quality_thresholds  # noqa: B018 - raises a ValueError naming what is inconsistent
+        return self
+
     # -- derived ------------------------------------------------------------------------------
+    @property
+    def quality_thresholds(self) -> QualityThresholds:
+        return QualityThresholds(
+            min_signal=self.quality_min_signal,
+            min_area=self.quality_min_area,
+            max_area=self.quality_max_area,
+            min_confidence=self.quality_min_confidence,
+            max_flagged_share=self.quality_max_flagged_share,
+        )
+
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -52,6 +52,12 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        self.flagged = Counter(
+            "echoseg_frames_flagged_total",
+            "Frames whose mask came with a flag: no_lv (nothing found) or low_confidence",
+            ["transport", "flag"],
+            registry=r,
+        )
         self.errors = Counter(
             "echoseg_errors_total", "Errors returned to clients by code", ["code"], registry=r
         )
@@ -70,12 +76,18 @@ class Metrics:
             self.frames.labels(outcome)
         for transport in ("ws", "rest"):
             self.budget_misses.labels(transport)
+            for flag in ("low_confidence", "no_lv"):
+                self.flagged.labels(transport, flag)
 
     def observe_frame(self, transport: str, seconds: float, budget_s: float) -> None:
         self.frame_latency.labels(transport).observe(seconds)
         self.frames.labels("ok").inc()
         if seconds > budget_s:
             self.budget_misses.labels(transport).inc()
+
+    def observe_flag(self, transport: str, flag: str) -> None:
+        if flag != "ok":
+            self.flagged.labels(transport, flag).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

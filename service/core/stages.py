@@ -4,8 +4,9 @@ The service takes an optional :class:`StageHook` (``create_app(..., stage_hook=.
 is given, each stream reports to it, by name:
 
 - ``arrivals``: ``time.perf_counter()`` when each binary frame message reached the session;
-- ``decode``, ``resize`` (resize + normalise), ``resize_back`` (sigmoid, resize, threshold),
-  ``encode``: how long those steps took, ms;
+- ``decode``, ``resize`` (crop to the region, resize, normalise), ``resize_back`` (sigmoid,
+  map back, threshold), ``encode``: how long those steps took, ms; ``region``: the one-off
+  detection of a stream's ultrasound region from its first frames, ms;
 - ``queue_wait``, ``inference``, ``batch``: each frame's wait in the micro-batcher, the backend
   time of its batch (ms), and the batch size;
 - ``sends``: ``[frame index, start, end]`` (perf_counter) of each mask message handed to the socket.

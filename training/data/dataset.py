@@ -4,9 +4,13 @@ A *labelled* item is the window of ``k`` frames around a traced frame (edge fram
 see ``echoseg.preprocess``) with that frame's mask. An *unlabelled* item is the window around
 a random frame of a clip; each clip gives ``windows_per_video`` of them per epoch, redrawn every
 epoch from ``seed + epoch``. Only the window's k frames are read (from a frame store, or from clips
-already in memory); they are resized to the model's input size and normalised with its
-preprocessing, and the optional augmentation (flips, rotation ±15°) is drawn per item and epoch
-and applied identically to the k frames and the mask. Nothing is cached per process.
+already in memory); they are brought to the model's input size exactly as the service does
+(``echoseg.region``: cropped to the clip's ultrasound region, blanked outside the fan, padded to
+square, resized; a clip whose image fills the frame, like EchoNet's 112x112 crops, is simply
+resized) and normalised with its preprocessing, and the optional augmentation (flips, rotation
+±15°) is drawn per item and epoch and applied identically to the k frames and the mask. The only
+thing kept per process is each clip's region (a box and a polygon), detected once from its first
+frames.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from echoseg.config import ModelConfig
-from echoseg.preprocess import normalize, resize_frames, window_indices
+from echoseg.preprocess import normalize, window_indices
+from echoseg.region import DETECT_FRAMES, Region, apply_region, choose_region, mask_to_input
 from training.data.augment import augment_window
 from training.data.clip import Clip
 from training.data.store import FrameStore
@@ -27,14 +31,6 @@ from training.data.store import FrameStore
 logger = logging.getLogger(__name__)
 
 MODES = ("labelled", "unlabelled")
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W)`` {0, 1} -> ``(size, size)`` {0, 1} (bilinear, then threshold at one half)."""
-    if mask.shape == (size, size):
-        return mask.astype(np.uint8)
-    up = Image.fromarray(mask.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
-    return (np.asarray(up) > 0.5).astype(np.uint8)
 
 
 class WindowDataset(Dataset):
@@ -66,6 +62,7 @@ class WindowDataset(Dataset):
         self.seed = seed
         self.windows_per_video = windows_per_video
         self.epoch = 0
+        self._regions: dict[int, Region] = {}
         if mode == "labelled":
             self.items = [(i, f) for i, frames in enumerate(traced_frames) for f in frames]
         else:
@@ -78,6 +75,13 @@ class WindowDataset(Dataset):
     def read_mask(self, i: int, frame: int) -> np.ndarray:
         """The traced mask of ``frame`` of clip ``i`` at its native size: ``(H, W)`` {0, 1}."""
         raise NotImplementedError
+
+    def region(self, i: int) -> Region:
+        """Clip ``i``'s ultrasound region, detected once from its first frames (as the service does)."""
+        if i not in self._regions:
+            first = self.read_frames(i, list(range(min(DETECT_FRAMES, self.num_frames[i]))))
+            self._regions[i] = choose_region(first)[0]
+        return self._regions[i]
 
     def set_epoch(self, epoch: int) -> None:
         """Redraw the unlabelled target frames and the augmentations for ``epoch``."""
@@ -98,8 +102,9 @@ class WindowDataset(Dataset):
             target = int(rng.integers(self.num_frames[i]))
         size = self.config.input_size
         indices = window_indices(target, self.num_frames[i], self.config)
-        window = resize_frames(self.read_frames(i, indices), size)  # (k, H, W) -> (k, S, S) uint8
-        mask = resize_mask(self.read_mask(i, target), size) if self.mode == "labelled" else None
+        region = self.region(i)
+        window = apply_region(self.read_frames(i, indices), region, size)  # (k, H, W) -> (k, S, S) uint8
+        mask = mask_to_input(self.read_mask(i, target), region, size) if self.mode == "labelled" else None
         if self.augment:
             window, mask = augment_window(window, mask, rng)
         item = {

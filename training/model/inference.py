@@ -2,8 +2,10 @@
 
 This is the definition of what the product computes for a clip; evaluation, export parity
 checks and the service's tests compare against it. Every frame is the target of its own window
-(edge frames replicated), frames are resized to the model's input size and normalised, and the
-probability maps are resized back to the clip's size (bilinear) before thresholding.
+(edge frames replicated), frames are cropped to the clip's ultrasound region (``echoseg.region``:
+detected from its first frames unless given; a clip whose image fills the frame is used whole),
+resized to the model's input size and normalised, and the probability maps are brought back to
+the clip's pixels (bilinear) before thresholding, exactly as the service does.
 """
 
 from __future__ import annotations
@@ -11,25 +13,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from echoseg.preprocess import clip_windows, normalize, resize_frames, resize_probabilities
+from echoseg.preprocess import clip_windows, preprocess
+from echoseg.region import DETECT_FRAMES, Region, choose_region, map_back
 from training.model.network import EchoSegNet
 
 
 @torch.no_grad()
-def predict_clip(model: EchoSegNet, frames: np.ndarray, batch_size: int = 16) -> np.ndarray:
+def predict_clip(
+    model: EchoSegNet, frames: np.ndarray, batch_size: int = 16, region: Region | None = None
+) -> np.ndarray:
     """``frames (T, H, W) uint8 -> probabilities (T, H, W) float32`` in [0, 1].
 
-    Runs in eval mode (the model's mode is restored afterwards) on the model's device.
-    Masks are ``probabilities > model.config.threshold``.
+    ``region``: the clip's ultrasound region; None detects it from the first frames, as the
+    service does for a clip without a DICOM region. Runs in eval mode (the model's mode is
+    restored afterwards) on the model's device. Masks are ``probabilities > model.config.threshold``.
     """
     if frames.ndim != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be a (T, H, W) uint8 array, got {frames.dtype} {frames.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     config = model.config
-    height, width = frames.shape[1:]
+    if region is None:
+        region = choose_region(frames[:DETECT_FRAMES])[0]
     # (T, H, W) uint8 -> (T, k, S, S) float32
-    windows = clip_windows(normalize(resize_frames(frames, config.input_size), config), config)
+    windows = clip_windows(preprocess(frames, config, region), config)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -41,4 +48,4 @@ def predict_clip(model: EchoSegNet, frames: np.ndarray, batch_size: int = 16) ->
     finally:
         model.train(was_training)
     # (T, S, S) -> (T, H, W)
-    return resize_probabilities(np.concatenate(probs).astype(np.float32), height, width)
+    return map_back(np.concatenate(probs).astype(np.float32), region)

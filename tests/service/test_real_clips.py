@@ -1,0 +1,285 @@
+"""Real clips over the wire: the ultrasound region (DICOM, detected, client) and "nothing found".
+
+A real uvicorn server, real httpx and websockets clients. The region and flag logic is the
+service's own, so most tests use the fake backend; the no-LV acceptance uses the bundled model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from echoseg.quality import FLAGS
+from service.client import exchange, stream_frames
+from service.codecs.frames import decode_mask
+from service.codecs.rle import rle_decode
+from tests.core.scanner import box_of, scanner_clip
+
+from .conftest import FakeBackend, LiveServer
+from .test_units import avi_bytes, npy_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def post(server, data: bytes, media: str) -> dict:
+    resp = httpx.post(f"{server.url}/v1/segment", content=data, headers={"Content-Type": media}, timeout=120)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def rest_masks(body: dict) -> np.ndarray:
+    h, w = body["height"], body["width"]
+    return np.stack([rle_decode(c, h, w) for c in body["masks"]["counts"]])
+
+
+def region_dicom(frames: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
+    """A DICOM of ``frames`` whose one ultrasound region has ``box`` (x0, y0, x1, y1 exclusive)."""
+    import io
+
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.service.dicom import dicom_bytes
+
+    ds = dcmread(io.BytesIO(dicom_bytes(frames, delta_cm=(0.03, 0.03))))
+    region = ds.SequenceOfUltrasoundRegions[0]
+    region.RegionSpatialFormat, region.RegionDataType = 1, 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = box[0], box[1]
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = box[2] - 1, box[3] - 1
+    ds.SequenceOfUltrasoundRegions = Sequence([region, Dataset()])  # a second item without a location
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    frames, fan, _ = scanner_clip(12, 120, 160, seed=4)
+    return frames, fan
+
+
+def test_rest_reports_the_detected_region_and_masks_stay_in_the_fan(fake_server, scanner):
+    frames, fan = scanner
+    body = post(fake_server, npy_bytes(frames), "application/x-npy")
+    region = body["region"]
+    assert region["source"] == "detected" and len(region["fan"]) >= 3
+    np.testing.assert_allclose([region[k] for k in ("x0", "y0", "x1", "y1")], box_of(fan), atol=3)
+    masks = rest_masks(body)
+    assert masks.shape == frames.shape and masks.any()
+    assert not masks[:, ~fan].any() or masks[:, ~fan].mean() < 0.002  # text and ECG never become "LV"
+    assert len(body["flags"]) == len(body["confidence"]) == len(frames)
+    assert set(body["flags"]) <= set(FLAGS) and set(body["quality"]) >= {"frames_ok", "reason"}
+
+
+def test_rest_dicom_region_used_and_stale_region_refused(fake_server, scanner):
+    pytest.importorskip("pydicom")
+    frames, fan = scanner
+    good = post(fake_server, region_dicom(frames, box_of(fan)), "application/dicom")
+    assert good["region"]["source"] == "dicom" and good["warnings"] == []
+    assert [good["region"][k] for k in ("x0", "y0", "x1", "y1")] == list(box_of(fan))
+    assert good["spacing"] == {"row": 0.3, "col": 0.3, "unit": "mm"}
+    # a file resampled after acquisition: its region (and its spacing) no longer fit the pixels
+    stale = post(fake_server, region_dicom(frames, (0, 0, 40, 30)), "application/dicom")
+    assert stale["region"]["source"] == "detected" and stale["spacing"] is None
+    assert any("stale" in w for w in stale["warnings"]), stale["warnings"]
+    masks_good, masks_stale = rest_masks(good), rest_masks(stale)
+    agree = (masks_good == masks_stale).mean()
+    assert agree > 0.99  # the detected fan is the declared one, within a pixel or two
+
+
+def test_stream_detects_the_same_region_and_gives_the_rest_masks(fake_server, scanner):
+    frames, _ = scanner
+    body = post(fake_server, npy_bytes(frames), "application/x-npy")
+    report = asyncio.run(stream_frames(frames, fake_server.url, fps=None, mask_encoding="gray8"))
+    assert report.close_code == 1000 and report.ready["region"] is None
+    assert report.ready["region_frames"] == 8 and report.ready["mask_format"] == 1
+    assert report.summary["region"] == body["region"]
+    np.testing.assert_array_equal(np.stack(report.masks), rest_masks(body))
+    assert report.summary["quality"]["frames_ok"] == body["quality"]["frames_ok"]
+
+
+def test_stream_with_a_client_region_and_mask_format_2(fake_server, scanner):
+    """The region of a REST answer, sent back in start: same masks; format 2 carries the flags."""
+    frames, _ = scanner
+    body = post(fake_server, npy_bytes(frames), "application/x-npy")
+    h, w = frames.shape[1:]
+    start = {"type": "start", "width": w, "height": h, "mask_encoding": "gray8", "mask_format": 2}
+    start["region"] = body["region"]
+    msgs = [json.dumps(start), *[f.tobytes() for f in frames], json.dumps({"type": "end"})]
+    received, code = asyncio.run(exchange(fake_server.url, msgs))
+    texts = [json.loads(m) for m in received if isinstance(m, str)]
+    assert code == 1000 and texts[0]["region"]["source"] == "client" and texts[0]["region_frames"] == 0
+    binary = [m for m in received if isinstance(m, bytes)]
+    index, flag, confidence = zip(*[struct.unpack("<IBB", m[:6]) for m in binary], strict=True)
+    assert list(index) == list(range(len(frames)))
+    assert [texts[0]["flags"][f] for f in flag] == body["flags"]
+    np.testing.assert_allclose(np.array(confidence) / 255, body["confidence"], atol=1 / 255)
+    masks = np.stack([decode_mask(m[6:], "gray8", w, h) for m in binary])
+    np.testing.assert_array_equal(masks, rest_masks(body))
+    assert texts[-1]["region"]["source"] == "client"
+
+
+@pytest.mark.parametrize(
+    "region,words",
+    [
+        ({"x0": 0, "y0": 0, "x1": 200, "y1": 50}, "region.x1 = 200 is outside"),
+        ({"x0": 0, "y0": 0, "x1": 50}, "region.y1 must be an integer"),
+        ("whole", "region must be an object"),
+        ({"x0": 0, "y0": 0, "x1": 50, "y1": 50, "fan": [[0, 0], [10, 0], [99, 99]]}, "region.fan[2]"),
+    ],
+)
+def test_a_bad_region_in_start_is_invalid_start_naming_the_field(fake_server, region, words):
+    start = {"type": "start", "width": 160, "height": 120, "region": region}
+    received, code = asyncio.run(exchange(fake_server.url, [json.dumps(start)]))
+    error = json.loads(received[-1])
+    assert error["type"] == "error" and error["code"] == "invalid_start" and code == 1003
+    assert words in error["detail"], error["detail"]
+
+
+def test_mask_format_must_be_1_or_2(fake_server):
+    start = {"type": "start", "width": 16, "height": 16, "mask_format": 3}
+    received, code = asyncio.run(exchange(fake_server.url, [json.dumps(start)]))
+    assert json.loads(received[-1])["code"] == "invalid_start" and code == 1003
+
+
+# -- "nothing found", with the bundled model ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundled_server():
+    from service.core.config import Settings
+    from service.main import create_app
+
+    settings = Settings(
+        model=str(REPO / "models" / "default"),
+        backend="torch",  # loads the checkpoint as it is: no ONNX export to wait for
+        max_batch=8,
+        threads=1,
+    )
+    with LiveServer(create_app(settings)) as server:
+        yield server
+
+
+def _no_heart_clips() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:112, :112].astype(np.float32)
+    phantom = np.clip(255 - np.hypot(xx - 56, yy) * 2.2, 0, 255).astype(np.uint8)  # a radial gradient
+    return {
+        "black": np.zeros((12, 112, 112), np.uint8),
+        "noise": rng.integers(0, 256, (12, 112, 112), dtype=np.uint8),
+        "gradient": np.broadcast_to(phantom, (12, 112, 112)).copy(),
+    }
+
+
+@pytest.mark.parametrize("name", ["black", "noise", "gradient"])
+def test_a_clip_without_a_heart_is_flagged_no_lv_with_a_reason(bundled_server, name):
+    clip = _no_heart_clips()[name]
+    flagged = ("echoseg_frames_flagged_total", (("flag", "no_lv"), ("transport", "rest")))
+    before = bundled_server.metrics()[flagged]
+    body = post(bundled_server, npy_bytes(clip), "application/x-npy")
+    assert body["flags"] == ["no_lv"] * len(clip), body["flags"]
+    assert body["confidence"] == [0.0] * len(clip)
+    assert body["ef"] is None and body["ef_null_reason"] in ("blank_input", "no_lv")
+    assert body["quality"]["frames_no_lv"] == len(clip)
+    assert "no left ventricle found in 12 of 12 frames" in body["quality"]["reason"]
+    assert bundled_server.metrics()[flagged] - before == len(clip)
+    if name == "black":
+        assert body["ef_null_reason"] == "blank_input" and body["quality"]["frames_blank"] == len(clip)
+
+
+def test_a_simulated_echo_is_not_flagged(bundled_server):
+    from training.data.synthetic import synthesize
+
+    clip = synthesize(np.random.default_rng(2024), "ok", frames=40, size=112).frames
+    body = post(bundled_server, avi_bytes(clip), "video/x-msvideo")
+    assert body["quality"]["frames_ok"] == len(clip) and body["quality"]["reason"] is None
+    assert body["ef"] is not None and body["ef_null_reason"] is None
+    assert body["region"]["source"] == "full"  # an EchoNet-like crop passes through unchanged
+
+
+def test_stream_of_a_black_clip_flags_every_mask(bundled_server):
+    clip = _no_heart_clips()["black"]
+    report = asyncio.run(stream_frames(clip, bundled_server.url, fps=None, mask_format=2))
+    assert report.close_code == 1000 and report.indices == list(range(len(clip)))
+    assert report.flags == ["no_lv"] * len(clip) and report.confidences == [0.0] * len(clip)
+    assert report.summary["ef"] is None and report.summary["ef_null_reason"] == "blank_input"
+    assert report.summary["quality"]["frames_no_lv"] == len(clip)
+    assert "no left ventricle found in 12 of 12 frames" in report.summary["quality"]["reason"]
+
+
+# -- the acceptance geometry at 480x640, with a backend that finds the cavity ------------------------
+class CavityBackend(FakeBackend):
+    """Segments the dark pool enclosed by speckle in the model's input (what an LV looks like in
+    ``scanner_clip``): a stand-in for a trained model, so the test checks the service's geometry
+    (region, crop, pad, resize, map back) against the true masks at the clip's own size."""
+
+    name = "cavity"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        target = self.config.offsets.index(0)
+        pixels = batch[:, target] * self.config.std + self.config.mean  # (B, S, S) in [0, 1]
+        out = np.empty((batch.shape[0], 1, *batch.shape[2:]), np.float32)
+        for i, p in enumerate(pixels):
+            tissue = ndimage.uniform_filter(p, 5) > 0.12
+            holes = ndimage.binary_fill_holes(tissue) & ~tissue
+            out[i, 0] = np.where(ndimage.binary_dilation(holes, iterations=1), 8.0, -8.0)
+        return out
+
+
+def test_480x640_dicom_with_and_without_region_mp4_and_stream_give_the_true_masks(make_server):
+    pytest.importorskip("pydicom")
+    from service.codecs.outputs import video_encoder
+
+    backend = CavityBackend()
+    backend.load()
+    backend.config = type(backend.config)(**{**backend.config.__dict__, "input_size": 112})
+    server = make_server(backend, max_batch=8)
+    frames, fan, cavity = scanner_clip(10, 480, 640, seed=7)
+
+    def dice_per_frame(masks):
+        return [
+            2 * (m & c).sum() / (m.sum() + c.sum())
+            for m, c in zip(masks.astype(bool), cavity > 0, strict=True)
+        ]
+
+    with_region = post(server, region_dicom(frames, box_of(fan)), "application/dicom")
+    without = post(server, dicom_bytes_plain(frames), "application/dicom")
+    mp4 = post(server, mp4_bytes(frames, video_encoder()), "video/mp4")
+    assert (with_region["region"]["source"], without["region"]["source"]) == ("dicom", "detected")
+    for body in (with_region, without, mp4):
+        assert (body["height"], body["width"]) == (480, 640)
+        assert min(dice_per_frame(rest_masks(body))) >= 0.9, dice_per_frame(rest_masks(body))
+    report = asyncio.run(stream_frames(frames, server.url, fps=None, mask_encoding="gray8"))
+    np.testing.assert_array_equal(np.stack(report.masks), rest_masks(without))
+
+
+def dicom_bytes_plain(frames: np.ndarray) -> bytes:
+    from tests.service.dicom import dicom_bytes
+
+    return dicom_bytes(frames)
+
+
+def mp4_bytes(frames: np.ndarray, codec: str) -> bytes:
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(f, format="gray").reformat(format="yuv420p")
+            ):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
