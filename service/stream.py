@@ -267,6 +267,7 @@ class StreamSession:
             "model": info,
             "max_in_flight": self.settings.stream_queue,
             "budget_ms": self.settings.budget_ms,
+            **({"key_id": self.principal.id} if self.principal.kind == "key" else {}),
         }
 
     async def _receive_loop(self, start: StartParams, pending: asyncio.Queue, backend, batcher) -> None:
