@@ -20,8 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.common import (
     document,
+    load_average,
     model_for,
     moving_disc_clip,
     resolve_form,
@@ -31,6 +34,8 @@ from benchmarks.common import (
 )
 
 log = logging.getLogger(__name__)
+
+KINDS = ("stream", "post", "new_connection")
 
 
 def make_certificate(folder: Path) -> tuple[str, str]:
@@ -82,8 +87,6 @@ def rest_round(url: str, data: bytes, reps: int, tls) -> tuple[list[float], list
 def npy_bytes(frames) -> bytes:
     import io
 
-    import numpy as np
-
     buf = io.BytesIO()
     np.save(buf, frames)
     return buf.getvalue()
@@ -112,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     started = time.time()
+    load_before = load_average()
     env = {"ECHOSEG_LOG_LEVEL": "WARNING"}
     frames = moving_disc_clip(int(args.fps * args.seconds), args.size, args.size)
     clip = npy_bytes(moving_disc_clip(args.clip_frames, 112, 112))
     times = {t: {"stream": [], "post": [], "new_connection": []} for t in ("plain", "tls")}
+    rounds: list[dict] = []  # per round: each side's p50s, and their paired TLS / plain ratios
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
         folder = Path(tmp)
         ca_file, cert_file = make_certificate(folder)
@@ -132,21 +137,31 @@ def main(argv: list[str] | None = None) -> int:
                 stream_round(url, frames[: int(args.fps)], args.fps, ctx)
                 rest_round(url, clip, 1, ctx)
             for r in range(args.rounds):
+                this: dict = {}
                 for name, (url, ctx) in targets.items():
-                    times[name]["stream"] += stream_round(url, frames, args.fps, ctx)
+                    latencies = stream_round(url, frames, args.fps, ctx)
                     posts, fresh = rest_round(url, clip, args.reps, ctx)
+                    times[name]["stream"] += latencies
                     times[name]["post"] += posts
                     times[name]["new_connection"] += fresh
-                    s = summarize_ms(times[name]["stream"][-len(frames) :])
+                    this[name] = {
+                        k: summarize_ms(v)["p50"]
+                        for k, v in zip(KINDS, (latencies, posts, fresh), strict=True)
+                    }
+                    s = summarize_ms(latencies)
                     print(f"round {r + 1} {name:5s}: stream p50 {s['p50']} ms p99 {s['p99']} ms", flush=True)
+                this["ratio"] = {k: round(this["tls"][k] / this["plain"][k], 3) for k in KINDS}
+                rounds.append(this)
     summary = {t: {k: summarize_ms(v) for k, v in by.items()} for t, by in times.items()}
     ratios = {
         f"{k}_{q}": ratio(summary["tls"][k], summary["plain"][k], q)
         for k in ("stream", "post", "new_connection")
         for q in ("p50", "p99")
     }
+    paired = {k: round(float(np.median([r["ratio"][k] for r in rounds])), 3) for k in KINDS}
     for k, v in ratios.items():
         print(f"TLS / plain {k}: {v}")
+    print(f"TLS / plain, median of the rounds' paired p50 ratios: {paired}")
     doc = document(
         "tls",
         argv,
@@ -156,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         stream={"fps": args.fps, "frames_per_round": len(frames), "size": f"{args.size}x{args.size}"},
         rest={"clip": f"npy 112x112x{args.clip_frames}", "reps_per_round": args.reps},
         rounds=args.rounds,
+        load_average_before=load_before,
+        load_average_after=load_average(),
         times_ms=summary,
         ratios_tls_over_plain=ratios,
+        rounds_p50_ms=rounds,
+        paired_ratio_median=paired,
     )
     print(f"wrote {write_result(doc, args.out_dir)}")
     return 0
