@@ -294,3 +294,12 @@ def test_gpu_ingress_is_tls_only_with_long_websocket_timeouts(rendered):
     assert all(b["name"] == service["metadata"]["name"] for b in backends)
     assert all(b["port"]["name"] in {p["name"] for p in service["spec"]["ports"]} for b in backends)
     assert [p["path"] for r in spec["rules"] for p in r["http"]["paths"]] == ["/v1"], "no /metrics outside"
+
+
+def test_key_file_secret_is_mounted_so_updates_reach_the_pod(rendered):
+    _, docs = rendered
+    spec = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "api-key-file")
+    assert volume["secret"]["secretName"] == "echoseg-api-key-file" and volume["secret"]["optional"]
+    mount = next(m for m in _container(docs)["volumeMounts"] if m["name"] == "api-key-file")
+    assert mount["readOnly"] and "subPath" not in mount, "a subPath mount never sees Secret updates"
