@@ -7,7 +7,9 @@ Two ``echoseg serve`` processes serve the same model, one plain and one with a c
 for the run (trustme); the clients verify it. Rounds alternate plain, TLS, plain, TLS, so a noisy
 machine slows both alike, and the result is reported as TLS / plain ratios: per-frame latency of
 the stream (client-measured, last needed frame sent -> mask received), a clip posted over a kept
-connection, and a small request on a new connection each time (the handshake).
+connection, and a small request on a new connection each time (the handshake); and the CPU time
+each server process spent per streamed frame and per round of posts (from /proc), which a busy
+machine disturbs far less than latency.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -84,6 +87,13 @@ def rest_round(url: str, data: bytes, reps: int, tls) -> tuple[list[float], list
     return posts, fresh
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): what TLS costs the server,
+    less sensitive to a busy machine than wall-clock latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def npy_bytes(frames) -> bytes:
     import io
 
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = npy_bytes(moving_disc_clip(args.clip_frames, 112, 112))
     times = {t: {"stream": [], "post": [], "new_connection": []} for t in ("plain", "tls")}
     rounds: list[dict] = []  # per round: each side's p50s, and their paired TLS / plain ratios
+    server_cpu = {t: {"stream_ms_per_frame": [], "rest_ms_per_round": []} for t in ("plain", "tls")}
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
         folder = Path(tmp)
         ca_file, cert_file = make_certificate(folder)
@@ -133,14 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             # the same prebuilt client context for both (unused on http:// and ws://), so neither
             # side pays for loading CA files per connection
             targets = {"plain": (plain.url, tls), "tls": (secure.url, tls)}
+            pids = {"plain": plain.process.pid, "tls": secure.process.pid}
             for url, ctx in targets.values():  # warm-up: one short stream and one post each
                 stream_round(url, frames[: int(args.fps)], args.fps, ctx)
                 rest_round(url, clip, 1, ctx)
             for r in range(args.rounds):
                 this: dict = {}
                 for name, (url, ctx) in targets.items():
+                    cpu0 = cpu_s(pids[name])
                     latencies = stream_round(url, frames, args.fps, ctx)
+                    cpu1 = cpu_s(pids[name])
                     posts, fresh = rest_round(url, clip, args.reps, ctx)
+                    cpu2 = cpu_s(pids[name])
+                    server_cpu[name]["stream_ms_per_frame"].append((cpu1 - cpu0) * 1e3 / len(frames))
+                    server_cpu[name]["rest_ms_per_round"].append((cpu2 - cpu1) * 1e3)
                     times[name]["stream"] += latencies
                     times[name]["post"] += posts
                     times[name]["new_connection"] += fresh
@@ -162,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in ratios.items():
         print(f"TLS / plain {k}: {v}")
     print(f"TLS / plain, median of the rounds' paired p50 ratios: {paired}")
+    cpu = {t: {k: round(sum(v) / len(v), 3) for k, v in by.items()} for t, by in server_cpu.items()}
+    cpu_ratio = {
+        k: round(cpu["tls"][k] / cpu["plain"][k], 3) if cpu["plain"][k] else None for k in cpu["tls"]
+    }
+    print(f"server CPU (mean of rounds): {cpu}; TLS / plain: {cpu_ratio}")
     doc = document(
         "tls",
         argv,
@@ -177,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         ratios_tls_over_plain=ratios,
         rounds_p50_ms=rounds,
         paired_ratio_median=paired,
+        server_cpu_ms=cpu,
+        server_cpu_ratio_tls_over_plain=cpu_ratio,
     )
     print(f"wrote {write_result(doc, args.out_dir)}")
     return 0

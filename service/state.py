@@ -117,13 +117,16 @@ class Service:
                 await asyncio.wait_for(self._reload_now.wait(), self.settings.reload_interval_s)
             forced = self._reload_now.is_set()
             self._reload_now.clear()
-            stamps = self._file_stamps()
-            changed = {k.partition(":")[0] for k in stamps if stamps[k] != self._stamps.get(k)}
-            self._stamps = stamps
-            if forced or "keys" in changed:
-                await self.reload_keys()
-            if self.tls is not None and (forced or "tls" in changed):
-                self.tls.reload()
+            try:
+                stamps = self._file_stamps()
+                changed = {k.partition(":")[0] for k in stamps if stamps[k] != self._stamps.get(k)}
+                self._stamps = stamps
+                if forced or "keys" in changed:
+                    await self.reload_keys()
+                if self.tls is not None and (forced or "tls" in changed):
+                    self.tls.reload()
+            except Exception:  # the watcher must outlive any one failed reload
+                log.exception("reloading keys or certificates failed; the previous ones stay in force")
 
     async def reload_keys(self) -> bool:
         """Take the key file as it is now; close open streams whose key was removed or lost ``stream``."""

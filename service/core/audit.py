@@ -114,6 +114,8 @@ class AuditRequests:
         if route == "/metrics" and not refused and not self.service.settings.protect_metrics:
             return
         status = seen["status"]
+        if error is None and status >= 500:
+            error = "internal"  # an unhandled exception: its handler runs outside this middleware
         outcome = "ok" if status < 400 else ("client_closed" if error == "client_closed" else "error")
         backend = self.service.backend
         self.service.audit.record(
