@@ -21,6 +21,7 @@ import uvicorn
 
 from service.core.config import Settings
 from service.core.logging import install_redaction
+from service.core.tls import ServerTLS
 from service.main import create_app
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,11 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    """The server's uvicorn config; with ``ssl_certfile`` it serves HTTPS and wss:// from the
-    service's live TLS context (reloadable, see :mod:`service.core.tls`)."""
-    tls = app.state.service.tls
+def uvicorn_config(
+    app, settings: Settings, host: str, port: int, tls: ServerTLS | None = None
+) -> uvicorn.Config:
+    """The server's uvicorn config; with ``tls`` (the service's, when ``ssl_certfile`` is set) it
+    serves HTTPS and wss:// from that live, reloadable context (see :mod:`service.core.tls`)."""
     extra = {}
     if tls is not None:
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -85,7 +87,7 @@ def run_server(settings: Settings, host: str, port: int, exit_at_once: bool = Tr
     """
     app = create_app(settings)
     service = app.state.service
-    server = DrainingServer(uvicorn_config(app, settings, host, port), service)
+    server = DrainingServer(uvicorn_config(app, settings, host, port, service.tls), service)
     if hasattr(signal, "SIGHUP"):  # reload keys and certificates; open connections stay
         signal.signal(signal.SIGHUP, lambda sig, frame: service.request_reload())
     server.run()

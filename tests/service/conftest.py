@@ -74,7 +74,7 @@ class LiveServer:
         self.port = free_port()
         if self.service.tls is not None:  # the product's own config: live TLS context, peer certificates
             self.url = f"https://127.0.0.1:{self.port}"
-            config = uvicorn_config(app, self.service.settings, "127.0.0.1", self.port)
+            config = uvicorn_config(app, self.service.settings, "127.0.0.1", self.port, self.service.tls)
         else:
             self.url = f"http://127.0.0.1:{self.port}"
             config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")

@@ -112,7 +112,14 @@ def test_audit_goes_to_its_own_logger_when_no_file(make_server, caplog):
     caplog.set_level(logging.INFO, logger="echoseg.audit")
     server = make_server(fake_backend(), audit_log="")  # (the suite sets ECHOSEG_AUDIT_LOG)
     assert httpx.get(f"{server.url}/v1/models", timeout=10).status_code == 200
-    records = [r for r in caplog.records if r.name == "echoseg.audit"]
+    deadline = time.monotonic() + 10  # the line is written once the response has gone out
+
+    def records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "echoseg.audit"]
+
+    while not records() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    records = records()
     assert len(records) == 1
     assert json.loads(records[0].getMessage())["principal"] == "anonymous"
 
