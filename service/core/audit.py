@@ -37,6 +37,11 @@ class AuditTrail:
     def __init__(self, path: str = "") -> None:
         self.handler: logging.Handler | None = None
         if path:
+            try:  # refuse to start without a writable trail, rather than lose lines later
+                with open(path, "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise OSError(f"audit_log {path}: cannot append to it ({exc.strerror})") from None
             # not registered in the logging tree: its lines reach this file only
             self.logger = logging.Logger(AUDIT_LOGGER, logging.INFO)
             self.handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8", delay=True)

@@ -137,3 +137,10 @@ def test_audit_log_can_be_moved_away(tmp_path: Path):
     trail.close()
     assert len(path.read_text().splitlines()) == 1
     assert len((tmp_path / "audit.jsonl.1").read_text().splitlines()) == 1
+
+
+def test_an_unwritable_audit_log_stops_the_start(tmp_path):
+    from service.core.audit import AuditTrail
+
+    with pytest.raises(OSError, match=r"audit_log .*/missing/audit\.jsonl: cannot append to it"):
+        AuditTrail(str(tmp_path / "missing" / "audit.jsonl"))
