@@ -157,6 +157,14 @@ def test_mutual_tls_refuses_clients_without_a_valid_certificate(make_server, pki
             assert main(argv) == 1
         return out.getvalue()
 
+    # the CLI clients over https:// and wss:// with a CA bundle and a client certificate
+    ok = ["--ca-bundle", str(pki["server_ca"]), "--client-cert", str(pki["scanner"])]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["segment", str(clip_file), "--url", server.url, "--out", str(tmp_path), *ok]) == 0
+        wss = server.url.replace("https://", "wss://")
+        assert main(["stream", str(clip_file), "--url", wss, "--fps", "0", *ok]) == 0
+    assert (tmp_path / "clip.json").exists()
+
     # the CLI says why (the server's TLS alert does not reach the client, see explain_refusal)
     assert "requires a client certificate (mutual TLS)" in cli("segment", None)
     assert "requires a client certificate (mutual TLS)" in cli("stream", None)
@@ -164,7 +172,7 @@ def test_mutual_tls_refuses_clients_without_a_valid_certificate(make_server, pki
     assert re.search(r"scanner_expired.pem: it expired on \d{4}-", cli("stream", "scanner_expired"))
 
     lines = audit_lines(audit)
-    assert [x["principal"] for x in lines] == ["cert:CN=scanner-3,OU=Cardiology,O=Echo Lab"] * 2
+    assert [x["principal"] for x in lines] == ["cert:CN=scanner-3,OU=Cardiology,O=Echo Lab"] * 4
     assert {x["auth"] for x in lines} == {"cert"}
 
 
@@ -253,3 +261,20 @@ def test_tls_settings_are_checked(pki):
         ServerTLS(Settings(ssl_certfile="/nonexistent/cert.pem"))
     with pytest.raises(ValueError, match="not a matching PEM certificate and key"):
         ServerTLS(Settings(ssl_certfile=str(pki["server_ca"])))  # a certificate without its key
+
+
+def test_serve_names_a_bad_tls_option(tmp_path):
+    """`echoseg serve` refuses bad TLS options before loading anything, naming what is wrong."""
+
+    def serve(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["serve", "--model", str(tmp_path), *argv])
+        return code, out.getvalue()
+
+    code, text = serve("--ssl-certfile", "server.pem", "--ssl-client-cert", "required")
+    assert code == 2 and "ssl_client_cert=required needs ssl_ca_certs" in text
+    code, text = serve("--ssl-certfile", str(tmp_path / "nope.pem"))
+    assert code == 2 and f"TLS file {tmp_path / 'nope.pem'} does not exist" in text
+    code, text = serve("--api-key-file", str(tmp_path / "keys.json"))
+    assert code == 2 and "api_key_file" in text and "does not exist" in text
