@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -278,13 +279,15 @@ def served(
     launcher: list[str] | None = None,
     code: Path = REPO,
     poll_s: float = 0.25,
+    ca_bundle: str | None = None,
 ) -> Iterator[Server]:
     """Run ``echoseg serve`` (or a module with the same arguments) on a free 127.0.0.1 port.
 
     ``launcher`` replaces ``python -m module`` (e.g. a script that sets up the process first);
     ``code`` is the source tree put first on ``PYTHONPATH`` (and the working directory).
     Waits for ``/readyz`` (polling every ``poll_s``); on exit sends SIGTERM (the drain) and kills
-    after a bounded wait.
+    after a bounded wait. ``ca_bundle``: the server serves TLS (``--ssl-certfile`` in ``extra_args``);
+    its URL is https:// and the readiness probe verifies it against this CA.
     """
     import httpx
 
@@ -296,12 +299,13 @@ def served(
     with tempfile.NamedTemporaryFile("wb", prefix="echoseg-bench-", suffix=".log", delete=False) as log_file:
         log_path = Path(log_file.name)
         proc = subprocess.Popen(cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=code)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca_bundle else 'http'}://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=2, verify=verify).status_code == 200:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-3000:]

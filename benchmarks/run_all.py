@@ -1,4 +1,5 @@
-"""Every benchmark in one command: model latency, streaming, REST, stages, data pipeline; then the report.
+"""Every benchmark in one command: model latency, streaming, REST, TLS vs plain, stages, data pipeline;
+then the report.
 
     make bench                                  # = .venv/bin/python -m benchmarks.run_all
     .venv/bin/python -m benchmarks.run_all --quick
@@ -23,7 +24,7 @@ from benchmarks.common import REPO, RESULTS, load_average, machine_info
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "stream", "rest", "stages", "data")
+SECTIONS = ("model", "stream", "rest", "tls", "stages", "data")
 
 
 def stream_preset(args: argparse.Namespace) -> str:
@@ -64,6 +65,10 @@ def section_args(section: str, args: argparse.Namespace) -> list[str]:
             out += ["--no-capacity"]
     elif section == "rest":
         out += ["--preset", stream_preset(args), "--reps", "1" if q else "3"]
+    elif section == "tls":  # plain vs TLS side by side: one 50-fps stream, REST clips
+        out += ["--preset", stream_preset(args)]
+        if q:
+            out += ["--rounds", "1", "--seconds", "2", "--reps", "2"]
     elif section == "data":  # the training data pipeline; no server, no model
         if q:
             out += ["--quick"]
@@ -81,7 +86,13 @@ def run_section(section: str, argv: list[str]) -> dict:
 
     from benchmarks.common import missing_server_modules
 
-    names = {"model": "model_latency", "stream": "streaming", "rest": "rest", "stages": "stages"}
+    names = {
+        "model": "model_latency",
+        "stream": "streaming",
+        "rest": "rest",
+        "tls": "tls",
+        "stages": "stages",
+    }
     name = names.get(section, "data_pipeline")
     missing = missing_server_modules() if section not in ("model", "data") else []
     if missing:  # e.g. a GPU machine with torch but without the service's dependencies

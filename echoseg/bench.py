@@ -4,7 +4,7 @@
     echoseg bench all --quick          # a few minutes
     echoseg bench model --presets lite --batches 1 4
     echoseg bench stream --scenarios 4x25 --seconds 5
-    echoseg bench rest | stages | data | startup
+    echoseg bench rest | tls | stages | data | startup
 
 The arguments after the benchmark's name go to it unchanged (``echoseg bench model --help``).
 The benchmarks live beside the package in the repository, not in the installed wheel.
@@ -21,6 +21,7 @@ MODULES = {
     "model": "benchmarks.model_latency",
     "stream": "benchmarks.streaming",
     "rest": "benchmarks.rest",
+    "tls": "benchmarks.tls",
     "stages": "benchmarks.stages",
     "data": "benchmarks.data_pipeline",
     "startup": "benchmarks.startup",
@@ -30,7 +31,7 @@ MODULES = {
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="run the benchmarks (model, stream, REST, stages, data pipeline, startup) from a checkout",
+        help="run the benchmarks (model, stream, REST, TLS, stages, data pipeline, startup) from a checkout",
         description=__doc__.splitlines()[0],
     )
     p.add_argument(

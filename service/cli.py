@@ -1,4 +1,5 @@
-"""``echoseg serve``, ``echoseg segment`` and ``echoseg stream``: run the service, or talk to one."""
+"""``echoseg serve``, ``echoseg segment``, ``echoseg stream`` and ``echoseg keys``: run the service,
+talk to one, or manage its key file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import logging
 
 log = logging.getLogger(__name__)
+
+TLS_SETTINGS = ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_client_cert", "api_key_file", "audit_log")
 
 
 def register(subparsers) -> None:
@@ -19,6 +22,15 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--max-batch", type=int, dest="max_batch")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the CPUs this process may use)")
+    tls = p.add_argument_group("TLS and authentication (default: the ECHOSEG_ settings of the same name)")
+    tls.add_argument("--ssl-certfile", help="PEM certificate chain: serve HTTPS and wss://")
+    tls.add_argument("--ssl-keyfile", help="PEM private key of the certificate")
+    tls.add_argument("--ssl-ca-certs", help="CA bundle client certificates must chain to (mutual TLS)")
+    tls.add_argument(
+        "--ssl-client-cert", choices=["none", "optional", "required"], help="client certificates (mutual TLS)"
+    )
+    tls.add_argument("--api-key-file", help="JSON key file: key id -> sha256 and scopes (echoseg keys)")
+    tls.add_argument("--audit-log", help="file for the audit trail (one JSON line per request and stream)")
     p.set_defaults(func=serve)
 
     p = subparsers.add_parser("segment", help="upload a clip to a running service and save its masks")
@@ -32,6 +44,7 @@ def register(subparsers) -> None:
         help="dicom-seg / dicom-sr: a DICOM Segmentation / measurement report (DICOM uploads only)",
     )
     p.add_argument("--api-key", default=None, help="bearer key (default: ECHOSEG_API_KEY)")
+    _tls_client_args(p)
     p.set_defaults(func=segment)
 
     p = subparsers.add_parser("stream", help="stream a clip frame by frame over WebSocket and report latency")
@@ -42,7 +55,60 @@ def register(subparsers) -> None:
     p.add_argument("--mask-encoding", choices=["png", "gray8"], default="png")
     p.add_argument("--out", default=None, help="save the received masks as <out>/<clip>.masks.npz")
     p.add_argument("--api-key", default=None, help="bearer key (default: ECHOSEG_API_KEY)")
+    _tls_client_args(p)
     p.set_defaults(func=stream)
+
+    p = subparsers.add_parser("keys", help="add or remove an API key in a key file (ECHOSEG_API_KEY_FILE)")
+    p.add_argument("action", choices=["new", "remove"])
+    p.add_argument("--file", required=True, help="the key file (created if missing)")
+    p.add_argument("--id", required=True, dest="key_id", help="the key id logs and the audit trail show")
+    p.add_argument(
+        "--scopes", default="segment,stream", help="comma-separated: segment, stream, read-metrics"
+    )
+    p.set_defaults(func=keys)
+
+
+def _tls_client_args(p) -> None:
+    p.add_argument("--ca-bundle", help="PEM CA bundle that verifies an https:// server (default: system CAs)")
+    p.add_argument("--client-cert", help="PEM client certificate (mutual TLS)")
+    p.add_argument("--client-key", help="PEM key of the client certificate (if not in it)")
+
+
+def _tls_context(args: argparse.Namespace):
+    """A verifying TLS context for https:// / wss:// URLs (None for plain http://)."""
+    from service.core.tls import client_context
+
+    if not args.url.startswith(("https://", "wss://")):
+        if args.ca_bundle or args.client_cert:
+            raise SystemExit("error: --ca-bundle and --client-cert need an https:// or wss:// --url")
+        return None
+    try:
+        return client_context(args.ca_bundle, args.client_cert, args.client_key)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _tls_failure(exc: BaseException, args: argparse.Namespace) -> str:
+    """A readable reason for a failed connection: the server's certificate, or ours, or the network."""
+    import ssl
+
+    from service.core.tls import explain_refusal
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"the server's certificate was refused: {seen.verify_message} (check --ca-bundle)"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    closed = isinstance(exc, ConnectionResetError | EOFError) or type(exc).__name__ in (
+        "RemoteProtocolError",  # httpx: "Server disconnected without sending a response"
+        "ReadError",
+        "InvalidMessage",  # websockets: no HTTP answer to the upgrade
+    )
+    if closed and args.url.startswith(("https://", "wss://")):  # handshake done, then closed at once
+        return explain_refusal(args.client_cert)
+    return f"cannot reach {args.url}: {exc}"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -62,12 +128,45 @@ def serve(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    settings = Settings(**overrides)
+    overrides.update({k: getattr(args, k) for k in TLS_SETTINGS if getattr(args, k) is not None})
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"error: invalid settings: {exc}")
+        return 2
     logging.getLogger().setLevel(settings.log_level)
     if not Path(settings.model).exists():
         print(f"error: model {settings.model} does not exist (pass --model or set ECHOSEG_MODEL)")
         return 2
-    run_server(settings, args.host, args.port)
+    try:
+        run_server(settings, args.host, args.port)
+    except (ValueError, OSError) as exc:  # a TLS file or the key file is missing or invalid
+        print(f"error: {exc}")
+        return 2
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    import secrets
+    from pathlib import Path
+
+    from service.core.keys import add_key, remove_key
+
+    path = Path(args.file)
+    try:
+        if args.action == "remove":
+            if not remove_key(path, args.key_id):
+                print(f"error: no key id {args.key_id!r} in {path}")
+                return 1
+            print(f"removed {args.key_id} from {path}")
+            return 0
+        key = secrets.token_urlsafe(32)  # 256 random bits
+        add_key(path, args.key_id, key, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"added {args.key_id} to {path}; the key (shown once, the file holds only its SHA-256):")
+    print(key)
     return 0
 
 
@@ -84,8 +183,17 @@ def segment(args: argparse.Namespace) -> int:
     from service.client import media_type_for, segment_bytes
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    import httpx
+
     path, out_dir = Path(args.file), Path(args.out)
-    resp = segment_bytes(path.read_bytes(), media_type_for(path), args.url, args.output, _api_key(args))
+    tls = _tls_context(args)
+    try:
+        resp = segment_bytes(
+            path.read_bytes(), media_type_for(path), args.url, args.output, _api_key(args), tls=tls
+        )
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        print(f"error: {_tls_failure(exc, args)}")
+        return 1
     if resp.status_code != 200:
         print(f"error {resp.status_code}: {resp.text}")
         return 1
@@ -108,14 +216,22 @@ def stream(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
+    from websockets.exceptions import InvalidMessage
 
     from service.client import load_clip_file, percentiles, stream_frames
 
     path = Path(args.file)
     frames = load_clip_file(path)
-    report = asyncio.run(
-        stream_frames(frames, args.url, args.fps or None, args.encoding, args.mask_encoding, _api_key(args))
-    )
+    tls = _tls_context(args)
+    try:
+        report = asyncio.run(
+            stream_frames(
+                frames, args.url, args.fps or None, args.encoding, args.mask_encoding, _api_key(args), tls=tls
+            )
+        )
+    except (OSError, InvalidMessage) as exc:  # ssl.SSLError is an OSError
+        print(f"error: {_tls_failure(exc, args)}")
+        return 1
     if report.error:
         print(f"server error: {report.error} (close {report.close_code})")
     n = len(report.indices)

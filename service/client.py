@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -50,8 +51,16 @@ def percentiles(values_s: list[float]) -> dict[str, float]:
 
 
 # -- REST --------------------------------------------------------------------------------------
-def segment_bytes(data: bytes, media_type: str, url: str, output: str = "json", api_key: str | None = None):
-    """POST a clip as a raw body; returns the ``httpx.Response``."""
+def segment_bytes(
+    data: bytes,
+    media_type: str,
+    url: str,
+    output: str = "json",
+    api_key: str | None = None,
+    tls: ssl.SSLContext | None = None,
+):
+    """POST a clip as a raw body; returns the ``httpx.Response``. ``tls``: the context that verifies an
+    https:// server (and presents a client certificate), e.g. ``service.core.tls.client_context``."""
     import httpx
 
     headers = {"Content-Type": media_type, **auth_headers(api_key)}
@@ -61,6 +70,7 @@ def segment_bytes(data: bytes, media_type: str, url: str, output: str = "json", 
         content=data,
         headers=headers,
         timeout=300.0,
+        verify=tls if tls is not None else True,
     )
 
 
@@ -96,6 +106,7 @@ async def stream_frames(
     flow_control: bool | None = None,
     region: dict | None = None,
     mask_format: int = 1,
+    tls: ssl.SSLContext | None = None,
 ) -> StreamReport:
     """Send ``(T, H, W)`` uint8 frames at ``fps`` (None: as fast as possible), collect the masks.
 
@@ -108,7 +119,8 @@ async def stream_frames(
     speed without being told ``overloaded``.
 
     A mask's client-side latency runs from sending the last frame it needs (frame t + lookahead,
-    or the ``end`` message for the last frames) to receiving it.
+    or the ``end`` message for the last frames) to receiving it. ``wss://`` (or ``https://``) URLs
+    use ``tls`` to verify the server (default: the system CAs).
     """
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
@@ -119,7 +131,8 @@ async def stream_frames(
     headers = None if token_in_query else auth_headers(api_key)
     sent_at: list[float] = []
     payloads = [encode_frame(f, encoding) for f in frames]
-    async with connect(target, additional_headers=headers, max_size=2**26) as ws:
+    ssl_arg = (tls or True) if target.startswith("wss://") else None
+    async with connect(target, additional_headers=headers, max_size=2**26, ssl=ssl_arg) as ws:
         start = {"type": "start", "width": width, "height": height, "encoding": encoding}
         if region is not None:
             start["region"] = region
@@ -195,7 +208,9 @@ async def _drain(ws, report: StreamReport) -> None:
     report.close_code = ws.close_code
 
 
-async def exchange(url: str, messages: list, timeout_s: float = 30.0) -> tuple[list, int | None]:
+async def exchange(
+    url: str, messages: list, timeout_s: float = 30.0, tls: ssl.SSLContext | None = None
+) -> tuple[list, int | None]:
     """Send ``messages`` (text or binary) on a new stream, then collect every reply until the server
     closes (or ``timeout_s`` passes): ``-> (replies, close code)``. For protocol checks: the server
     may refuse and close before every message is sent, which is not an error here."""
@@ -203,7 +218,8 @@ async def exchange(url: str, messages: list, timeout_s: float = 30.0) -> tuple[l
     from websockets.exceptions import ConnectionClosed
 
     received: list = []
-    async with connect(ws_url(url) if "/v1/stream" not in url else url) as ws:
+    target = ws_url(url) if "/v1/stream" not in url else url
+    async with connect(target, ssl=(tls or True) if target.startswith("wss://") else None) as ws:
         with contextlib.suppress(ConnectionClosed):
             for m in messages:
                 await ws.send(m)

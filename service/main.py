@@ -20,9 +20,11 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import RequestCounter
 from service.api.routes import health, metrics, models, segment, stream
 from service.backends import Backend, create_backend
+from service.core.audit import AuditRequests
 from service.core.config import Settings
 from service.core.metrics import Metrics
 from service.core.stages import StageHook
+from service.core.tls import PeerCertificates
 from service.state import Service
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,11 @@ def create_app(
         loaded = backend or await asyncio.to_thread(create_backend, settings)
         await asyncio.to_thread(service.attach, loaded)
         log.info("ready: model %s on %s (%s)", loaded.model_id, loaded.name, loaded.device)
+        watcher = asyncio.create_task(service.watch_credentials())
         try:
             yield
         finally:
+            watcher.cancel()
             await asyncio.to_thread(service.close)
             log.info("stopped")
 
@@ -65,4 +69,6 @@ def create_app(
     app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
     install_error_handlers(app)
     app.add_middleware(RequestCounter, metrics=service.metrics)
+    app.add_middleware(AuditRequests, service=service)
+    app.add_middleware(PeerCertificates, tls=service.tls)  # outermost: the others see the cert subject
     return app

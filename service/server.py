@@ -4,8 +4,9 @@ uvicorn alone closes WebSockets with 1012 at once on shutdown. Here the first si
 drain instead: ``/readyz`` turns 503 (so a load balancer stops routing), new work is refused,
 open streams and uploads get ``drain_timeout_s`` to finish; then uploads still running are
 cancelled (503 ``drain_timeout``) and streams closed with 1001, and uvicorn stops, all within
-about a second more. A second signal exits at once. Log handlers get the secret redaction of
-``service.core.logging``.
+about a second more. A second signal exits at once. SIGHUP re-reads the key file and the TLS
+certificate, key and CA bundle (they are also re-read when they change on disk). Log handlers get
+the secret redaction of ``service.core.logging``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 import uvicorn
 
 from service.core.config import Settings
 from service.core.logging import install_redaction
+from service.core.tls import ServerTLS
 from service.main import create_app
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,16 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(
+    app, settings: Settings, host: str, port: int, tls: ServerTLS | None = None
+) -> uvicorn.Config:
+    """The server's uvicorn config; with ``tls`` (the service's, when ``ssl_certfile`` is set) it
+    serves HTTPS and wss:// from that live, reloadable context (see :mod:`service.core.tls`)."""
+    extra = {}
+    if tls is not None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        extra = {"ssl_context_factory": tls.context_factory, "http": tls.protocol(AutoHTTPProtocol)}
     config = uvicorn.Config(
         app,
         host=host,
@@ -59,6 +71,7 @@ def uvicorn_config(app, settings: Settings, host: str, port: int) -> uvicorn.Con
         # the drain has already waited drain_timeout_s and cancelled what was left; uvicorn
         # then only waits this long for connections to close
         timeout_graceful_shutdown=UVICORN_GRACE_S,
+        **extra,
     )
     install_redaction()  # after uvicorn.Config configured its loggers: no key in any log line
     return config
@@ -73,7 +86,10 @@ def run_server(settings: Settings, host: str, port: int, exit_at_once: bool = Tr
     timeout + 1 s. So the logs are flushed and the process exits with ``os._exit``.
     """
     app = create_app(settings)
-    server = DrainingServer(uvicorn_config(app, settings, host, port), app.state.service)
+    service = app.state.service
+    server = DrainingServer(uvicorn_config(app, settings, host, port, service.tls), service)
+    if hasattr(signal, "SIGHUP"):  # reload keys and certificates; open connections stay
+        signal.signal(signal.SIGHUP, lambda sig, frame: service.request_reload())
     server.run()
     if exit_at_once and server.started:
         logging.shutdown()

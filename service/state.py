@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from service.backends import Backend
 from service.batcher import MicroBatcher
+from service.core.audit import AuditTrail
 from service.core.config import Settings
 from service.core.errors import WS_GOING_AWAY, ServiceError
+from service.core.keys import KeyFileError, KeyRing, Principal
 from service.core.metrics import Metrics
 from service.core.stages import StageHook
+from service.core.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,11 @@ DRAIN_CLOSE_S = 0.5  # after the drain timeout: how long cancelled work gets to 
 
 
 class Closable(Protocol):
+    principal: Principal
+
     async def close_for_shutdown(self, code: int) -> None: ...
+
+    async def close_with(self, err: ServiceError) -> None: ...
 
 
 class Service:
@@ -44,6 +52,13 @@ class Service:
         self.body_bytes = 0  # bytes of upload bodies in memory (arriving or being processed)
         self.requests: set[asyncio.Task] = set()  # REST work the drain waits for, then cancels
         self.drain_cancelled: set[asyncio.Task] = set()
+        # who may call (re-read when the key file changes), the live TLS context, the audit trail
+        self.keys = KeyRing.load(settings.keys, settings.api_key_file)
+        self.tls = ServerTLS(settings) if settings.tls else None
+        self.audit = AuditTrail(settings.audit_log)
+        self._stamps = self._file_stamps()
+        self._reload_now: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def attach(self, backend: Backend) -> None:
@@ -66,6 +81,68 @@ class Service:
             self.batcher.close()
         if self.backend is not None:
             self.backend.close()
+        self.audit.close()
+
+    # -- credentials: key file and TLS files, re-read without a restart --------------------------
+    def _watched(self) -> dict[str, list[str]]:
+        return {
+            "keys": [self.settings.api_key_file] if self.settings.api_key_file else [],
+            "tls": self.tls.files if self.tls is not None else [],
+        }
+
+    def _file_stamps(self) -> dict[str, tuple]:
+        """(inode, size, mtime) of each watched file; a Kubernetes Secret update swaps a symlink,
+        which changes all three of the file the path resolves to."""
+        stamps = {}
+        for what, paths in self._watched().items():
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                    stamps[f"{what}:{path}"] = (st.st_ino, st.st_size, st.st_mtime_ns)
+                except OSError:
+                    stamps[f"{what}:{path}"] = None
+        return stamps
+
+    def request_reload(self) -> None:
+        """Re-read keys and certificates now (SIGHUP); safe to call from a signal handler."""
+        if self._loop is not None and self._reload_now is not None:
+            self._loop.call_soon_threadsafe(self._reload_now.set)
+
+    async def watch_credentials(self) -> None:
+        """Every ``reload_interval_s`` (or at once on :meth:`request_reload`): reload what changed."""
+        self._loop = asyncio.get_running_loop()
+        self._reload_now = asyncio.Event()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_now.wait(), self.settings.reload_interval_s)
+            forced = self._reload_now.is_set()
+            self._reload_now.clear()
+            try:
+                stamps = self._file_stamps()
+                changed = {k.partition(":")[0] for k in stamps if stamps[k] != self._stamps.get(k)}
+                self._stamps = stamps
+                if forced or "keys" in changed:
+                    await self.reload_keys()
+                if self.tls is not None and (forced or "tls" in changed):
+                    self.tls.reload()
+            except Exception:  # the watcher must outlive any one failed reload
+                log.exception("reloading keys or certificates failed; the previous ones stay in force")
+
+    async def reload_keys(self) -> bool:
+        """Take the key file as it is now; close open streams whose key was removed or lost ``stream``."""
+        try:
+            ring = KeyRing.load(self.settings.keys, self.settings.api_key_file)
+        except KeyFileError as exc:
+            log.error("key file not reloaded, the previous keys stay in force: %s", exc)
+            return False
+        self.keys = ring
+        log.info("keys reloaded: %d keys", len(ring.entries))
+        revoked = [s for s in list(self.streams) if not ring.still_valid(s.principal, "stream")]
+        for stream in revoked:
+            log.info("closing a stream of %s: its key was revoked", stream.principal.name)
+        err = ServiceError("unauthorized", "the API key of this stream was revoked")
+        await asyncio.gather(*(s.close_with(err) for s in revoked), return_exceptions=True)
+        return True
 
     @property
     def ready(self) -> bool:

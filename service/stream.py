@@ -41,7 +41,7 @@ from echoseg.quality import (
     gate_summary,
 )
 from echoseg.region import Region, choose_region, input_fan, region_from_json
-from service.api.deps import websocket_authorized
+from service.api.deps import websocket_principal
 from service.codecs.clip import MAX_FPS
 from service.codecs.frames import (
     FRAME_ENCODINGS,
@@ -52,6 +52,7 @@ from service.codecs.frames import (
     png_1bit,
 )
 from service.core.errors import WS_NORMAL, ServiceError
+from service.core.keys import Principal
 from service.core.stages import timed
 from service.state import Service
 
@@ -142,7 +143,10 @@ class StreamSession:
         self._tasks: list[asyncio.Task] = []
         self._serve_task: asyncio.Task | None = None
         self._pending: asyncio.Queue | None = None
-        self._shutdown_code: int | None = None
+        self._closing: ServiceError | None = None  # set by the drain or a key revocation
+        self.principal = Principal("none", "anonymous", frozenset())
+        self.bytes_in = 0
+        self.outcome: tuple[str, str | None, int | None] = ("client_closed", None, None)
         self._finished = asyncio.Event()
         # The summary keeps per-frame areas and each mask as a 1-bit PNG (a few KB for an LV
         # mask), at most stream_summary_frames of them and SUMMARY_MASK_BYTES in all; only the
@@ -165,11 +169,13 @@ class StreamSession:
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> None:
+        began = time.perf_counter()
         await self.ws.accept()
         try:
             self._admit()
         except ServiceError as err:
             await self._fail(err)
+            self._audit(began)
             return
         self.service.streams.add(self)
         self.metrics.active_streams.inc()
@@ -183,10 +189,27 @@ class StreamSession:
             if dropped > 0:
                 self.metrics.frames.labels("dropped").inc(dropped)
             self._finished.set()
+            self._audit(began)
+
+    def _audit(self, began: float) -> None:
+        outcome, error, close = self.outcome
+        backend = self.service.backend
+        self.service.audit.record(
+            "stream",
+            self.principal,
+            tls=self.ws.url.scheme == "wss",
+            route="/v1/stream",
+            status=close,
+            outcome=outcome,
+            error=error,
+            bytes_in=self.bytes_in,
+            frames=self.received,
+            duration_ms=round((time.perf_counter() - began) * 1e3, 2),
+            model_id=backend.model_id if backend is not None else None,
+        )
 
     def _admit(self) -> None:
-        if not websocket_authorized(self.ws, self.service):
-            raise ServiceError("unauthorized", "send a valid API key (Authorization: Bearer, or ?token=)")
+        self.principal = websocket_principal(self.ws, self.service, "stream")
         self.service.require_ready()
         if len(self.service.streams) >= self.settings.max_streams:
             raise ServiceError(
@@ -207,19 +230,17 @@ class StreamSession:
             for task in self._tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()
-            if self._shutdown_code is not None:
-                raise ServiceError(
-                    "shutting_down", "the server is shutting down; reconnect to another replica"
-                )
+            if self._closing is not None:
+                raise self._closing
         except ServiceError as err:
             await self._fail(err)
         except _Disconnected:
             log.info("stream client disconnected after %d frames", self.received)
         except asyncio.CancelledError:
-            if self._shutdown_code is None:
+            if self._closing is None:
                 raise
             asyncio.current_task().uncancel()
-            await self._fail(ServiceError("shutting_down", "the server is shutting down"))
+            await self._fail(self._closing)
         except Exception:
             log.exception("stream failed")
             self.metrics.frames.labels("error").inc(max(0, self.received - self.sent))
@@ -240,7 +261,16 @@ class StreamSession:
 
     async def close_for_shutdown(self, code: int) -> None:
         """Called by the drain: end this stream with ``shutting_down`` and close ``code`` (1001)."""
-        self._shutdown_code = code
+        await self.close_with(
+            ServiceError("shutting_down", "the server is shutting down; reconnect to another replica")
+        )
+
+    async def close_with(self, err: ServiceError) -> None:
+        """End this stream now with ``err`` (its error message, then its close code): the drain,
+        or a revoked key. Masks already sent stay sent; frames in flight are dropped."""
+        if self._closing is not None:
+            return
+        self._closing = err
         if self._serve_task is not None:
             self._serve_task.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -284,6 +314,7 @@ class StreamSession:
             "model": info,
             "max_in_flight": self.settings.stream_queue,
             "budget_ms": self.settings.budget_ms,
+            **({"key_id": self.principal.id} if self.principal.kind == "key" else {}),
         }
 
     async def _receive_loop(self, start: StartParams, pending: asyncio.Queue, backend, batcher) -> None:
@@ -294,8 +325,10 @@ class StreamSession:
             msg = await self._receive(self.settings.stream_idle_timeout_s, "idle_timeout")
             arrival = time.perf_counter()
             payload = msg.get("bytes")
-            if payload is not None and self.hook is not None:
-                self.hook("arrivals", arrival)
+            if payload is not None:
+                self.bytes_in += len(payload)
+                if self.hook is not None:
+                    self.hook("arrivals", arrival)
             if payload is None:
                 control = self._control_after_start(msg.get("text") or "")
                 if control == "end":
@@ -426,6 +459,7 @@ class StreamSession:
         summary = await asyncio.to_thread(self._summary, start)
         await self.ws.send_json(summary)
         await self.ws.close(WS_NORMAL)
+        self.outcome = ("ok", None, WS_NORMAL)
 
     def _keep_for_summary(self, area: float, png: bytes, quality: FrameQuality) -> None:
         self._areas.append(area)
@@ -473,8 +507,9 @@ class StreamSession:
     async def _fail(self, err: ServiceError) -> None:
         """Tell the client what went wrong (text error message), then close with the mapped code."""
         self.metrics.errors.labels(err.code).inc()
+        self.outcome = ("error", err.code, err.ws_close)
         if err.code not in ("shutting_down", "overloaded"):
-            log.info("stream error %s: %s", err.code, err.detail)
+            log.info("stream of %s: error %s: %s", self.principal.name, err.code, err.detail)
         else:
             log.warning("stream closed: %s", err.code)
         if self.ws.application_state != WebSocketState.CONNECTED:

@@ -9,6 +9,7 @@ unless a test asks for more, which keeps the suite predictable on 2-core CI mach
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,81 @@ def trained_tiny(tiny_clips):
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+# -- the audit trail and the logs of the whole run: no key, file name or patient field -----------
+# Every server of the run (in-process apps and `echoseg serve` subprocesses, which inherit the
+# environment) writes its audit trail to one file; the service's log records go to a second
+# one. At the end of the session both, and every log file the run left under its temporary
+# directory, are searched for the secrets and identifiers in tests/sensitive.py.
+_RUN_LOGS: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_audit_log(tmp_path_factory):
+    import logging
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    audit, service_log = base / "run-audit.jsonl", base / "run-service.log"
+    previous = os.environ.get("ECHOSEG_AUDIT_LOG")
+    os.environ.setdefault("ECHOSEG_AUDIT_LOG", str(audit))
+    handler = logging.FileHandler(service_log, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addHandler(handler)
+    _RUN_LOGS.update(base=base, audit=Path(os.environ["ECHOSEG_AUDIT_LOG"]))
+    yield
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+    if previous is None:
+        os.environ.pop("ECHOSEG_AUDIT_LOG", None)
+
+
+def check_run_logs(base: Path, audit: Path) -> dict:
+    """Audit lines by event, malformed lines, and (file, needle) for every sensitive string found."""
+    import json
+
+    from service.core.audit import FIELDS
+    from tests.sensitive import NEEDLES
+
+    counts: dict[str, int] = {}
+    malformed = []
+    if audit.exists():
+        for i, line in enumerate(audit.read_text(encoding="utf-8").splitlines()):
+            try:
+                record = json.loads(line)
+                assert tuple(record) == FIELDS
+                counts[record["event"]] = counts.get(record["event"], 0) + 1
+            except (ValueError, AssertionError, KeyError):
+                malformed.append(i + 1)
+    files = [p for p in base.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl", ".txt")]
+    leaks = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        leaks += [(str(path), n) for n in NEEDLES if n in text]
+    return {"counts": counts, "malformed": malformed, "files": len(files), "leaks": leaks}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "base" not in _RUN_LOGS:
+        return
+    result = check_run_logs(_RUN_LOGS["base"], _RUN_LOGS["audit"])
+    _RUN_LOGS["result"] = result
+    if result["leaks"] or result["malformed"]:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    result = _RUN_LOGS.get("result")
+    if not result:
+        return
+    counts = result["counts"]
+    terminalreporter.write_line(
+        f"audit trail of this run: {counts.get('request', 0)} request lines, {counts.get('stream', 0)} "
+        f"stream lines, {len(result['malformed'])} malformed; {result['files']} log files searched, "
+        f"{len(result['leaks'])} holding a test key, client file name or patient field"
+    )
+    for path, needle in result["leaks"][:20]:
+        terminalreporter.write_line(f"  LEAK: {needle[:12]}... in {path}", red=True)

@@ -1,13 +1,23 @@
-"""Typed dependencies shared by the routes: the running service, and API-key checks."""
+"""Typed dependencies shared by the routes: the running service, and who is calling with which scope.
+
+A caller is a :class:`~service.core.keys.Principal`: the id of a valid API key (``Authorization:
+Bearer``, or ``?token=`` on WebSockets), or the subject of a verified client certificate (mutual
+TLS), or ``anonymous`` when the server has no keys. A presented key that is wrong is refused even
+when a certificate was verified; a certificate holds ``client_cert_scopes``. The principal is
+kept in the request's audit slots, so the audit line and the ``X-Key-Id`` header name it.
+"""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
+from starlette.requests import HTTPConnection
 
+from service.core.audit import audit_state
 from service.core.errors import ServiceError
+from service.core.keys import ANONYMOUS, Principal
+from service.core.tls import client_cert_name
 from service.state import Service
 
 
@@ -18,16 +28,6 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def key_is_valid(presented: str | None, keys: list[str]) -> bool:
-    """Constant-time comparison against every configured key (no early exit on a match)."""
-    if not presented:
-        return False
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(presented.encode(), key.encode())
-    return ok
-
-
 def bearer_token(authorization: str | None) -> str | None:
     if not authorization:
         return None
@@ -35,23 +35,52 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def require_api_key(request: Request, service: ServiceDep) -> None:
-    """REST: ``Authorization: Bearer <key>`` when keys are configured."""
-    keys = service.settings.keys
-    if keys and not key_is_valid(bearer_token(request.headers.get("authorization")), keys):
-        raise ServiceError("unauthorized", "send a valid API key as 'Authorization: Bearer <key>'")
-
-
-def websocket_authorized(websocket: WebSocket, service: Service) -> bool:
-    """WebSocket: the same header, or a ``token`` query parameter for clients that cannot set headers."""
-    keys = service.settings.keys
-    if not keys:
-        return True
-    tokens = websocket.query_params.getlist("token")
+def identify(conn: HTTPConnection, service: Service, allow_query_token: bool) -> Principal:
+    """Who is calling; raises ``unauthorized`` when keys are configured and none valid was shown."""
+    ring = service.keys
+    tokens = conn.query_params.getlist("token") if allow_query_token else []
     if len(tokens) > 1:  # ambiguous: never pick one of several presented keys
-        return False
-    token = bearer_token(websocket.headers.get("authorization")) or (tokens[0] if tokens else None)
-    return key_is_valid(token, keys)
+        raise ServiceError("unauthorized", "send one API key, not several 'token' parameters")
+    token = bearer_token(conn.headers.get("authorization")) or (tokens[0] if tokens else None)
+    if token:
+        principal = ring.authenticate(token)
+        if principal is None:
+            raise ServiceError("unauthorized", "the API key is not valid (unknown, removed or mistyped)")
+        return principal
+    subject = client_cert_name(conn.scope)
+    if subject:
+        return Principal("cert", subject, frozenset(service.settings.cert_scopes))
+    if ring.enabled:
+        where = "'Authorization: Bearer <key>'" + (" or ?token=<key>" if allow_query_token else "")
+        raise ServiceError("unauthorized", f"send a valid API key as {where}")
+    return ANONYMOUS
 
 
-ApiKey = Depends(require_api_key)
+def authorize(
+    conn: HTTPConnection, service: Service, scope: str | None, allow_query_token: bool
+) -> Principal:
+    """:func:`identify`, then check ``scope`` (``forbidden`` when the caller lacks it)."""
+    principal = identify(conn, service, allow_query_token)
+    audit_state(conn.scope)["principal"] = principal
+    if scope is not None and scope not in principal.scopes:
+        raise ServiceError(
+            "forbidden", f"{principal.name} may not use this route: it needs the '{scope}' scope"
+        )
+    return principal
+
+
+def require(scope: str | None):
+    """A REST dependency: a valid key (or certificate) holding ``scope`` (None: any valid caller)."""
+
+    def dependency(request: Request, service: ServiceDep) -> Principal:
+        return authorize(request, service, scope, allow_query_token=False)
+
+    return Depends(dependency)
+
+
+def websocket_principal(websocket: WebSocket, service: Service, scope: str) -> Principal:
+    """WebSocket: the same header, or a ``token`` query parameter for clients that cannot set headers."""
+    return authorize(websocket, service, scope, allow_query_token=True)
+
+
+ApiKey = require(None)

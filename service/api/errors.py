@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from service.core.audit import audit_state
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ def error_response(
     request: Request, err: ServiceError, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     request.app.state.service.metrics.errors.labels(err.code).inc()
+    audit_state(request.scope)["error"] = err.code
     headers = dict(headers or {})
     if err.code == "unauthorized":
         headers["WWW-Authenticate"] = "Bearer"

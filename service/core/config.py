@@ -18,6 +18,7 @@ from echoseg.region import DETECT_FRAMES
 
 _Q = QualityThresholds()  # the defaults, set on synthetic data (echoseg/quality.py)
 
+SCOPES = ("segment", "stream", "read-metrics")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
 
@@ -134,7 +135,38 @@ class Settings(BaseSettings):
     )
 
     # -- security, lifecycle, telemetry -------------------------------------------------------
-    api_keys: str = Field("", description="comma-separated bearer keys; empty = no authentication")
+    api_keys: str = Field(
+        "",
+        description="comma-separated bearer keys, each allowed every scope (its id is a hash prefix); "
+        "empty and no api_key_file = no authentication",
+    )
+    api_key_file: str = Field(
+        "",
+        description="JSON key file (a Kubernetes Secret): key id -> SHA-256 of the key and its scopes; "
+        "re-read when it changes or on SIGHUP, no restart",
+    )
+    protect_metrics: bool = Field(
+        False, description="GET /metrics needs a key with the read-metrics scope (default: open)"
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, le=3600, description="how often the key file and TLS files are checked for changes"
+    )
+    ssl_certfile: str = Field("", description="PEM certificate chain: serve HTTPS and wss:// (empty = plain)")
+    ssl_keyfile: str = Field("", description="PEM private key of ssl_certfile (empty: it is in the certfile)")
+    ssl_ca_certs: str = Field("", description="PEM CA bundle that client certificates must chain to (mTLS)")
+    ssl_client_cert: Literal["none", "optional", "required"] = Field(
+        "none",
+        description="client certificates (needs ssl_ca_certs): required = mutual TLS, every client; "
+        "optional = verified when sent; a verified certificate authenticates as its subject",
+    )
+    client_cert_scopes: str = Field(
+        "segment,stream", description="scopes a verified client certificate holds, comma-separated"
+    )
+    audit_log: str = Field(
+        "",
+        description="file of the audit trail (one JSON line per request and stream); empty = the "
+        "'echoseg.audit' logger (stderr with the other logs)",
+    )
     drain_timeout_s: float = Field(
         10.0,
         ge=0.0,
@@ -156,6 +188,17 @@ class Settings(BaseSettings):
         self.quality_thresholds  # noqa: B018 - raises a ValueError naming what is inconsistent
         return self
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.ssl_keyfile or self.ssl_ca_certs) and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile and ssl_ca_certs need ssl_certfile (the server's certificate)")
+        if self.ssl_client_cert != "none" and not self.ssl_ca_certs:
+            raise ValueError(f"ssl_client_cert={self.ssl_client_cert} needs ssl_ca_certs (the CA bundle)")
+        unknown = set(self.cert_scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"client_cert_scopes: unknown {sorted(unknown)}; valid scopes: {list(SCOPES)}")
+        return self
+
     # -- derived ------------------------------------------------------------------------------
     @property
     def quality_thresholds(self) -> QualityThresholds:
@@ -170,6 +213,14 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def cert_scopes(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.client_cert_scopes.split(",") if s.strip())
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ssl_certfile)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -68,7 +68,10 @@ ERRORS: dict[str, ErrorSpec] = {
     "start_timeout": ErrorSpec(408, WS_POLICY, "no start message within stream_start_timeout_s"),
     "idle_timeout": ErrorSpec(408, WS_POLICY, "no message for stream_idle_timeout_s on a started stream"),
     # capacity, lifecycle, security
-    "unauthorized": ErrorSpec(401, WS_POLICY, "missing or wrong API key"),
+    "unauthorized": ErrorSpec(
+        401, WS_POLICY, "missing or wrong API key (or client certificate), or the stream's key was revoked"
+    ),
+    "forbidden": ErrorSpec(403, WS_POLICY, "the key (or certificate) lacks the scope this route needs"),
     "overloaded": ErrorSpec(503, WS_TRY_AGAIN, "the server cannot keep up; slow down or retry later"),
     "too_many_streams": ErrorSpec(503, WS_TRY_AGAIN, "max_streams streams are already open"),
     "not_ready": ErrorSpec(503, WS_TRY_AGAIN, "the model is not loaded yet"),

@@ -67,7 +67,7 @@ def test_service_settings_are_real(compose):
     from service.core.config import Settings
 
     fields = {f"ECHOSEG_{name.upper()}" for name in Settings.model_fields}
-    for name in ("compose.yaml", "compose.gpu.yaml"):
+    for name in ("compose.yaml", "compose.gpu.yaml", "compose.tls.yaml"):
         env = yaml.safe_load((DEPLOY / name).read_text())["services"]["echoseg"]["environment"]
         unknown = sorted(k for k in env if k not in fields)
         assert not unknown, f"{name}: not service settings: {unknown}"
@@ -112,7 +112,9 @@ def test_gpu_override_reserves_a_gpu():
     assert (env["ECHOSEG_BACKEND"], env["ECHOSEG_DEVICE"]) == ("tensorrt", "cuda")
 
 
-@pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]])
+@pytest.mark.parametrize(
+    "files", [["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"], ["compose.yaml", "compose.tls.yaml"]]
+)
 def test_docker_compose_accepts_the_files(files, helpers):
     """Compose's own schema validation and merge (no engine needed for `config`)."""
     tool = helpers.require_tool("docker-compose", "Debian package docker-compose")
@@ -123,3 +125,25 @@ def test_docker_compose_accepts_the_files(files, helpers):
     assert set(merged["services"]) == {"echoseg", "prometheus", "grafana"}
     expected = "deploy/Dockerfile.gpu" if "compose.gpu.yaml" in files else "deploy/Dockerfile.cpu"
     assert merged["services"]["echoseg"]["build"]["dockerfile"] == expected
+
+
+def test_tls_example_certificate_serves_https(helpers, tmp_path):
+    """deploy/make-dev-cert.sh makes a CA and a certificate the service serves and clients verify,
+    under the names Compose uses (localhost, 127.0.0.1, echoseg)."""
+    import httpx
+
+    from service.core.config import Settings
+    from service.core.tls import client_context
+    from service.main import create_app
+    from tests.service.conftest import LiveServer, fake_backend
+
+    helpers.require_tool("openssl", "Debian package openssl")
+    helpers.run(["bash", str(DEPLOY / "make-dev-cert.sh"), str(tmp_path)])
+    tls = yaml.safe_load((DEPLOY / "compose.tls.yaml").read_text())["services"]["echoseg"]["environment"]
+    files = {k: tmp_path / Path(v).name for k, v in tls.items() if k.startswith("ECHOSEG_SSL_")}
+    assert files and all(f.exists() for f in files.values()), files
+    settings = Settings(model="unused", ssl_certfile=str(files["ECHOSEG_SSL_CERTFILE"]),
+                        ssl_keyfile=str(files["ECHOSEG_SSL_KEYFILE"]))  # fmt: skip
+    with LiveServer(create_app(settings, backend=fake_backend())) as server:
+        resp = httpx.get(f"{server.url}/readyz", verify=client_context(str(tmp_path / "ca.pem")), timeout=10)
+        assert resp.status_code == 200

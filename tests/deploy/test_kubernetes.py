@@ -132,8 +132,8 @@ def _settings(docs: list[dict]) -> dict[str, str]:
 
 
 def test_all_kinds_rendered(rendered):
-    _, docs = rendered
-    assert {d["kind"] for d in docs} == EXPECTED_KINDS
+    overlay, docs = rendered
+    assert {d["kind"] for d in docs} == EXPECTED_KINDS | ({"Ingress"} if overlay == "overlays/gpu" else set())
     assert all(d["metadata"].get("namespace", "echoseg") == "echoseg" for d in docs)
 
 
@@ -276,3 +276,30 @@ def test_networkpolicy_admits_the_service_port(rendered):
     ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert ports == {"http"}
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_gpu_ingress_is_tls_only_with_long_websocket_timeouts(rendered):
+    overlay, docs = rendered
+    if overlay != "overlays/gpu":
+        pytest.skip("the Ingress is part of the GPU overlay")
+    ingress = _one(docs, "Ingress")
+    spec, notes = ingress["spec"], ingress["metadata"]["annotations"]
+    hosts = {h for rule in spec["rules"] for h in [rule["host"]]}
+    assert hosts <= {h for t in spec["tls"] for h in t["hosts"]}, "every host is served over TLS"
+    assert notes["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    for key in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) >= 3600, "long streams are not cut"
+    backends = [p["backend"]["service"] for r in spec["rules"] for p in r["http"]["paths"]]
+    service = _one(docs, "Service")
+    assert all(b["name"] == service["metadata"]["name"] for b in backends)
+    assert all(b["port"]["name"] in {p["name"] for p in service["spec"]["ports"]} for b in backends)
+    assert [p["path"] for r in spec["rules"] for p in r["http"]["paths"]] == ["/v1"], "no /metrics outside"
+
+
+def test_key_file_secret_is_mounted_so_updates_reach_the_pod(rendered):
+    _, docs = rendered
+    spec = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "api-key-file")
+    assert volume["secret"]["secretName"] == "echoseg-api-key-file" and volume["secret"]["optional"]
+    mount = next(m for m in _container(docs)["volumeMounts"] if m["name"] == "api-key-file")
+    assert mount["readOnly"] and "subPath" not in mount, "a subPath mount never sees Secret updates"

@@ -18,6 +18,7 @@ from echoseg.config import ModelConfig
 from service.backends import Backend
 from service.core.config import Settings
 from service.main import create_app
+from service.server import uvicorn_config
 
 
 class FakeBackend(Backend):
@@ -71,8 +72,12 @@ class LiveServer:
         self.app = app
         self.service = app.state.service
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        if self.service.tls is not None:  # the product's own config: live TLS context, peer certificates
+            self.url = f"https://127.0.0.1:{self.port}"
+            config = uvicorn_config(app, self.service.settings, "127.0.0.1", self.port, self.service.tls)
+        else:
+            self.url = f"http://127.0.0.1:{self.port}"
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from service.api.body import read_upload
-from service.api.deps import ApiKey, ServiceDep
+from service.api.deps import ServiceDep, require
 from service.api.schemas import SegmentResult, error_responses
 from service.codecs.clip import open_clip
 from service.codecs.dicom_seg import segmentation_dicom
@@ -22,13 +22,14 @@ from service.codecs.dicom_source import DICOM_OUTPUTS, read_source
 from service.codecs.dicom_sr import report_dicom
 from service.codecs.outputs import masks_npz, overlay_mp4
 from service.codecs.rle import rle_decode
+from service.core.audit import audit_state
 from service.core.errors import ServiceError
 from service.segment import limits_from, model_ref, result_json, segment_upload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[require("segment")])
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -60,6 +61,7 @@ _ERRORS = error_responses(
     "too_many_frames",
     "dimensions_too_large",
     "unauthorized",
+    "forbidden",
     "overloaded",
     "not_ready",
     "shutting_down",
@@ -132,6 +134,7 @@ async def segment(
             try:
                 work = segment_upload(data, media, backend, batcher, s, service.metrics)
                 result = await _unless_client_leaves(request, work)
+                audit_state(request.scope)["frames"] = result.frames
                 return await _respond(result, data, media, output, backend, s, source)
             finally:
                 service.uploads -= 1
