@@ -338,14 +338,22 @@ def dicom_fps(ds) -> float | None:
     return None
 
 
-def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
+def require_pydicom():
+    """pydicom, or the client's error when this server was installed without it."""
     try:
         import pydicom
-        from pydicom.pixels import iter_pixels
+        import pydicom.pixels  # the pixel decoders, needed by every DICOM path
     except ImportError:
         raise ServiceError(
             "unsupported_media_type", "DICOM support is not installed on this server (the 'dicom' extra)"
         ) from None
+    return pydicom
+
+
+def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
+    pydicom = require_pydicom()
+    from pydicom.pixels import iter_pixels
+
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         declared = int(getattr(ds, "NumberOfFrames", 1) or 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 
-from service.codecs.clip import dicom_spacing
+from service.codecs.clip import dicom_spacing, require_pydicom
 from service.core.errors import ServiceError
 
 DICOM_OUTPUTS = ("dicom-seg", "dicom-sr")
@@ -47,12 +47,7 @@ def read_source(data: bytes, media_type: str, output: str):
             f"output={output} needs a DICOM upload (application/dicom) to reference; "
             f"this upload is {media_type or 'of no stated type'!r}",
         )
-    try:
-        import pydicom
-    except ImportError:
-        raise ServiceError(
-            "unsupported_media_type", "DICOM support is not installed on this server (the 'dicom' extra)"
-        ) from None
+    pydicom = require_pydicom()
     try:
         source = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
         missing = [name for name in REFERENCE_UIDS if not str(getattr(source, name, "") or "")]
