@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CPU image from deploy/Dockerfile.cpu (`make image`), with whatever engine this machine has.
 #   deploy/build-local.sh [TAG]            # TAG defaults to echoseg:cpu
-# What the image serves (build arg ARTIFACTS, environment variable of the same name):
+# Where what the image serves comes from (build arg ARTIFACTS; environment variable of that name):
 # - host (the default when HOST_PYTHON, default .venv/bin/python, has torch and this project): the
 #   host's venv exports models/default to build/image/default.onnx (again only when a source is
 #   newer than it), builds the project's wheel, and fetches the serving dependencies' wheels at the
@@ -9,14 +9,16 @@
 #   the image build then installs no torch and fetches nothing.
 # - export (the default otherwise, and what a plain `docker build` does): the Dockerfile's export
 #   stage installs the CPU torch and exports inside the build.
+# The engine:
 # - podman (preferred when installed): the base image is PYTHON_IMAGE when it is present or can be
 #   pulled; where no registry is reachable, a Debian bookworm base made here with mmdebstrap
-#   (python3 + venv, tagged localhost/echoseg-base:bookworm, made once and reused). pip's local
-#   sources on this host (`pip config list`: find-links, extra-index-url, cert) are mounted into the
-#   build and passed as build args, so the pinned CPU torch wheel comes from the host's wheel folder
-#   when it is there instead of download.pytorch.org. podman settings: deploy/podman/containers.conf.
-# - docker: a plain `docker build` with the Dockerfile's defaults (an ordinary machine).
-# Prints the build time and the image size. Layers are cached: a rebuild with unchanged sources is fast.
+#   (python3 + venv, tagged localhost/echoseg-base:bookworm, made once and reused). For
+#   ARTIFACTS=export, pip's local sources on this host (`pip config list`: find-links,
+#   extra-index-url, cert) are mounted into the build and passed as build args, so the pinned CPU
+#   torch wheel comes from the host's wheel folder when it is there instead of
+#   download.pytorch.org. podman settings: deploy/podman/containers.conf.
+# - docker: a plain `docker build` with the Dockerfile's defaults (an ordinary machine, export).
+# Prints the build time and the image size; each podman output line carries the seconds so far.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

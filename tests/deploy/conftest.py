@@ -27,6 +27,7 @@ START_TIMEOUT_S = 120.0
 IMAGE_BUILD_TIMEOUT_S = 1500.0
 IMAGE = os.environ.get("ECHOSEG_TEST_IMAGE", "localhost/echoseg:cpu")
 LOCAL_BASE = "localhost/echoseg-base:bookworm"
+PYTHON_IMAGE = "python:3.11-slim-bookworm"  # deploy/build-local.sh's first choice of base
 
 
 def in_ci() -> bool:
@@ -169,11 +170,20 @@ def echoseg_image(podman, tmp_path_factory, pytestconfig) -> str:
     This venv is the host venv the script exports the model with and takes the serving wheels'
     versions from (ARTIFACTS=host when it has torch), so no torch is installed in the build.
     ECHOSEG_TEST_IMAGE=<tag> tests an image built beforehand instead. Skips (also in CI) when
-    containers cannot run on this machine, saying why; a build that fails where containers do run
-    fails the test with the build's log.
+    containers cannot run on this machine, saying why; a missing mmdebstrap where a base image is
+    needed and none can be pulled is a missing tool (a skip, a failure in CI); a build that fails
+    where containers do run fails the test with the build's log.
     """
     if "ECHOSEG_TEST_IMAGE" in os.environ:
         return IMAGE
+    base_here = any(
+        subprocess.run([podman, "image", "exists", base], capture_output=True).returncode == 0
+        for base in (LOCAL_BASE, PYTHON_IMAGE)
+    )
+    if not base_here and not find_tool("mmdebstrap"):
+        pull = subprocess.run([podman, "pull", "-q", PYTHON_IMAGE], capture_output=True, timeout=600)
+        if pull.returncode != 0:
+            require_tool("mmdebstrap", f"makes the Debian base image where {PYTHON_IMAGE} cannot be pulled")
     log = tmp_path_factory.mktemp("image") / "build.log"
     env = dict(os.environ, HOST_PYTHON=sys.executable, ARTIFACTS=os.environ.get("ARTIFACTS", "auto"))
     # Appending: the script's background job, podman and the script itself all write to it.
@@ -188,7 +198,7 @@ def echoseg_image(podman, tmp_path_factory, pytestconfig) -> str:
         )
     tail = log.read_text()[-4000:]
     if proc.returncode != 0:
-        for base in (LOCAL_BASE, "python:3.11-slim-bookworm"):
+        for base in (LOCAL_BASE, PYTHON_IMAGE):
             exists = subprocess.run([podman, "image", "exists", base], capture_output=True).returncode == 0
             why = containers_can_run(podman, base) if exists else None
             if why:
