@@ -57,6 +57,7 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all
 
 # The CPU image (deploy/Dockerfile.cpu) with podman or docker; prints build time and image size.
+# With .venv set up (make venv), its torch exports the model and the build installs no torch.
 image:
 	deploy/build-local.sh
 

@@ -11,7 +11,7 @@
 #                                                      which would set the API key to that text)
 #   dnsname CNI plugin      Debian `golang-github-containernetworking-plugin-dnsname`
 #                           (Compose services reach each other by name on podman's CNI networks)
-#   debootstrap             Debian `debootstrap`     (a local Debian base image where no registry is
+#   mmdebstrap              Debian `mmdebstrap`      (a local Debian base image where no registry is
 #                                                      reachable: deploy/build-local.sh)
 #   dciodvfy                Debian `dicom3tools`     (validates the DICOM SEG and SR outputs:
 #                                                      tests/service/test_dicom_outputs.py)
@@ -31,7 +31,7 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 if ((${#missing[@]})); then

@@ -96,7 +96,9 @@ def test_copied_paths_exist_and_are_in_the_context(flavour):
         *sources, _ = shlex.split(args)
         for src in sources:
             assert _admitted(src), f"{src} is excluded by .dockerignore"
-            if src != "models/default":  # the bundled checkpoint may be produced later by training
+            # The bundled checkpoint may be produced later by training; build/image/ is made by
+            # deploy/build-local.sh before a build with ARTIFACTS=host.
+            if src not in ("models/default", "build/image/"):
                 assert (REPO / src).exists(), f"{src} does not exist"
 
 
@@ -132,12 +134,40 @@ def test_cpu_image_serves_without_torch():
     assert not drift, f"requirements-serve.txt differs from pyproject.toml: {drift}"
     steps = _instructions(DOCKERFILES["Dockerfile.cpu"])
     runs = " ".join(args for word, args in steps if word == "RUN")
-    assert "pip install -r /tmp/requirements-serve.txt" in runs
+    assert "pip install --find-links /tmp/deps -r /tmp/requirements-serve.txt" in runs
     assert "pip install --no-deps /tmp/wheels/echoseg-" in runs
     final = _final_stage(DOCKERFILES["Dockerfile.cpu"])
     assert not any(word == "RUN" and "pip install" in args for word, args in final)
-    assert ("COPY", "--from=export /out/default.onnx /models/default.onnx") in final
+    assert ("COPY", "--from=artifacts /out/default.onnx /models/default.onnx") in final
     assert _env(final)["ECHOSEG_MODEL"] == "/models/default.onnx"
+
+
+def test_cpu_image_artifacts_from_the_export_stage_or_the_host():
+    """ARTIFACTS picks the stage the ONNX file and the wheels come from: `export` (torch inside the
+    build, the default of a plain `docker build`) or `host` (build/image/, made by build-local.sh);
+    both stages make the same three paths, which are all the later stages take from them."""
+    steps = _instructions(DOCKERFILES["Dockerfile.cpu"])
+    assert steps[1] == ("ARG", "ARTIFACTS=export")
+    stages = {
+        args.split(" AS ")[-1]: args.split(" AS ")[0]
+        for word, args in steps
+        if word == "FROM" and " AS " in args
+    }
+    assert stages["artifacts"] == "${ARTIFACTS}" and {"export", "host"} <= set(stages)
+    taken = {
+        args.split()[1] for word, args in steps if word == "COPY" and args.startswith("--from=artifacts")
+    }
+    assert taken == {"/out/deps", "/out/wheels", "/out/default.onnx"}
+    runs = " ".join(args for word, args in steps if word == "RUN")
+    assert (
+        "--wheel-dir /out/wheels" in runs
+        and "mkdir -p /out/deps" in runs
+        and "--out /out/default.onnx" in runs
+    )
+    assert ("COPY", "build/image/ /out/") in steps
+    script = (REPO / "deploy" / "build-local.sh").read_text()
+    for made in ('"$HOST_DIR/default.onnx"', '--wheel-dir "$HOST_DIR/wheels"', '--dest "$HOST_DIR/deps"'):
+        assert made in script
 
 
 def test_gpu_image_has_cuda_and_the_gpu_extra():

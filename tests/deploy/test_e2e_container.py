@@ -1,7 +1,7 @@
 """The CPU image, built and run: started as deploy/compose.yaml starts it, it serves the same masks
 as the host's `echoseg serve` and drains on SIGTERM.
 
-The image is built by deploy/build-local.sh (podman; a Debian base made with debootstrap where no
+The image is built by deploy/build-local.sh (podman; a Debian base made with mmdebstrap where no
 registry is reachable). The container gets the Compose service's hardening (user, read-only root,
 tmpfs /tmp, a cache volume, dropped capabilities, no-new-privileges), its environment and its stop
 grace period, and publishes its port on 127.0.0.1 only. The host server serves the ONNX file
