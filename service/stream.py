@@ -162,10 +162,12 @@ class StreamSession:
 
     @property
     def detect_frames(self) -> int:
-        """Frames held for region detection: the upload rule (``region_frames``), but fewer than a
-        flow-controlled client may have unanswered, so it never waits for masks that wait for it."""
-        room = self.settings.stream_queue - self.service.backend.config.lookahead - 1
-        return max(1, min(self.settings.region_frames, room))
+        """Frames held for region detection: no more than the first window needs anyway (the target
+        frame and its lookahead), so detection adds no latency and a client that waits for each
+        mask before sending the next frame never waits for a mask that waits for it. Uploads use
+        ``region_frames``; a stream that needs the same region as an upload sends it in ``start``."""
+        first_window = self.service.backend.config.lookahead + 1
+        return max(1, min(self.settings.region_frames, first_window))
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> None:

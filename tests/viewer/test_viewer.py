@@ -225,7 +225,10 @@ def test_a_missing_key_is_shown_then_the_key_works(browser, clip):
         browser.find_element("id", "file").send_keys(str(clip["webm"]))
         wait_for(browser, lambda st: st["phase"] == "loaded", 30, "the clip to load")
         browser.find_element("id", "start").click()
-        refused = wait_for(browser, lambda st: st["phase"] == "error", 30, "the refusal")
+        # The server sends its `unauthorized` error, then closes 1008: wait for the close as well.
+        refused = wait_for(
+            browser, lambda st: st["phase"] == "error" and st["closeCode"] is not None, 30, "the refusal"
+        )
         assert refused["closeCode"] == 1008 and refused["sent"] == 0
         error = browser.find_element("id", "error")
         assert error.is_displayed() and "1008" in error.text and "API key" in error.text
