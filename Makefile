@@ -58,7 +58,7 @@ bench: $(VENV)/.installed
 
 # The CPU image (deploy/Dockerfile.cpu) with podman or docker; prints build time and image size.
 # With .venv set up (make venv), its torch exports the model and the build installs no torch.
-image:
+image: $(VENV)/.installed
 	deploy/build-local.sh
 
 clean:
