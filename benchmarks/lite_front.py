@@ -128,13 +128,14 @@ def latencies(cands: list[Candidate], folder: Path, threads: int, cap: TimingCap
     from echoseg.runtime.onnxruntime import OnnxRuntime
     from export.onnx import export_onnx
     from training.model import build_model
+    from training.model.summary import count_flops, count_parameters
 
     calls, params, gmacs = {}, {}, {}
     for c in cands:
         config = get_preset(c.preset, **c.overrides)
         torch.manual_seed(0)
         model = build_model(config).eval()
-        params[c.name] = sum(p.numel() for p in model.parameters())
+        params[c.name] = count_parameters(model)
         path = folder / f"{c.name}.onnx"
         if not path.exists():
             export_onnx(
@@ -146,7 +147,7 @@ def latencies(cands: list[Candidate], folder: Path, threads: int, cap: TimingCap
             (1, config.num_frames, config.input_size, config.input_size), dtype=np.float32
         )
         calls[c.name] = lambda r=runtime, x=x: r.infer(x)
-        gmacs[c.name] = multiply_adds(model, config) / 1e9
+        gmacs[c.name] = count_flops(model) / 2 / 1e9  # a multiply-add is 2 FLOPs
     times, report = time_interleaved(calls, cap)
     return {k: summarize_ms(v) for k, v in times.items()}, {"params": params, "gmacs": gmacs}, report
 
@@ -165,16 +166,6 @@ def trained_and_scored(c: Candidate, args, train_root: Path, test_root: Path) ->
     done.write_text(json.dumps({"steps": args.steps, "overrides": c.overrides, "run": str(run_dir),
                                 "train_s": seconds, "score": s}))  # fmt: skip
     return run_dir, seconds, s
-
-
-def multiply_adds(model, config) -> float:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, config.num_frames, config.input_size, config.input_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 2.0
 
 
 def pareto(rows: list[dict]) -> None:
