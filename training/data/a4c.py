@@ -57,11 +57,11 @@ from training.data.scanner import (
 from training.data.synthetic import (
     FILELIST_HEADER,
     TRACINGS_HEADER,
-    _write_csv,
     assign_splits,
     contraction_curve,
     echonet_tracing_order,
     traced_frames,
+    write_csv,
 )
 
 logger = logging.getLogger(__name__)
@@ -898,7 +898,7 @@ def generate_a4c(
 
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_clip_task, tasks))
-    _write_csv(out / "FileList.csv", FILELIST_HEADER, [row for row, _ in results])
-    _write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, [r for _, rows in results for r in rows])
+    write_csv(out / "FileList.csv", FILELIST_HEADER, [row for row, _ in results])
+    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, [r for _, rows in results for r in rows])
     logger.info("wrote %d A4C clips (%d frames, sizes %s) to %s", videos, frames, sizes, out)
     return out

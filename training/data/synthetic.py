@@ -467,13 +467,13 @@ def generate(out_dir, videos: int, frames: int = 96, size: int = 112, seed: int 
         logger.debug(
             "synthetic clip %d/%d: EF %.1f%%, ED %d, ES %d", i + 1, videos, clip.ef, clip.ed, clip.es
         )
-    _write_csv(out / "FileList.csv", FILELIST_HEADER, filelist)
-    _write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, tracings)
+    write_csv(out / "FileList.csv", FILELIST_HEADER, filelist)
+    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, tracings)
     logger.info("wrote %d synthetic clips (%d frames of %dx%d) to %s", videos, frames, size, size, out)
     return out
 
 
-def _write_csv(path: Path, header, rows) -> None:
+def write_csv(path: Path, header, rows) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
