@@ -219,3 +219,22 @@ def helpers():
     """This module's helpers (run, free_port, stop_process, wait_http_ok, require_tool) for tests,
     which cannot import a conftest under --import-mode=importlib."""
     return sys.modules[__name__]
+
+
+def evaluated_rules(prometheus: str, timeout: float = 60.0) -> list[dict]:
+    """Prometheus's alerting rules once each has been evaluated at least once.
+
+    A rule reads ``health: unknown`` until its group's first evaluation (every 15 s in the shipped
+    configuration), so a check made right after start-up must wait for it rather than race it.
+    Fails naming any rule still unevaluated after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        pending = [r["name"] for r in rules if r["health"] == "unknown"]
+        if rules and not pending:
+            return rules
+        if time.monotonic() > deadline:
+            pytest.fail(f"rules not evaluated within {timeout:.0f} s: {pending or 'no rules loaded'}")
+        time.sleep(1.0)

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from service.client import stream_frames
+from tests.deploy.conftest import evaluated_rules
 
 # The first test builds the image (deploy/build-local.sh): minutes from nothing, seconds when cached.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -153,7 +154,7 @@ def test_prometheus_reads_the_streamed_frames(stack, record_property):
     seen = poll(lambda: promql(prom, query) == FRAMES and FRAMES, what=f"{FRAMES} ws frames in Prometheus")
     ok = 'sum(echoseg_frames_total{job="echoseg",outcome="ok"})'
     assert poll(lambda: promql(prom, ok), what="frames_total in Prometheus") >= FRAMES
-    rules = httpx.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
-    assert rules and all(r["health"] == "ok" for g in rules for r in g["rules"])
+    rules = evaluated_rules(prom)
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     record_property("promql_ws_frames", seen)
     print(f"\nPromQL {query} = {seen} (a {FRAMES}-frame stream through the Compose stack)")

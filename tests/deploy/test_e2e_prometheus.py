@@ -21,6 +21,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from tests.deploy.conftest import evaluated_rules
+
 pytestmark = pytest.mark.e2e
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -192,11 +194,10 @@ def test_prometheus_reads_latency_and_streams(echoseg_server, prometheus, record
     assert 0 < p99 < math.inf
 
     # The shipped rules loaded and evaluate against the live series.
-    groups = httpx.get(f"{api.base}/api/v1/rules", timeout=5).json()["data"]["groups"]
-    rules = [r for g in groups for r in g["rules"]]
+    rules = evaluated_rules(api.base)
     shipped = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
     assert sorted(r["name"] for r in rules) == sorted(r["alert"] for g in shipped for r in g["rules"])
-    assert all(r["health"] == "ok" for r in rules), rules
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
 
     record_property("p99_frame_latency_s", p99)
     record_property("p99_bucket", [lower, upper])
