@@ -38,6 +38,7 @@ logger = logging.getLogger("benchmarks.lite_front")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "default-model.yaml"
+SIMPLE_RECIPE = RECIPE.with_name("simple-model.yaml")  # the recipe on the simple generator (issue 11)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def ensure_data(train: Path, test: Path) -> None:
 
 
 def train_candidate(
-    c: Candidate, steps: int, train_root: Path, runs: Path, threads: int
+    c: Candidate, steps: int, train_root: Path, runs: Path, threads: int, recipe: Path = RECIPE
 ) -> tuple[Path, float]:
     from training.train import run
     from training.trainer.config import load_config
@@ -98,16 +99,16 @@ def train_candidate(
         f"model.overrides.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
         for k, v in c.overrides.items()
     ]
-    cfg = load_config(RECIPE, sets)
+    cfg = load_config(recipe, sets)
     start = time.perf_counter()
     run_dir = run(cfg)
     return run_dir, time.perf_counter() - start
 
 
-def score(run_dir: Path, test_root: Path) -> dict[str, Any]:
+def score(run_dir: Path, test_root: Path, split: str = "TEST") -> dict[str, Any]:
     from training.evaluate import evaluate
 
-    m = evaluate(run_dir / "best", test_root, split="TEST")
+    m = evaluate(run_dir / "best", test_root, split=split)
     traced, every = m["traced"], m.get("all_frames") or {}
     return {
         "traced_dice_pct": 100.0 * traced["dice"]["mean"],
@@ -161,8 +162,9 @@ def trained_and_scored(c: Candidate, args, train_root: Path, test_root: Path) ->
         if saved["steps"] == args.steps and saved["overrides"] == json.loads(json.dumps(c.overrides)):
             logger.info("%s: trained and scored before (%s)", c.name, done)
             return Path(saved["run"]), saved["train_s"], saved["score"]
-    run_dir, seconds = train_candidate(c, args.steps, train_root, args.work / "runs", args.threads)
-    s = score(run_dir, test_root)
+    runs = args.work / "runs"
+    run_dir, seconds = train_candidate(c, args.steps, train_root, runs, args.threads, args.recipe)
+    s = score(run_dir, test_root, args.test_split)
     done.write_text(json.dumps({"steps": args.steps, "overrides": c.overrides, "run": str(run_dir),
                                 "train_s": seconds, "score": s}))  # fmt: skip
     return run_dir, seconds, s
@@ -189,8 +191,9 @@ def markdown(doc: dict) -> str:
         "# The real-time preset on a Dice / latency front",
         "",
         f"Command: `{doc['command']}`  ",
-        f"{doc['steps']} training steps each with `configs/default-model.yaml` (mean teacher, 96 synthetic",
-        "clips, seed 1); Dice on the held-out TEST split of 64 clips generated with seed 2 (traced ED/ES",
+        f"{doc['steps']} training steps each with `{doc['recipe']}` on `{doc['train_root']}`; Dice on",
+        f"the held-out clips of `{doc['test_root']}` (split {doc['test_split']}, another generator seed; "
+        "traced ED/ES",
         f"frames); latency: ONNX Runtime CPU, batch 1, {doc['threads']} intra-op thread(s), `matmul` export,",
         f"candidates interleaved ({doc['timing']['reps']} repetitions); load average at the start "
         f"{doc['machine'].get('load_average')}.",
@@ -219,14 +222,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="lite_front")
     parser.add_argument("--timing-budget-s", type=float, default=30.0)
     parser.add_argument(
+        "--recipe",
+        type=Path,
+        help="training configuration (default: configs/default-model.yaml with --train-root, else "
+        "configs/simple-model.yaml, the recipe of the simple generator's clips)",
+    )
+    parser.add_argument(
+        "--train-root", type=Path, help="training clips (default: WORK/synth-train, made if missing)"
+    )
+    parser.add_argument(
+        "--test-root", type=Path, help="held-out clips (default: WORK/synth-test, made if missing)"
+    )
+    parser.add_argument("--test-split", default="TEST", help="split of --test-root scored (ALL: every clip)")
+    parser.add_argument(
         "--train-only", action="store_true", help="train and score; time nothing, write nothing"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.time()
     cands = [parse_candidate(n.strip()) for n in args.candidates.split(",") if n.strip()]
-    train_root, test_root = args.work / "synth-train", args.work / "synth-test"
-    ensure_data(train_root, test_root)
+    train_root = args.train_root or args.work / "synth-train"
+    test_root = args.test_root or args.work / "synth-test"
+    if args.train_root is None or args.test_root is None:
+        ensure_data(train_root, test_root)
+    args.recipe = args.recipe or (RECIPE if args.train_root else SIMPLE_RECIPE)
     rows = []
     for c in cands:
         run_dir, seconds, s = trained_and_scored(c, args, train_root, test_root)
@@ -248,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         r["family"] = "U-Net" if r["preset"].startswith("unet") else "ResNet"
     pareto(rows)
     doc = document(
-        "lite_front", argv, started, steps=args.steps, threads=args.threads, timing=report, rows=rows
-    )
+        "lite_front", argv, started, steps=args.steps, threads=args.threads, timing=report, rows=rows,
+        recipe=str(args.recipe.relative_to(RECIPE.parents[1]) if args.recipe.is_relative_to(RECIPE.parents[1])
+                   else args.recipe),
+        train_root=str(train_root), test_root=str(test_root), test_split=args.test_split,
+    )  # fmt: skip
     path = write_result(doc, args.out, args.name)
     (args.out / f"{args.name}.md").write_text(markdown(doc))
     print(markdown(doc))

@@ -337,6 +337,7 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
             augment=augment,
             seed=cfg.seed,
             windows_per_video=d.windows_per_video,
+            flips=d.flips,
         )
 
     def stream(data, batch_size, seed):

@@ -70,3 +70,22 @@ def test_dataset_augments_frames_and_mask_alike():
         assert 2 * (seen & m).sum() / (seen.sum() + m.sum()) > 0.95
         changed += not np.array_equal(m, mask > 0)
     assert changed >= 4  # the augmentation is redrawn per epoch
+
+
+def test_flips_narrow_what_is_drawn_without_changing_the_random_stream():
+    paper = [Augmentation.draw(np.random.default_rng([3, i])) for i in range(200)]
+    apical = [Augmentation.draw(np.random.default_rng([3, i]), flips="h") for i in range(200)]
+    assert not any(a.vflip or a.transpose for a in apical)
+    assert [a.hflip for a in apical] == [p.hflip for p in paper]  # same draws, fewer flips kept
+    assert [a.angle for a in apical] == [p.angle for p in paper]
+    assert any(p.vflip for p in paper) and any(p.transpose for p in paper) and any(a.hflip for a in apical)
+    with pytest.raises(ValueError, match="flips must be letters"):
+        Augmentation.draw(np.random.default_rng(0), flips="x")
+
+
+def test_the_config_refuses_unknown_flips():
+    from training.trainer.config import DataSection
+
+    assert DataSection(flips="h").flips == "h"
+    with pytest.raises(ValueError, match="data.flips"):
+        DataSection(flips="hz")

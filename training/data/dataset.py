@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from echoseg.config import ModelConfig
 from echoseg.preprocess import normalize, window_indices
 from echoseg.region import DETECT_FRAMES, Region, apply_region, choose_region, mask_to_input
-from training.data.augment import augment_window
+from training.data.augment import FLIPS, augment_window, check_flips
 from training.data.clip import Clip
 from training.data.store import FrameStore
 
@@ -49,6 +49,7 @@ class WindowDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         windows_per_video: int = 8,
+        flips: str = FLIPS,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -58,7 +59,9 @@ class WindowDataset(Dataset):
         self.num_frames = num_frames
         self.config = config
         self.mode = mode
+        check_flips(flips)
         self.augment = augment
+        self.flips = flips
         self.seed = seed
         self.windows_per_video = windows_per_video
         self.epoch = 0
@@ -106,7 +109,7 @@ class WindowDataset(Dataset):
         window = apply_region(self.read_frames(i, indices), region, size)  # (k, H, W) -> (k, S, S) uint8
         mask = mask_to_input(self.read_mask(i, target), region, size) if self.mode == "labelled" else None
         if self.augment:
-            window, mask = augment_window(window, mask, rng)
+            window, mask = augment_window(window, mask, rng, self.flips)
         item = {
             "frames": torch.from_numpy(normalize(window, self.config)),  # (k, S, S) float32
             "index": torch.tensor(index),  # which item: names a window in logs and tests

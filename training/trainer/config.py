@@ -37,6 +37,7 @@ class DataSection:
     val_split: str = "VAL"
     windows_per_video: int = 8  # unlabelled windows drawn per video and epoch
     augment: bool = True  # flips and rotation ±15°, identical on all k frames and the mask
+    flips: str = "hvt"  # flips augment may use: h(orizontal), v(ertical), t(ranspose); "h" for apical views
     num_workers: int = 0  # DataLoader worker processes per stream (labelled, unlabelled, validation)
     prefetch_factor: int = 2  # batches each worker reads ahead
     persistent_workers: bool = True  # workers live across epochs
@@ -49,6 +50,8 @@ class DataSection:
             )
         if self.windows_per_video < 1:
             raise ValueError(f"data.windows_per_video must be at least 1, got {self.windows_per_video}")
+        if not isinstance(self.flips, str) or set(self.flips) - set("hvt"):
+            raise ValueError(f"data.flips must be letters of 'hvt' (e.g. 'h' or 'hvt'), got {self.flips!r}")
 
 
 @dataclass
