@@ -22,6 +22,7 @@ intra-op thread is the figure that decides (``--threads``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -89,7 +90,6 @@ def train_candidate(
         f"model.preset={c.preset}",
         f"data.root={train_root}",
         f"steps={steps}",
-        f"eval_every={max(1, steps // 3)}",
         f"out_dir={runs}",
         f"run_name={c.name}",
         f"threads={threads}",
@@ -100,6 +100,7 @@ def train_candidate(
         for k, v in c.overrides.items()
     ]
     cfg = load_config(recipe, sets)
+    cfg = dataclasses.replace(cfg, eval_every=min(cfg.eval_every, max(1, steps // 3)))  # >= 3 validations
     start = time.perf_counter()
     run_dir = run(cfg)
     return run_dir, time.perf_counter() - start

@@ -3,8 +3,10 @@
 Runs a model (default: the bundled ``models/default``) through the product's preprocessing
 (``echoseg.preprocess`` with the region ``echoseg.region`` chooses) on
 
-- *positives*: simulated echo clips (``training.data.synthetic``, seeds disjoint from the bundled
-  model's training set), every frame of which holds an LV;
+- *positives*: simulated echo clips, every frame of which holds an LV, from seeds disjoint from
+  the bundled model's training set: realistic apical four-chamber clips (``training.data.a4c``;
+  112x112 crops and 240x320 / 480x640 scanner frames with furniture) and the simple generator's
+  clips (``training.data.synthetic``);
 - *negatives*: an all-black clip, a uniform gray clip, uniform noise, Rayleigh speckle, a linear
   and a radial gradient ("phantom-like": no heart), and a scanner-like fan of moving speckle with
   no cavity;
@@ -26,15 +28,15 @@ from benchmarks.common import document, write_result
 
 
 def negatives(frames: int, size: int, seed: int) -> dict[str, np.ndarray]:
-    from tests.core.scanner import scanner_clip
+    from training.data.scanner import scanner_sector
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     linear = np.broadcast_to((xx / size * 255).astype(np.uint8), (frames, size, size)).copy()
     radial = np.clip(255 - np.hypot(xx - size / 2, yy) / size * 255, 0, 255).astype(np.uint8)
-    fan_only, _, _ = scanner_clip(frames, size, size, seed=seed, furniture=False)
+    fan = scanner_sector(rng, size, size, depth_mm=150.0).fan()
     cavity_free = np.clip(rng.rayleigh(60.0, (frames, size, size)), 0, 255).astype(np.uint8)
-    cavity_free[:, fan_only[0] == 0] = 0  # the sector, speckle everywhere inside: no cavity
+    cavity_free[:, ~fan] = 0  # the sector, speckle everywhere inside: no cavity
     return {
         "black": np.zeros((frames, size, size), np.uint8),
         "gray": np.full((frames, size, size), 128, np.uint8),
@@ -103,7 +105,7 @@ def describe(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/default")
-    parser.add_argument("--clips", type=int, default=6, help="synthetic positive clips")
+    parser.add_argument("--clips", type=int, default=6, help="positive clips of each kind")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument(
         "--seed", type=int, default=1000, help="first seed (the bundled model was trained on 0..)"
@@ -114,17 +116,22 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from echoseg.quality import QualityThresholds
+    from training.data.a4c import render_a4c_clip
     from training.data.synthetic import synthesize
     from training.evaluate import load_model
 
     torch.set_num_threads(1)
     model, _ = load_model(args.model)
     size = model.config.input_size
-    positives = []
+    simple, a4c = [], []
+    sizes = [(112, 112), (240, 320), (480, 640)]
     for i in range(args.clips):
         clip = synthesize(np.random.default_rng(args.seed + i), f"q{i}", frames=args.frames, size=size)
-        positives += frame_figures(model, clip.frames)
-    groups = {"synthetic_echo": describe(positives)}
+        simple += frame_figures(model, clip.frames)
+        h, w = sizes[i % len(sizes)]
+        real_like = render_a4c_clip(args.seed + i, frames=args.frames, height=h, width=w)
+        a4c += frame_figures(model, real_like.frames)
+    groups = {"a4c_echo": describe(a4c), "synthetic_echo": describe(simple)}
     for name, clip in negatives(args.frames, size, args.seed).items():
         groups[name] = describe(frame_figures(model, clip))
     doc = document(

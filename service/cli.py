@@ -54,6 +54,17 @@ def register(subparsers) -> None:
     p.add_argument("--encoding", choices=["gray8", "png", "jpeg"], default="gray8")
     p.add_argument("--mask-encoding", choices=["png", "gray8"], default="png")
     p.add_argument("--out", default=None, help="save the received masks as <out>/<clip>.masks.npz")
+    p.add_argument(
+        "--region",
+        default=None,
+        help="where the ultrasound image is, as x0,y0,x1,y1 pixels (end exclusive) or a JSON object "
+        'such as a REST answer\'s "region" (default: the server detects it)',
+    )
+    p.add_argument(
+        "--flags",
+        action="store_true",
+        help="ask for each mask's quality flag and confidence (mask_format 2) and report them",
+    )
     p.add_argument("--api-key", default=None, help="bearer key (default: ECHOSEG_API_KEY)")
     _tls_client_args(p)
     p.set_defaults(func=stream)
@@ -211,6 +222,31 @@ def segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_region(text: str | None) -> dict | None:
+    """``x0,y0,x1,y1`` or a JSON object -> the ``region`` of a stream's ``start`` message."""
+    import json
+
+    if text is None:
+        return None
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            region = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--region: not valid JSON ({exc.msg})") from None
+        if not isinstance(region, dict):
+            raise ValueError("--region: expected a JSON object")
+        return region
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError(f"--region: expected x0,y0,x1,y1 (4 integers), got {len(parts)} values")
+    try:
+        x0, y0, x1, y1 = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError("--region: x0,y0,x1,y1 must be integers") from None
+    return {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
 def stream(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -220,13 +256,26 @@ def stream(args: argparse.Namespace) -> int:
 
     from service.client import load_clip_file, percentiles, stream_frames
 
+    try:
+        region = parse_region(args.region)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     path = Path(args.file)
     frames = load_clip_file(path)
     tls = _tls_context(args)
     try:
         report = asyncio.run(
             stream_frames(
-                frames, args.url, args.fps or None, args.encoding, args.mask_encoding, _api_key(args), tls=tls
+                frames,
+                args.url,
+                args.fps or None,
+                args.encoding,
+                args.mask_encoding,
+                _api_key(args),
+                region=region,
+                mask_format=2 if args.flags else 1,
+                tls=tls,
             )
         )
     except (OSError, InvalidMessage) as exc:  # ssl.SSLError is an OSError
@@ -239,9 +288,17 @@ def stream(args: argparse.Namespace) -> int:
     print(f"sent {len(frames)} frames, received {n} masks, indices complete and in order: {complete}")
     p = percentiles(report.latencies_s)
     print(f"latency ms  p50 {p['p50']:.1f}  p95 {p['p95']:.1f}  p99 {p['p99']:.1f}")
+    if report.flags:
+        counts = {f: report.flags.count(f) for f in dict.fromkeys(report.flags)}
+        print("flags: " + "  ".join(f"{f} {c}" for f, c in counts.items()))
     if report.summary:
         s = report.summary
         print(f"summary: frames {s['frames']}  ED {s['ed_frames']}  ES {s['es_frames']}  EF {s['ef']}")
+        if s.get("ef") is None and s.get("ef_null_reason"):
+            print(f"no EF: {s['ef_null_reason']}")
+        if s.get("region"):
+            r = s["region"]
+            print(f"region ({r.get('source')}): x {r.get('x0')}-{r.get('x1')}, y {r.get('y0')}-{r.get('y1')}")
     if args.out and report.masks:
         out = Path(args.out) / f"{path.stem}.masks.npz"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,13 @@ def test_cli_clients_against_a_served_onnx_model(served, tmp_path, capsys):
     assert np.load(tmp_path / "clip.masks.npz")["masks"].shape == (30, 64, 48)
     assert echoseg_main(["segment", str(clip), "--url", url, "--out", str(tmp_path), "--output", "npz"]) == 0
     assert np.load(tmp_path / "clip.npz")["masks"].shape == (30, 64, 48)
+    # a client-given region and per-mask flags (mask_format 2)
+    argv = ["stream", str(clip), "--url", url, "--fps", "0", "--region", "2,3,46,60", "--flags"]
+    assert echoseg_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "received 30 masks" in out and "flags: " in out and "region (client): x 2-46, y 3-60" in out
+    assert echoseg_main(["stream", str(clip), "--url", url, "--region", "2,3,46"]) == 2
+    assert "expected x0,y0,x1,y1 (4 integers), got 3 values" in capsys.readouterr().out
 
 
 def test_sigterm_drains_then_closes_streams_with_1001(served):
