@@ -125,7 +125,8 @@ def state(driver) -> dict:
     return driver.execute_script(
         "const s = window.echoseg.state; return {phase: s.phase, sent: s.sent, received: s.received,"
         " dropped: s.dropped, points: s.areas.filter((a) => a !== undefined).length, lastIndex: s.lastIndex,"
-        " summary: s.summary, error: s.error, closeCode: s.closeCode, latencies: s.latencies.length};"
+        " summary: s.summary, error: s.error, closeCode: s.closeCode, latencies: s.latencies.length,"
+        " flags: s.flags, confidence: s.confidence};"
     )
 
 
@@ -186,11 +187,17 @@ def test_a_file_streams_with_a_mask_per_frame(server, browser, clip, tmp_path):
     assert final["received"] == final["sent"] and final["dropped"] == 0, final
     assert final["points"] == final["received"]  # the area curve has a point per frame
     assert final["latencies"] == final["received"]
+    assert sum(final["flags"].values()) == final["received"], final["flags"]  # mask_format 2, parsed
+    assert 0.0 <= final["confidence"]["value"] <= 1.0 and final["confidence"]["flag"] in final["flags"]
     summary = final["summary"]
     assert summary["frames"] == final["received"]
     assert isinstance(summary["ef"], float), summary
     text = browser.find_element("id", "summary").text
     assert "EF" in text and f"{summary['ef']:.1f} %" in text
+    assert f"Image region ({summary['region']['source']})" in text
+    shown = browser.find_element("id", "flags").text
+    flags = final["flags"]
+    assert shown == f"ok {flags['ok']} · low {flags['low_confidence']} · no LV {flags['no_lv']}"
     screenshot(browser, "viewer-done.png", tmp_path)
 
     # the last frame on display: its overlay covers the LV wherever the LV always is, and

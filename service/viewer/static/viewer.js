@@ -32,7 +32,8 @@
     summary: null,
     error: null, // {code, detail} from the server, or a local problem
     closeCode: null,
-    confidence: null, // a low-confidence flag, when the server sends one
+    confidence: null, // the last mask's quality flag and confidence (mask_format 2)
+    flags: { ok: 0, low_confidence: 0, no_lv: 0 }, // masks per quality flag
     provisional: { ed: [], es: [] },
   };
   window.echoseg = { state };
@@ -81,9 +82,14 @@
       conf.textContent = "–";
       conf.className = "";
     } else {
-      conf.textContent = state.confidence.low ? "LOW" : "ok";
-      conf.className = state.confidence.low ? "low" : "";
+      const { flag, value } = state.confidence;
+      const word = { ok: "ok", low_confidence: "LOW", no_lv: "NO LV" }[flag] || flag;
+      conf.textContent = value === null || value === undefined ? word : `${word} (${value.toFixed(2)})`;
+      conf.className = flag === "ok" ? "" : "low";
     }
+    const f = state.flags;
+    $("flags").textContent = `ok ${f.ok} · low ${f.low_confidence} · no LV ${f.no_lv}`;
+    $("flags").className = f.low_confidence + f.no_lv > 0 ? "low" : "";
   }
 
   function setButtons() {
@@ -214,6 +220,7 @@
     Object.assign(state, {
       sent: 0, received: 0, dropped: 0, areas: [], latencies: [], lastIndex: -1, ready: null,
       summary: null, error: null, closeCode: null, confidence: null, provisional: { ed: [], es: [] },
+      flags: { ok: 0, low_confidence: 0, no_lv: 0 },
     });
     pending = new Map();
     sentAt = [];
@@ -239,7 +246,9 @@
     ws = new WebSocket(streamUrl());
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
-      const message = { type: "start", width: roi.w, height: roi.h, encoding: "gray8", mask_encoding: "gray8" };
+      const message = {
+        type: "start", width: roi.w, height: roi.h, encoding: "gray8", mask_encoding: "gray8", mask_format: 2,
+      };
       const fps = sourceFps();
       if (fps) message.fps = fps;
       ws.send(JSON.stringify(message));
@@ -314,8 +323,18 @@
   }
 
   function onMask(buffer) {
-    const index = new DataView(buffer).getUint32(0, true);
-    const mask = new Uint8Array(buffer, 4);
+    const view = new DataView(buffer);
+    const index = view.getUint32(0, true);
+    let mask;
+    if (state.ready?.mask_format === 2) {
+      // bytes 4 and 5: the frame's quality flag (the order of ready.flags) and confidence 0..255
+      const flag = (state.ready.flags || ["ok", "low_confidence", "no_lv"])[view.getUint8(4)] || "ok";
+      state.flags[flag] = (state.flags[flag] || 0) + 1;
+      state.confidence = { flag, value: view.getUint8(5) / 255 };
+      mask = new Uint8Array(buffer, 6);
+    } else {
+      mask = new Uint8Array(buffer, 4);
+    }
     const frame = pending.get(index);
     pending.delete(index);
     const needed = Math.min(index + lookahead, state.sent - 1);
@@ -365,9 +384,6 @@
     } catch {
       return;
     }
-    if (message.confidence !== undefined || message.low_confidence !== undefined) {
-      state.confidence = { low: Boolean(message.low_confidence), value: message.confidence ?? null };
-    }
     if (message.type === "ready") onReady(message);
     else if (message.type === "summary") onSummary(message);
     else if (message.type === "error") {
@@ -379,8 +395,6 @@
 
   function onSummary(summary) {
     state.summary = summary;
-    const quality = summary.quality || {};
-    if (quality.low_confidence !== undefined) state.confidence = { low: Boolean(quality.low_confidence) };
     renderSummary(summary);
     drawCurve();
     updateStats();
@@ -500,11 +514,20 @@
     const frames = document.createElement("p");
     frames.textContent = `${s.frames} frames · ED ${JSON.stringify(s.ed_frames)} · ES ${JSON.stringify(s.es_frames)}`;
     el.appendChild(frames);
-    if (s.ef === null && s.ef_reason) {
-      const why = document.createElement("p");
-      why.className = "hint";
-      why.textContent = s.ef_reason;
-      el.appendChild(why);
+    const quality = s.quality || {};
+    const why = [s.ef === null || s.ef === undefined ? s.ef_null_reason : null, quality.reason].filter(Boolean);
+    if (why.length) {
+      const p = document.createElement("p");
+      p.className = "hint quality";
+      p.textContent = `Quality: ${why.join(" — ")}`;
+      el.appendChild(p);
+    }
+    if (s.region) {
+      const r = s.region;
+      const p = document.createElement("p");
+      p.className = "hint region";
+      p.textContent = `Image region (${r.source}): x ${r.x0}–${r.x1}, y ${r.y0}–${r.y1}`;
+      el.appendChild(p);
     }
     if (s.beats && s.beats.length) {
       const table = document.createElement("table");
@@ -562,6 +585,7 @@
       frames_dropped: state.dropped,
       latency_ms: { p50: percentile(state.latencies, 50), p99: percentile(state.latencies, 99) },
       frames,
+      flags: state.flags,
       summary: state.summary,
     };
   }
