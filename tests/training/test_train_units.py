@@ -252,7 +252,7 @@ def test_metric_log_truncates_on_resume_and_plots(tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 
-@pytest.mark.parametrize("name", ["tiny", "lite", "paper", "default-model"])
+@pytest.mark.parametrize("name", ["tiny", "lite", "paper", "default-model", "simple-model"])
 def test_shipped_configs_load_and_name_their_preset(name):
     from pathlib import Path
 
@@ -260,7 +260,7 @@ def test_shipped_configs_load_and_name_their_preset(name):
 
     path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
     cfg = load_config(path)
-    expected = "unet-lite" if name == "default-model" else name  # the bundled model's family
+    expected = "unet-lite" if name.endswith("-model") else name  # the bundled models' network
     assert model_config_of(cfg).preset == expected
     assert cfg.mode == "mean_teacher" and cfg.ema_decay == 0.99 and cfg.weight_decay == 1e-6
 
