@@ -95,7 +95,7 @@ def test_config_without_architecture_is_the_unet_family(tiny_model, tmp_path):
 
 def test_bundled_default_model_loads_as_the_unet_family():
     model, config, meta = load_pretrained(BUNDLED)
-    assert config.preset == "lite" and config.architecture == "unet"
+    assert config.preset == "unet-lite" and config.architecture == "unet"  # chosen on the A4C front
     assert config.aggregation == "elementwise" and meta["run_id"]
     with torch.no_grad():
         assert model(torch.zeros(1, 3, config.input_size, config.input_size)).shape[-1] == config.input_size
