@@ -121,3 +121,40 @@ def test_combining_seed_runs_gives_mean_and_std_per_row():
     assert [(p["paper_better"], p["paper_worse"]) for p in flagged] == [("full", "tce")]
     assert flagged[0]["difference"] == pytest.approx(-5.0)
     assert flagged[0]["beyond_seed_spread"] is False  # 5 points < the 15-point seed std
+
+
+def _seed_report(seed: int, frame_dice: dict[str, list[float]]) -> dict:
+    rows = []
+    for key, frames in frame_dice.items():
+        row = fake_row(key, sum(frames) / len(frames), 2.0, 0.95)
+        row["frame_dice"] = frames
+        rows.append(row)
+    return {"budget": {"seed": seed}, "rows": rows}
+
+
+def test_paired_tests_judge_the_papers_order_on_the_seed_level_ci():
+    from scipy import stats
+
+    # full beats baseline by 2-4 points in every seed; tce vs bssf flips sign between seeds
+    table = {  # per seed: (baseline, tce, bssf, full) frame Dice, two frames each
+        0: ([0.90, 0.90], [0.93, 0.93], [0.92, 0.92], [0.93, 0.93]),
+        1: ([0.89, 0.89], [0.91, 0.91], [0.93, 0.93], [0.93, 0.92]),
+        2: ([0.90, 0.90], [0.93, 0.93], [0.91, 0.91], [0.94, 0.94]),
+    }
+    keys = ("baseline", "tce", "bssf", "full")
+    reports = [_seed_report(seed, dict(zip(keys, rows, strict=True))) for seed, rows in table.items()]
+    pairs = {(p["a"], p["b"]): p for p in ablation.paired_tests(reports)}
+    full = pairs[("baseline", "full")]
+    diffs = [-3.0, -3.5, -4.0]  # baseline - full per seed, in points
+    assert full["seeds"] == 3 and full["dice_diff_pct"] == pytest.approx(-3.5, abs=1e-6)
+    half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / 3**0.5
+    assert full["ci95_pct"] == pytest.approx([-3.5 - half, -3.5 + half], abs=1e-3)
+    assert full["p"] == pytest.approx(
+        stats.ttest_rel([0.90, 0.89, 0.90], [0.93, 0.925, 0.94]).pvalue, abs=1e-3
+    )
+    assert (
+        full["paper_better"] == "full" and full["paper_order"] == "holds" and full["a_better_in_seeds"] == 0
+    )
+    assert pairs[("tce", "bssf")]["paper_order"] == "undecided"  # +1, -2, +2 points: CI spans 0
+    text = "\n".join(ablation.paired_lines(list(pairs.values())))
+    assert "| baseline | full | -3.50 |" in text and "full > baseline" in text
