@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import document, write_result
+from training.evaluate import fmt_num
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,10 +51,6 @@ def score(model: str, root: str, split: str) -> dict[str, Any]:
     }
 
 
-def _f(v, d=2) -> str:
-    return "–" if v is None else f"{v:.{d}f}"
-
-
 def markdown(doc: dict) -> str:
     lines = [
         "# The bundled model, before and after",
@@ -65,12 +62,11 @@ def markdown(doc: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
-        lines.append(
-            f"| {r['data']} | {r['model']} | {r['clips']} | {_f(r['traced_dice_pct'])} ± "
-            f"{_f(r['traced_dice_std_pct'])} | {_f(r['traced_dice_min_pct'])} | {_f(r['traced_hd_px'])} "
-            f"| {_f(r['all_frames_dice_pct'])} | {_f(r['ef_corr'], 3)} | {_f(r['ef_bias'], 1)} "
-            f"| {_f(r['ef_std'], 1)} |"
-        )
+        cells = [r["data"], r["model"], r["clips"]]
+        cells.append(f"{fmt_num(r['traced_dice_pct'], 2)} ± {fmt_num(r['traced_dice_std_pct'], 2)}")
+        cells += [fmt_num(r[k], 2) for k in ("traced_dice_min_pct", "traced_hd_px", "all_frames_dice_pct")]
+        cells += [fmt_num(r["ef_corr"], 3), fmt_num(r["ef_bias"], 1), fmt_num(r["ef_std"], 1)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Data sets:", ""] + [f"- `{k}`: `{v}`" for k, v in doc["data"].items()]
     lines += ["", "Models:", ""] + [f"- `{k}`: `{v}`" for k, v in doc["models"].items()]
     return "\n".join(lines) + "\n"

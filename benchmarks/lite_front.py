@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import TimingCap, document, summarize_ms, time_interleaved, write_result
+from training.evaluate import fmt_num
 
 logger = logging.getLogger("benchmarks.lite_front")
 
@@ -183,10 +184,6 @@ def pareto(rows: list[dict]) -> None:
         )
 
 
-def _f(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(doc: dict) -> str:
     lines = [
         "# The real-time preset on a Dice / latency front",
@@ -205,9 +202,10 @@ def markdown(doc: dict) -> str:
     ]
     for r in doc["rows"]:
         lines.append(
-            f"| `{r['name']}` | {r['family']} | {r['params']:,} | {_f(r['gmacs'], 3)} "
-            f"| {_f(r['traced_dice_pct'])} ± {_f(r['traced_dice_std_pct'])} | {_f(r['all_frames_dice_pct'])} "
-            f"| {_f(r['traced_hd_px'])} | {_f(r['ef_corr'], 3)} | {_f(r['ms_p50'])} | {_f(r['ms_p99'])} "
+            f"| `{r['name']}` | {r['family']} | {r['params']:,} | {fmt_num(r['gmacs'], 3)} "
+            f"| {fmt_num(r['traced_dice_pct'], 2)} ± {fmt_num(r['traced_dice_std_pct'], 2)} "
+            f"| {fmt_num(r['all_frames_dice_pct'], 2)} | {fmt_num(r['traced_hd_px'], 2)} "
+            f"| {fmt_num(r['ef_corr'], 3)} | {fmt_num(r['ms_p50'], 2)} | {fmt_num(r['ms_p99'], 2)} "
             f"| {r['train_s']:.0f} | {'yes' if r['pareto'] else ''} |"
         )
     return "\n".join(lines) + "\n"
