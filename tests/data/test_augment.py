@@ -87,5 +87,5 @@ def test_the_config_refuses_unknown_flips():
     from training.trainer.config import DataSection
 
     assert DataSection(flips="h").flips == "h"
-    with pytest.raises(ValueError, match="data.flips"):
+    with pytest.raises(ValueError, match=r"data\.flips"):
         DataSection(flips="hz")
