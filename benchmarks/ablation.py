@@ -425,13 +425,19 @@ def ranking_lines(ranking: dict[str, Any]) -> list[str]:
 # -- across training seeds ----------------------------------------------------------------------
 
 
+def trained_rows(reports: list[dict[str, Any]]) -> list[str]:
+    """Keys of the rows any of ``reports`` trained, in the order of ``ROWS``."""
+    have = {x["key"] for rep in reports for x in rep["rows"]}
+    return [r.key for r in ROWS if r.key in have]
+
+
 def combine_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Per row: the traced-frame means of each run (one per training seed) and their mean ± std.
 
     A row that some seeds did not train (a run stopped for time) keeps ``None`` for those seeds;
     its mean and std are over the seeds it has.
     """
-    keys = [r.key for r in ROWS if any(any(x["key"] == r.key for x in rep["rows"]) for rep in reports)]
+    keys = trained_rows(reports)
     out: dict[str, Any] = {"seeds": [rep["budget"]["seed"] for rep in reports], "rows": []}
     for key in keys:
         runs = [next((x for x in rep["rows"] if x["key"] == key), None) for rep in reports]
@@ -504,17 +510,15 @@ def paired_tests(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     from scipy import stats
 
-    keys = [r.key for r in ROWS if any(any(x["key"] == r.key for x in rep["rows"]) for rep in per_seed)]
     paper = {r.key: r.paper for r in ROWS}
+    frames = [{x["key"]: x["frame_dice"] for x in rep["rows"] if "frame_dice" in x} for rep in per_seed]
     out = []
-    for a, b in combinations(keys, 2):
+    for a, b in combinations(trained_rows(per_seed), 2):
         seed_diffs, frame_diffs = [], []
-        for rep in per_seed:
-            ra = next((x for x in rep["rows"] if x["key"] == a), None)
-            rb = next((x for x in rep["rows"] if x["key"] == b), None)
-            if ra is None or rb is None or "frame_dice" not in ra or "frame_dice" not in rb:
+        for run in frames:
+            if a not in run or b not in run:
                 continue
-            fa, fb = ra["frame_dice"], rb["frame_dice"]
+            fa, fb = run[a], run[b]
             seed_diffs.append(100.0 * (statistics.fmean(fa) - statistics.fmean(fb)))
             frame_diffs += [100.0 * (x - y) for x, y in zip(fa, fb, strict=True)]
         n = len(seed_diffs)
@@ -523,7 +527,8 @@ def paired_tests(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mean = statistics.fmean(seed_diffs)
         sd = statistics.stdev(seed_diffs)
         half = float(stats.t.ppf(0.975, n - 1)) * sd / n**0.5
-        p = float(stats.ttest_rel([0.0] * n, [-d for d in seed_diffs]).pvalue) if sd > 0 else 0.0
+        # the paired t-test is the one-sample test of the per-seed differences against 0
+        p = float(stats.ttest_1samp(seed_diffs, 0.0).pvalue) if sd > 0 else float(mean == 0.0)
         entry = {
             "a": a, "b": b, "seeds": n, "dice_diff_pct": round(mean, 3),
             "ci95_pct": [round(mean - half, 3), round(mean + half, 3)], "p": round(p, 4),
