@@ -16,9 +16,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from benchmarks.common import document, write_result
+from benchmarks.common import document, held_out_scores, write_result
 from training.evaluate import fmt_num
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,26 +28,6 @@ def _named(text: str, what: str) -> tuple[str, str]:
     if not sep or not name or not value:
         raise argparse.ArgumentTypeError(f"{what} must be NAME=VALUE, got {text!r}")
     return name, value
-
-
-def score(model: str, root: str, split: str) -> dict[str, Any]:
-    from training.evaluate import evaluate
-
-    m = evaluate(model, root, split=split)
-    traced, every, ef = m["traced"], m.get("all_frames") or {}, m["ef"]["predicted"]
-    return {
-        "clips": m.get("n_clips"),
-        "traced_frames": traced["n_frames"],
-        "traced_dice_pct": 100.0 * traced["dice"]["mean"],
-        "traced_dice_std_pct": 100.0 * traced["dice"]["std"],
-        "traced_dice_min_pct": 100.0 * traced["dice"]["min"] if "min" in traced["dice"] else None,
-        "traced_hd_px": traced["hd"]["mean"],
-        "all_frames_dice_pct": None if not every else 100.0 * every["dice"]["mean"],
-        "all_frames": None if not every else every["n_frames"],
-        "ef_corr": ef["corr"],
-        "ef_bias": ef["bias"],
-        "ef_std": ef["std"],
-    }
 
 
 def markdown(doc: dict) -> str:
@@ -90,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for data_name, spec in data.items():
         root, _, split = spec.partition(":")
         for model_name, path in models.items():
-            rows.append({"data": data_name, "model": model_name, **score(path, root, split or "TEST")})
+            scores = held_out_scores(path, root, split or "TEST")
+            rows.append({"data": data_name, "model": model_name, **scores})
             print(f"{data_name} / {model_name}: Dice {rows[-1]['traced_dice_pct']:.2f} %", flush=True)
     doc = document("bundled_models", argv, started, models=models, data=data, rows=rows)
     path = write_result(doc, args.out, args.name)

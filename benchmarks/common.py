@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -179,6 +180,29 @@ def geomean(values: list[float]) -> float | None:
 
 
 # -- results -----------------------------------------------------------------------------------
+def held_out_scores(model, root, split: str = "TEST") -> dict[str, Any]:
+    """``training.evaluate`` of a checkpoint on ``split`` of ``root``, as a benchmark row: Dice at the
+    traced ED/ES frames (mean, std, min, %) and over every frame with a true mask, Hausdorff
+    distance (px) and the EF agreement of the predicted masks at the traced frames."""
+    from training.evaluate import evaluate
+
+    m = evaluate(model, root, split=split)
+    traced, every, ef = m["traced"], m.get("all_frames") or {}, m["ef"]["predicted"]
+    return {
+        "clips": m.get("n_clips"),
+        "traced_frames": traced["n_frames"],
+        "traced_dice_pct": 100.0 * traced["dice"]["mean"],
+        "traced_dice_std_pct": 100.0 * traced["dice"]["std"],
+        "traced_dice_min_pct": 100.0 * traced["dice"]["min"] if "min" in traced["dice"] else None,
+        "traced_hd_px": traced["hd"]["mean"],
+        "all_frames_dice_pct": None if not every else 100.0 * every["dice"]["mean"],
+        "all_frames": None if not every else every["n_frames"],
+        "ef_corr": ef["corr"],
+        "ef_bias": ef["bias"],
+        "ef_std": ef["std"],
+    }
+
+
 def document(benchmark: str, argv: list[str] | None, started: float, **body) -> dict:
     """The common envelope of a result file."""
     args = sys.argv[1:] if argv is None else argv

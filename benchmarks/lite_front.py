@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import TimingCap, document, summarize_ms, time_interleaved, write_result
+from benchmarks.common import (
+    TimingCap,
+    document,
+    held_out_scores,
+    summarize_ms,
+    time_interleaved,
+    write_result,
+)
 from training.evaluate import fmt_num
 
 logger = logging.getLogger("benchmarks.lite_front")
@@ -107,22 +114,6 @@ def train_candidate(
     return run_dir, time.perf_counter() - start
 
 
-def score(run_dir: Path, test_root: Path, split: str = "TEST") -> dict[str, Any]:
-    from training.evaluate import evaluate
-
-    m = evaluate(run_dir / "best", test_root, split=split)
-    traced, every = m["traced"], m.get("all_frames") or {}
-    return {
-        "traced_dice_pct": 100.0 * traced["dice"]["mean"],
-        "traced_dice_std_pct": 100.0 * traced["dice"]["std"],
-        "traced_hd_px": traced["hd"]["mean"],
-        "all_frames_dice_pct": None if not every else 100.0 * every["dice"]["mean"],
-        "ef_corr": m["ef"]["predicted"]["corr"],
-        "ef_bias": m["ef"]["predicted"]["bias"],
-        "clips": m.get("n_clips"),
-    }
-
-
 def latencies(cands: list[Candidate], folder: Path, threads: int, cap: TimingCap) -> tuple[dict, dict, dict]:
     """Per-frame ONNX Runtime latency (batch 1, ``matmul`` export), candidates interleaved."""
     import torch
@@ -166,7 +157,7 @@ def trained_and_scored(c: Candidate, args, train_root: Path, test_root: Path) ->
             return Path(saved["run"]), saved["train_s"], saved["score"]
     runs = args.work / "runs"
     run_dir, seconds = train_candidate(c, args.steps, train_root, runs, args.threads, args.recipe)
-    s = score(run_dir, test_root, args.test_split)
+    s = held_out_scores(run_dir / "best", test_root, args.test_split)
     done.write_text(json.dumps({"steps": args.steps, "overrides": c.overrides, "run": str(run_dir),
                                 "train_s": seconds, "score": s}))  # fmt: skip
     return run_dir, seconds, s
