@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import rotate
 
 MAX_ROTATION_DEG = 15.0
 FLIPS = "hvt"  # horizontal, vertical, transpose
@@ -53,6 +52,8 @@ class Augmentation:
         if self.transpose:
             out = out.transpose(0, 2, 1)
         if self.angle:
+            from scipy.ndimage import rotate  # imported here so the config can check flips cheaply
+
             dtype = out.dtype
             rotated = rotate(
                 out.astype(np.float32), self.angle, axes=(2, 1), reshape=False, order=order, cval=0.0

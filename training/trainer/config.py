@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from training.data.augment import FLIPS, check_flips
+
 MODES = ("mean_teacher", "supervised")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -37,7 +39,7 @@ class DataSection:
     val_split: str = "VAL"
     windows_per_video: int = 8  # unlabelled windows drawn per video and epoch
     augment: bool = True  # flips and rotation ±15°, identical on all k frames and the mask
-    flips: str = "hvt"  # flips augment may use: h(orizontal), v(ertical), t(ranspose); "h" for apical views
+    flips: str = FLIPS  # flips augment may use: h(orizontal), v(ertical), t(ranspose); "h" for apical views
     num_workers: int = 0  # DataLoader worker processes per stream (labelled, unlabelled, validation)
     prefetch_factor: int = 2  # batches each worker reads ahead
     persistent_workers: bool = True  # workers live across epochs
@@ -50,8 +52,10 @@ class DataSection:
             )
         if self.windows_per_video < 1:
             raise ValueError(f"data.windows_per_video must be at least 1, got {self.windows_per_video}")
-        if not isinstance(self.flips, str) or set(self.flips) - set("hvt"):
-            raise ValueError(f"data.flips must be letters of 'hvt' (e.g. 'h' or 'hvt'), got {self.flips!r}")
+        try:
+            check_flips(self.flips)
+        except ValueError as exc:
+            raise ValueError(f"data.{exc}") from None
 
 
 @dataclass
