@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from echoseg.preprocess import sigmoid
+
 FLAGS = ("ok", "low_confidence", "no_lv")
 FLAG_CODES = {name: i for i, name in enumerate(FLAGS)}  # the byte of mask_format 2 stream messages
 EF_NULL_REASONS = ("blank_input", "no_lv", "low_confidence", "too_few_frames", "no_cardiac_cycle")
@@ -95,6 +97,15 @@ def frame_quality(
     confidence = round(margin * largest / set_pixels, 4)
     low = confidence < limits.min_confidence or area > limits.max_area
     return FrameQuality(confidence, "low_confidence" if low else "ok")
+
+
+def assess_frame(
+    logits: np.ndarray, frame: np.ndarray, config, fan: np.ndarray | None, limits: QualityThresholds
+) -> FrameQuality:
+    """The flag of one frame from its ``(S, S)`` logits and the normalised frame the model saw
+    (what the upload and the stream both do per frame)."""
+    signal = frame_signal(frame, fan, config.mean, config.std)
+    return frame_quality(sigmoid(logits.astype(np.float32)), signal, config.threshold, fan, limits)
 
 
 @dataclass

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from echoseg.cardiac import summarize_areas
-from echoseg.preprocess import logits_to_masks, preprocess, sigmoid, window_indices
-from echoseg.quality import ClipQuality, FrameQuality, frame_quality, frame_signal, gate_summary
+from echoseg.preprocess import logits_to_masks, preprocess, window_indices
+from echoseg.quality import ClipQuality, FrameQuality, assess_frame, gate_summary
 from echoseg.region import Region, choose_region, input_fan
 from service.backends import Backend
 from service.batcher import MicroBatcher
@@ -104,9 +104,7 @@ def _encode_masks(
     out = []
     for lg, frame in zip(logits, targets, strict=True):
         mask = logits_to_masks(lg[None], height, width, config, region)[0]
-        signal = frame_signal(frame, fan, config.mean, config.std)
-        q = frame_quality(sigmoid(lg.astype(np.float32)), signal, config.threshold, fan, run.limits)
-        out.append((rle_counts(mask), q))
+        out.append((rle_counts(mask), assess_frame(lg, frame, config, fan, run.limits)))
     return out
 
 

@@ -30,14 +30,13 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
 from echoseg.cardiac import summarize_areas
-from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess, sigmoid
+from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
 from echoseg.quality import (
     FLAG_CODES,
     FLAGS,
     ClipQuality,
     FrameQuality,
-    frame_quality,
-    frame_signal,
+    assess_frame,
     gate_summary,
 )
 from echoseg.region import Region, choose_region, input_fan, region_from_json
@@ -425,7 +424,7 @@ class StreamSession:
                 backend.config,
                 self.region,
             )[0]
-            quality = self._frame_quality(result.logits[0], seen, backend.config)
+            quality = assess_frame(result.logits[0], seen, backend.config, self._fan, self._limits)
             if self.settings.stream_fast_path:  # a zlib 1-bit PNG costs less than a thread hop
                 payload = timed(
                     self.hook, "encode", encode_mask, mask, start.mask_encoding, png_encoder="zlib"
@@ -443,12 +442,6 @@ class StreamSession:
             self.metrics.observe_flag("ws", quality.flag)
             stored = payload if start.mask_encoding == "png" and self.settings.stream_fast_path else None
             self._keep_for_summary(float(mask.sum()), stored or png_1bit(mask), quality)
-
-    def _frame_quality(self, logits: np.ndarray, seen: np.ndarray, config) -> FrameQuality:
-        """``(S, S)`` logits of a frame and the normalised frame they came from -> its flag."""
-        signal = frame_signal(seen, self._fan, config.mean, config.std)
-        prob = sigmoid(logits.astype(np.float32))
-        return frame_quality(prob, signal, config.threshold, self._fan, self._limits)
 
     @staticmethod
     def _header(target: int, quality: FrameQuality, mask_format: int) -> bytes:
