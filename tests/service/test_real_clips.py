@@ -385,3 +385,33 @@ def mp4_bytes(frames: np.ndarray, codec: str) -> bytes:
         for packet in stream.encode():
             out.mux(packet)
     return buf.getvalue()
+
+
+def test_a_half_size_dicom_with_its_stale_region_is_rescaled_and_gives_the_full_size_masks(
+    bundled_server, a4c_clip
+):
+    """A file resampled x0.5 after acquisition keeps its region at the original coordinates (outside
+    the new pixel matrix): the region is rescaled by the same factor, checked against the content
+    and used, the spacing follows the factor, and the masks are the full-size file's, downsampled."""
+    pytest.importorskip("pydicom")
+    from PIL import Image
+
+    clip = a4c_clip
+    x0, y0, x1, y1 = clip.region
+    box = (x0, y0, x1 + 1, y1 + 1)
+    half = np.stack([np.asarray(Image.fromarray(f).resize((320, 240), Image.BOX)) for f in clip.frames])
+    assert box[2] > 320  # the declared box lies outside the half-size matrix
+    full_body = post(bundled_server, region_dicom(clip.frames, box), "application/dicom")
+    half_body = post(bundled_server, region_dicom(half, box), "application/dicom")
+    region = half_body["region"]
+    assert region["source"] == "dicom_rescaled", (region, half_body["warnings"])
+    np.testing.assert_allclose([region[k] for k in ("x0", "y0", "x1", "y1")], np.array(box) / 2, atol=1)
+    assert any("rescaled by 0.5" in w for w in half_body["warnings"]), half_body["warnings"]
+    assert half_body["spacing"] == {"row": pytest.approx(0.6), "col": pytest.approx(0.6), "unit": "mm"}
+    full_masks = rest_masks(full_body).astype(np.float32)  # (T, 480, 640) -> (T, 240, 320)
+    expected = full_masks.reshape(len(full_masks), 240, 2, 320, 2).mean(axis=(2, 4)) >= 0.5
+    got = rest_masks(half_body).astype(bool)
+    dice = [2 * (g & e).sum() / max(g.sum() + e.sum(), 1) for g, e in zip(got, expected, strict=True)]
+    print(f"\nDice of the x0.5 stale-region file against the full-size masks: min {min(dice):.4f}, "
+          f"mean {np.mean(dice):.4f}, ED/ES {dice[clip.ed]:.4f}/{dice[clip.es]:.4f}")  # fmt: skip
+    assert min(dice) >= 0.95, dice
