@@ -347,6 +347,7 @@ def test_bundled_model_finds_the_lv_of_a_480x640_a4c_clip_in_dicom_mp4_and_strea
         scores[name] = traced_dice(rest_masks(body))
     report = asyncio.run(stream_frames(clip.frames, bundled_server.url, fps=None, mask_encoding="gray8"))
     scores["stream_detected_region"] = traced_dice(np.stack(report.masks))
+    assert report.summary["region"] == bodies["dicom_without_region"]["region"]  # same frames, same region
     print(f"\nDice at ED/ES (frames {traced}) of the bundled model on a 480x640 A4C clip: {scores}")
     assert all(min(d) >= 0.90 for d in scores.values()), scores
     for name, body in bodies.items():  # found, and said to be found
