@@ -105,3 +105,14 @@ def test_a_stale_region_no_factor_brings_onto_the_image_stays_refused():
     choice = region_candidates(frames, stale=found.stale)
     assert choice.stale and choice.scale is None and choice.region.source == "detected"
     assert any("at no simple factor" in w for w in choice.warnings), choice.warnings
+
+
+def test_a_stale_region_without_image_to_confirm_it_is_a_candidate_only():
+    """Nothing in the frames to check a factor against: the largest fitting factor's box is offered
+    to the model's judgement, but the spacing is not rescaled (the factor is unconfirmed)."""
+    frames = np.zeros((4, 240, 320), np.uint8)
+    found = region_from_dicom(_ds(_region(80, 40, 559, 439)), (240, 320))
+    choice = region_candidates(frames, stale=found.stale)
+    assert choice.stale and choice.scale is None and choice.region.is_full
+    assert [c.source for c in choice.candidates] == ["full", "dicom_rescaled"]
+    assert any("no image found" in w for w in choice.warnings), choice.warnings
