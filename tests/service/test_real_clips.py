@@ -74,16 +74,19 @@ def rule_server(make_server):
 
 
 def assert_near_fan(region: dict, fan: np.ndarray) -> None:
-    """The box of the fan, within a few pixels; from the first window's two frames the ECG trace
-    that touches the fan's bottom can join it (as in one frame), so the bottom may reach lower."""
+    """The box of the fan, within a few pixels (2.5 % of a 240-pixel frame: the first window's two
+    frames are less evidence than the eight an upload once used); the ECG trace that touches the
+    fan's bottom can join it (as in one frame), so the bottom may reach lower."""
     x0, y0, x1, y1 = box_of(fan)
-    np.testing.assert_allclose([region[k] for k in ("x0", "y0", "x1")], (x0, y0, x1), atol=3)
+    np.testing.assert_allclose([region[k] for k in ("x0", "y0", "x1")], (x0, y0, x1), atol=6)
     assert y1 - 3 <= region["y1"] <= y1 + 8, (region, box_of(fan))
 
 
-def test_rest_reports_the_detected_region_and_masks_stay_in_the_fan(rule_server, scanner):
+def test_rest_reports_the_detected_region_and_masks_stay_in_the_fan(make_server, scanner):
+    """With a backend that finds a cavity (the model's stand-in) judging the candidate regions."""
     frames, fan = scanner
-    body = post(rule_server, npy_bytes(frames), "application/x-npy")
+    server = make_server(cavity_backend(), max_batch=8)
+    body = post(server, npy_bytes(frames), "application/x-npy")
     region = body["region"]
     assert region["source"] == "detected" and len(region["fan"]) >= 3
     assert_near_fan(region, fan)
