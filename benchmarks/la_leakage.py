@@ -129,6 +129,12 @@ def _summarize(rows: list[dict]) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """The model's path as the result file shows it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=REPO / "models" / "default")
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         "la_leakage",
         argv,
         started,
-        model=str(args.model),
+        model=_shown(args.model),
         backend=backend.name,
         seeds=list(SEEDS[: args.clips]),
         leak_share=LEAK_SHARE,

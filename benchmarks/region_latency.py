@@ -118,7 +118,7 @@ async def _measure(args) -> dict:
         batcher.close()
     return {
         "accuracy": accuracy,
-        "model": str(args.model),
+        "model": _shown(args.model),
         "backend": backend.name,
         "threads": args.threads,
         "reps": args.reps,
@@ -185,6 +185,12 @@ def _accuracy(backend, settings, batcher, loop, seeds: int) -> dict:
         "before_upload_and_stream_same_region": sum(r["before_upload_equals_stream"] for r in rows),
         "rows": rows,
     }
+
+
+def _shown(path: Path) -> str:
+    """The model's path as the result file shows it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
