@@ -29,6 +29,7 @@ def test_a_long_clip_json_answer_is_capped_and_points_to_npz(served):
     assert reset_peak(server.pid)
     resp = httpx.post(f"{server.url}/v1/segment", content=clip, headers=MP4, timeout=300)
     grew = peak_rss_mb(server.pid) - idle
+    print(f"300x1024² MP4, JSON: {resp.status_code} ({len(resp.content)} B), peak RSS +{grew:.0f} MB")
     assert resp.status_code == 413, f"{resp.status_code}: a {len(resp.content) / 1e6:.1f} MB answer"
     body = resp.json()
     assert body["code"] == "answer_too_large" and "output=npz" in body["detail"]

@@ -43,6 +43,7 @@ def test_a_deflate_bomb_is_refused_before_it_inflates(served, bomb, output):
     assert reset_peak(server.pid)
     resp = _post(server.url, bomb, output)
     grew = peak_rss_mb(server.pid) - idle
+    print(f"deflated DICOM, output={output}: {resp.status_code}, peak RSS +{grew:.0f} MB")
     # the cap is 16 MiB of inflated data (max_upload_mb); the file alone would inflate to 256 MiB
     assert grew < 60, f"peak RSS grew by {grew:.0f} MB for a {len(bomb) / 1e6:.1f} MB deflated upload"
     assert resp.status_code == 413, resp.text
@@ -59,6 +60,7 @@ def test_four_deflate_bombs_at_once_stay_bounded(served, bomb):
             pool.map(lambda o: _post(server.url, bomb, o), ["json", "dicom-seg", "json", "dicom-sr"])
         )
     grew = peak_rss_mb(server.pid) - idle
+    print(f"four deflated DICOMs: {[a.status_code for a in answers]}, peak RSS +{grew:.0f} MB")
     assert grew < 150, f"peak RSS grew by {grew:.0f} MB for four deflated uploads at once"
     # refused while inflating (413), or before it when four uploads are already running (503)
     assert {a.status_code for a in answers} <= {413, 503}, [a.text for a in answers]

@@ -41,6 +41,9 @@ def test_a_huge_start_field_is_not_repeated_in_the_answer_or_the_log(served):
     assert reset_peak(server.pid)
     received, code = asyncio.run(_send_text(url, start))
     grew = peak_rss_mb(server.pid) - idle
+    print(
+        f"50 MB start field: close {code}, peak RSS +{grew:.0f} MB, log +{len(server.log()) - log_before} B"
+    )
     error = json.loads(received[-1])
     assert error["type"] == "error" and len(error["detail"]) < 1000, len(error["detail"])
     assert error["code"] == "frame_too_large" and code == 1009

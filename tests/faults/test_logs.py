@@ -100,3 +100,28 @@ def test_no_patient_value_reaches_the_log(served):
     assert "pydicom warning withheld" in log and "highdicom warning withheld" in log, "they warned"
     leaks = [v for v in NONSTANDARD.values() if v in log]
     assert not leaks, f"the log holds {leaks}"
+
+
+def test_dicom_library_records_lose_their_text_and_others_keep_it():
+    import logging
+
+    from service.core.logging import WithholdDicomValues
+
+    def filtered(name: str, msg: str, *args) -> str:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+        assert WithholdDicomValues().filter(record)
+        return record.getMessage()
+
+    date = NONSTANDARD["PatientBirthDate"]
+    assert filtered("pydicom", "Invalid value for VR DA: '%s'.", date) == (
+        "a pydicom message withheld (it may quote patient values) [VR DA]"
+    )
+    text = filtered("highdicom.base", "copying %s", NONSTANDARD["StudyInstanceUID"])
+    assert text == "a highdicom message withheld (it may quote patient values)"
+    warned = f'/site-packages/highdicom/base.py:199: UserWarning: The string "{NONSTANDARD["PatientName"]}"'
+    assert (
+        filtered("py.warnings", "%s", warned) == "a highdicom warning withheld (it may quote patient values)"
+    )
+    other = "/work/service/segment.py:10: UserWarning: something 1958"
+    assert filtered("py.warnings", "%s", other) == other
+    assert filtered("service.segment", "segmented %d frames", 12) == "segmented 12 frames"

@@ -60,6 +60,7 @@ def test_an_upload_finishes_while_streams_saturate_the_backend(make_server):
     took, stream_windows = server.call(
         _upload_under_saturation(service.batcher, service.backend.config, timeout_s=8.0), timeout=30
     )
+    print(f"upload under saturating streams: {took} s, {stream_windows} stream windows meanwhile")
     assert took is not None, "the upload did not finish in 8 s while streams saturated the backend"
     # 48 upload windows at a reserved quarter: about 24 batches of 20 ms; well under 8 s
     assert took < 4.0, f"the upload took {took:.1f} s"
