@@ -17,12 +17,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from echoseg.region import DicomRegion, Region, StaleRegion, region_from_dicom
+from service.codecs.deflate import inflate_dicom
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Limits:
     max_width: int
     max_height: int
     max_decoded_bytes: int | None = None  # decoded gray pixels of one request; None = no limit
+    max_inflated_bytes: int | None = None  # a deflated DICOM data set, inflated; None = no limit
 
 
 def normalize_media_type(content_type: str | None) -> str:
@@ -374,6 +377,7 @@ def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
     pydicom = require_pydicom()
     from pydicom.pixels import iter_pixels
 
+    data = inflate_dicom(data, limits.max_inflated_bytes or sys.maxsize)  # as is unless deflated
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         declared = int(getattr(ds, "NumberOfFrames", 1) or 1)

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     # -- batching -----------------------------------------------------------------------------
     max_batch: int = Field(16, ge=1, le=256, description="largest batch of windows the backend runs")
     max_batch_wait_ms: float = Field(1.5, ge=0.0, le=100.0, description="how long a batch waits to fill")
+    upload_share: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="share of the backend's windows reserved for uploads while they wait (streams go "
+        "first otherwise); 0 = streams always first, which starves uploads when streams saturate the backend",
+    )
     ws_deflate: bool = Field(
         False,
         description="offer WebSocket per-message deflate; compressing raw frames costs more CPU than "
@@ -92,6 +99,12 @@ class Settings(BaseSettings):
         1024.0,
         gt=0,
         description="decoded gray pixels one upload may produce, MiB, checked frame by frame while decoding",
+    )
+    max_json_mb: float = Field(
+        8.0,
+        gt=0,
+        description="largest JSON answer of POST /v1/segment, MiB (its RLE masks, mostly); a longer one "
+        "gets 413 answer_too_large, pointing to output=npz",
     )
     stream_queue: int = Field(
         32, ge=1, description="frames one stream may have in flight before 'overloaded'"
@@ -239,6 +252,10 @@ class Settings(BaseSettings):
     @property
     def max_decoded_bytes(self) -> int:
         return int(self.max_decoded_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
 
     @property
     def intra_op_threads(self) -> int:
