@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from echoseg.region import DicomRegion, Region, region_from_dicom
+from echoseg.video import VideoError, VideoReader
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,6 @@ def _open_npy(data: bytes, limits: Limits) -> ClipSource:
 
 # -- video (PyAV) ------------------------------------------------------------------------------
 def _open_video(data: bytes, limits: Limits) -> ClipSource:
-    from echoseg.video import VideoError, VideoReader
-
     try:
         reader = VideoReader(data)
     except VideoError as e:
