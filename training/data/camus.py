@@ -23,15 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.base import (
-    DatasetError,
-    DataSource,
-    PlannedClip,
-    Problem,
-    check_report,
-    compare_true,
-    normalise_split,
-)
+from training.data import base
+from training.data.base import DatasetError, DataSource, PlannedClip, Problem
 from training.data.clip import Clip
 
 logger = logging.getLogger(__name__)
@@ -247,7 +240,7 @@ class CamusSource(DataSource):
         return is_camus(root)
 
     def names(self, split: str | None = None) -> list[str]:
-        s = normalise_split(split)
+        s = base.normalise_split(split)
         return [f"{p}_{view}" for p in self.patients if s is None or split_of(p) == s for view in VIEWS]
 
     def load(self, name: str) -> Clip:
@@ -284,7 +277,7 @@ class CamusSource(DataSource):
                     continue
                 videos.append(_check_record(clip, folder.name, problems))
         counts = Counter(v["split"] for v in videos)
-        return check_report(self.root, self.kind, counts, videos, problems, [])
+        return base.check_report(self.root, self.kind, counts, videos, problems, [])
 
 
 def _check_record(clip: Clip, patient: str, problems: list[Problem]) -> dict:
@@ -294,7 +287,7 @@ def _check_record(clip: Clip, patient: str, problems: list[Problem]) -> dict:
     record.update(spacing=list(clip.spacing), traced_frames=sorted(clip.traced), ed=clip.ed, es=clip.es)
     record.update(ed_area=int(clip.traced[clip.ed].sum()), es_area=int(clip.traced[clip.es].sum()))
     if clip.true_masks is not None:
-        record["true"] = compare_true(record, clip.traced, clip.true_masks)
+        record["true"] = base.compare_true(record, clip.traced, clip.true_masks)
         if not record["true"]["agrees"]:
             problems.append(Problem(f"{patient}/{clip.name}", "ED/ES gt disagree with the sequence gt"))
     return record
