@@ -34,12 +34,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,11 +45,6 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, document, write_result
-from echoseg.presets import get_preset
-from training.data.store import prepare
-from training.data.synthetic import generate
-from training.evaluate import evaluate
-from training.model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +63,8 @@ def cache_dir() -> Path:
 # -- data sets ---------------------------------------------------------------------------------
 def dataset(videos: int, size: int, frames: int, unique: int) -> Path:
     """A synthetic set of ``videos`` clips (``unique`` rendered, the rest repeated under new names)."""
+    from training.data.synthetic import generate
+
     unique = min(unique, videos)
     base = cache_dir() / f"synth-{unique}x{frames}f-{size}px"
     if not (base / "FileList.csv").is_file():
@@ -87,6 +82,8 @@ def dataset(videos: int, size: int, frames: int, unique: int) -> Path:
 
 def _repeat(base: Path, out: Path, videos: int) -> None:
     """Copies of ``base``'s clips under new names (hard links where possible) up to ``videos`` clips."""
+    import csv
+
     shutil.rmtree(out, ignore_errors=True)
     (out / "Videos").mkdir(parents=True)
     (out / "Masks").mkdir()
@@ -217,6 +214,8 @@ def _last_progress(stderr: str) -> dict | None:
 
 
 def _kill_tree(pid: int) -> None:
+    import signal
+
     for p in [pid, *_children(pid)]:
         with contextlib.suppress(OSError):
             os.kill(p, signal.SIGKILL)
@@ -229,7 +228,12 @@ def child(spec: dict) -> dict:
         return _child_eval(spec)
     import torch
 
-    from training.data.dataset import EchoNetDataset
+    from echoseg.presets import get_preset
+
+    try:
+        from training.data.dataset import EchoNetDataset
+    except ImportError:  # the baseline commit's tree, where it lived in training.data.echonet
+        from training.data.echonet import EchoNetDataset
     from training.trainer.data import BatchStream
     from training.trainer.distributed import DistInfo
 
@@ -277,6 +281,8 @@ def child(spec: dict) -> dict:
 def _child_eval(spec: dict) -> dict:
     import torch
 
+    from training.evaluate import evaluate
+
     torch.set_num_threads(1)
     start = time.perf_counter()
     out = evaluate(REPO / "models" / "default", spec["root"], split="ALL", batch_size=16)
@@ -290,6 +296,8 @@ def _child_eval(spec: dict) -> dict:
 
 # -- the benchmark -------------------------------------------------------------------------------
 def measure_prepare(root: Path, workers: int) -> dict:
+    from training.data.store import prepare
+
     store = cache_dir() / "stores" / root.name
     shutil.rmtree(store, ignore_errors=True)
     report = prepare(root, store, workers=workers)
@@ -309,6 +317,7 @@ def gpu_need(windows_per_core_s: float | None) -> dict:
     """The ``paper`` preset's training step on an H100, estimated from FLOPs, and the cores it needs."""
     import torch
 
+    from training.model import build_model, get_preset
     from training.model.summary import count_flops
 
     torch.manual_seed(0)
