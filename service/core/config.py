@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         description="client certificates (needs ssl_ca_certs): required = mutual TLS, every client; "
         "optional = verified when sent; a verified certificate authenticates as its subject",
     )
+    ssl_max_client_chain_kb: float = Field(
+        32.0,
+        gt=0,
+        le=1024,
+        description="largest client certificate chain a TLS client may send, KiB (OpenSSL's max_cert_list; "
+        "its default is 100): a larger one is refused before it is parsed or verified",
+    )
     ssl_client_denylist: str = Field(
         "",
         description="file of revoked client certificates, one SHA-256 fingerprint of the certificate a "

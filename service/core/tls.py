@@ -15,6 +15,12 @@ connection replaces the entry of its address pair (with or without a certificate
 entry is dropped and never matched, so a client reusing the source port of a closed certificate
 connection is not taken for it.
 
+A client certificate chain is verified on the event loop, in the handshake: a client sending
+a large junk chain made each refused handshake cost tens of ms of server CPU. The chain a client
+may send is capped at ``ssl_max_client_chain_kb`` (OpenSSL's ``max_cert_list``, set through its
+C API since Python's ``ssl`` does not expose it; see :func:`limit_client_chain`), so a larger
+one is refused before it is parsed.
+
 Revocation: ``ssl_client_denylist`` names a file of SHA-256 fingerprints of client certificates
 that are refused (401), re-read with the other TLS files; open streams of a listed certificate
 are closed by the service.
@@ -22,6 +28,7 @@ are closed by the service.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import re
@@ -90,6 +97,31 @@ def parse_denylist(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
+_SSL_CTRL_GET_MAX_CERT_LIST, _SSL_CTRL_SET_MAX_CERT_LIST = 50, 51  # openssl/ssl.h
+OPENSSL_MAX_CERT_LIST = 100 * 1024  # OpenSSL's default
+
+
+def limit_client_chain(context: ssl.SSLContext, max_bytes: int) -> bool:
+    """Set OpenSSL's ``max_cert_list`` (the largest certificate chain a peer may send) on ``context``.
+
+    Python's ``ssl`` has no setter, so ``SSL_CTX_ctrl`` of the libssl that ``_ssl`` is linked
+    against is called on the context's ``SSL_CTX`` (the first field after the object header of
+    CPython's ``PySSLContext``). The value read back first must be OpenSSL's default (or one set
+    here before), else nothing is written and False is returned.
+    """
+    try:
+        ctrl = ctypes.CDLL(ssl._ssl.__file__).SSL_CTX_ctrl
+        ctrl.restype = ctypes.c_long
+        ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    except (OSError, AttributeError, ValueError):
+        return False
+    if not ctx or ctrl(ctx, _SSL_CTRL_GET_MAX_CERT_LIST, 0, None) not in (OPENSSL_MAX_CERT_LIST, max_bytes):
+        return False
+    ctrl(ctx, _SSL_CTRL_SET_MAX_CERT_LIST, max_bytes, None)
+    return ctrl(ctx, _SSL_CTRL_GET_MAX_CERT_LIST, 0, None) == max_bytes
+
+
 class ServerTLS:
     """The server's certificate, key and (mutual TLS) CA bundle, as one live ``SSLContext``."""
 
@@ -107,6 +139,12 @@ class ServerTLS:
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._load()
         self.context.verify_mode = VERIFY_MODES[self.client_cert]
+        max_chain = int(settings.ssl_max_client_chain_kb * 1024)
+        if self.client_cert != "none" and not limit_client_chain(self.context, max_chain):
+            log.warning(
+                "ssl_max_client_chain_kb not applied (this Python's ssl is not CPython's over OpenSSL): "
+                "client certificate chains up to OpenSSL's default 100 KiB are verified"
+            )
 
     @property
     def files(self) -> list[str]:
