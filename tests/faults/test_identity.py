@@ -78,6 +78,9 @@ def test_a_certificate_identity_dies_with_its_connection(make_server, pki, tmp_p
         without = get_from_port(server.port, source_port, anonymous)  # same (ip, port) as the closed one
         got.append((with_cert, without))
     assert got == [(200, 401)] * 5, f"(with certificate, then without from the same port): {got}"
+    deadline = time.monotonic() + 10  # the audit line is written just after the answer is sent
+    while len(audit.read_text().splitlines()) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = [json.loads(x) for x in audit.read_text().splitlines()]
     assert [x["principal"] for x in lines] == [CERT_SUBJECT, "anonymous"] * 5
 
@@ -157,9 +160,16 @@ def certificate_sha256(pem_path) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest()
 
 
+def write_atomically(path, text: str) -> None:
+    """As a Secret update or a config tool does: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def test_a_revoked_certificate_is_refused_without_a_restart(make_server, pki, tmp_path):  # noqa: F811
     denylist = tmp_path / "revoked.txt"
-    denylist.write_text("# revoked client certificates\n")
+    write_atomically(denylist, "# revoked client certificates\n")
     server = make_server(
         fake_backend(), ssl_certfile=str(pki["server"]), ssl_ca_certs=str(pki["scanner_ca"]),
         ssl_client_cert="required", ssl_client_denylist=str(denylist), reload_interval_s=0.1, max_batch=8,
@@ -174,7 +184,7 @@ def test_a_revoked_certificate_is_refused_without_a_restart(make_server, pki, tm
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
             fingerprint = certificate_sha256(pki["scanner"])
             colons = ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)).upper()
-            denylist.write_text(f"# leaked on 2026-12-01\n{colons}  # scanner-3\n")
+            write_atomically(denylist, f"# leaked on 2026-12-01\n{colons}  # scanner-3\n")
             last = {}
             try:
                 async with asyncio.timeout(10):
@@ -190,10 +200,10 @@ def test_a_revoked_certificate_is_refused_without_a_restart(make_server, pki, tm
     refused = httpx.get(f"{server.url}/v1/models", verify=scanner, timeout=10)
     assert refused.status_code == 401 and "ssl_client_denylist" in refused.json()["detail"]
 
-    denylist.write_text("not a fingerprint\n")  # a broken list keeps the previous one in force
+    write_atomically(denylist, "not a fingerprint\n")  # a broken list keeps the previous one in force
     time.sleep(0.5)
     assert httpx.get(f"{server.url}/v1/models", verify=scanner, timeout=10).status_code == 401
-    denylist.write_text("")
+    write_atomically(denylist, "")
     deadline = time.monotonic() + 10
     while httpx.get(f"{server.url}/v1/models", verify=scanner, timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "a certificate taken off the list was not accepted again"
