@@ -84,7 +84,8 @@ def one_round(server, ctxs: dict, n: int) -> dict[str, dict]:
     out = {}
     for kind, ctx in ctxs.items():
         before = cpu_s(server.process.pid)
-        served_ok = sum(handshake(server.port, ctx) for _ in range(n))
+        port = int(server.url.rsplit(":", 1)[1])
+        served_ok = sum(handshake(port, ctx) for _ in range(n))
         out[kind] = {"cpu_ms": (cpu_s(server.process.pid) - before) * 1e3, "served": served_ok, "n": n}
     return out
 
