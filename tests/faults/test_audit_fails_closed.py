@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 
 import httpx
 import numpy as np
@@ -24,13 +25,24 @@ def post(server) -> httpx.Response:
     return httpx.post(f"{server.url}/v1/segment", content=npy(moving_disc_clip(4)), headers=NPY, timeout=30)
 
 
+def audit_lines(trail, at_least: int) -> list[dict]:
+    """The trail's lines once it holds ``at_least`` (each is written just after its answer)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = trail.read_text() if trail.exists() else ""
+        if len(text.splitlines()) >= at_least:
+            break
+        time.sleep(0.05)
+    return [json.loads(x) for x in text.splitlines()]
+
+
 def test_a_vanished_audit_folder_refuses_work_until_it_is_back(fake, tmp_path, caplog):
     folder = tmp_path / "audit"
     folder.mkdir()
     trail = folder / "audit.jsonl"
     server = fake(audit_log=str(trail))
     assert post(server).status_code == 200
-    assert len(trail.read_text().splitlines()) == 1
+    assert len(audit_lines(trail, 1)) == 1
 
     shutil.rmtree(folder)  # the volume went away
     refused = post(server)
@@ -44,7 +56,7 @@ def test_a_vanished_audit_folder_refuses_work_until_it_is_back(fake, tmp_path, c
     folder.mkdir()  # back: the trail is reopened and work resumes
     assert post(server).status_code == 200
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-    lines = [json.loads(x) for x in trail.read_text().splitlines()]
+    lines = audit_lines(trail, 1)  # a new file: the refused requests' lines went with the folder
     assert lines[-1]["route"] == "/v1/segment" and lines[-1]["status"] == 200
 
 
