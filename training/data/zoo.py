@@ -59,7 +59,7 @@ class Layout:
     gain_db: float = 0.0  # added to the simulator's drawn overall gain
     near_dark: float = 0.0  # share of the brightness lost at the skin line ...
     near_dark_mm: float = 25.0  # ... recovering over about this depth
-    tgc_db: float = 0.0  # display gain deep minus shallow, linear in depth
+    tgc_db: float = 0.0  # time-gain compensation deep minus shallow (dB), linear in depth
     palette: str = "gray"
     doppler: bool = False  # a colour-Doppler box over the LV
     zoom: float = 1.0  # > 1: the screen shows a window of a sector this many times larger
@@ -74,7 +74,7 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("dim", "low overall gain (fan mean gray ~10)", gain_db=-22.0),
     Layout("bright", "high overall gain, washed-out blood pools", gain_db=12.0),
     Layout("dark-near-field", "strong near-field darkness: a black apex", near_dark=0.92, near_dark_mm=40.0),
-    Layout("tgc-slope", "TGC sloping up with depth: dark top, bright bottom", tgc_db=14.0, gain_db=-10.0),
+    Layout("tgc-slope", "TGC sloping up with depth: dark top, bright bottom", tgc_db=24.0, gain_db=-4.0),
     Layout("narrow-60", "a 60-degree sector, 20 cm deep", sector_deg=(60.0, 62.0), depth_mm=(190.0, 210.0)),
     Layout("wide-100", "a 100-degree sector, 11 cm deep", sector_deg=(98.0, 100.0), depth_mm=(110.0, 120.0)),
     Layout("curvilinear", "a curvilinear array: the fan's top is a wide arc", probe="curvilinear"),
@@ -193,9 +193,16 @@ def _sector_maker(layout: Layout, rng: np.random.Generator):
 
 
 def _acoustics_hook(layout: Layout):
-    if layout.gain_db == 0.0:
+    """The layout's gain and TGC slope, applied to the simulator's drawn imaging parameters (before
+    log compression, as a scanner applies them)."""
+    if layout.gain_db == 0.0 and layout.tgc_db == 0.0:
         return None
-    return lambda ac: dataclasses.replace(ac, gain_db=ac.gain_db + layout.gain_db)
+
+    def adjust(ac):
+        ramp = np.linspace(-layout.tgc_db / 2, layout.tgc_db / 2, ac.tgc.size)
+        return dataclasses.replace(ac, gain_db=ac.gain_db + layout.gain_db, tgc=ac.tgc + ramp)
+
+    return adjust
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -267,23 +274,20 @@ def render_zoo_clip(layout: Layout | str, seed: int, frames: int = 16) -> ZooCli
 
 
 def _image_steps(layout: Layout, rng, clip: A4CClip, rgb: np.ndarray) -> np.ndarray:
-    """Near-field darkness, TGC slope, palette and a colour-Doppler box, inside the fan only."""
+    """Near-field darkness, palette and a colour-Doppler box, inside the fan only."""
     fan = clip.fan
     rows, cols = np.nonzero(fan)
     x = (cols - clip.apex_px[0]) * clip.spacing_mm[1]
     y = (rows - clip.apex_px[1]) * clip.spacing_mm[0]
     r = np.hypot(x, y)
-    r_rel = (r - r.min()) / max(r.max() - r.min(), 1e-6)
     gain = np.ones_like(r, dtype=np.float32)
     if layout.near_dark:
         gain *= 1 - layout.near_dark * np.exp(-(r - r.min()) / layout.near_dark_mm)
-    if layout.tgc_db:
-        gain *= 10 ** (layout.tgc_db * (r_rel - 0.5) / 20)
     pixels = rgb[:, rows, cols]  # (T, N, 3)
     grey = pixels.mean(axis=-1, keepdims=True) * gain[None, :, None]
     if layout.palette != "gray":
         pixels = np.clip(grey * np.array(PALETTES[layout.palette], np.float32), 0, 1)
-    elif layout.near_dark or layout.tgc_db:
+    elif layout.near_dark:
         pixels = np.clip(pixels * gain[None, :, None], 0, 1)
     rgb[:, rows, cols] = pixels
     if layout.doppler:
