@@ -64,6 +64,7 @@ GAP_SHARE = 0.04  # or this share of the image's level above the background, whi
 EDGE_REACH = 6.0  # work pixels: how far each side of a fitted edge its half level is looked for
 ARC_POINTS = 24  # vertices of each arc of a fitted fan
 MIN_FIT_QUALITY = 0.75  # below this fit quality (IoU with the live area) the geometry is not used
+MIN_SHADOWED_FIT = 0.5  # or above this quality when it holds 85 % of the live area
 POOR_FIT = 0.8  # below this quality of the fan used, the region's notes say it may be wrong
 DICOM_MIN_OVERLAP = 0.8  # share of the detected fan a DICOM region must contain, else it is stale
 
@@ -153,11 +154,15 @@ def detect_region(frames: np.ndarray) -> Region:
     area = _largest_area(live) if live is not None else None
     if area is None or area.sum() * step * step < MIN_FAN_AREA * height * width:
         return full_region(height, width, nothing)
-    core = ndimage.binary_opening(area, np.ones((3, 3), bool), iterations=FIT_OPENING)
+    core = _open(area, 2 * FIT_OPENING + 1)
     fitted = _fit_geometry(core if core.any() else area, cue, small.mean(axis=0))
-    area = ndimage.binary_fill_holes(area)
-    if fitted is not None and fitted[1] >= MIN_FIT_QUALITY:
-        outline, quality = fitted
+    area = _fill_holes(area)
+    # the fit is used when it agrees with the live area, or holds all of it (a shadowed side
+    # leaves part of a fan dark, which the symmetric edges restore)
+    if fitted is not None and (
+        fitted[1] >= MIN_FIT_QUALITY or (fitted[1] >= MIN_SHADOWED_FIT and fitted[2] >= 0.85)
+    ):
+        outline, quality, _ = fitted
     else:  # not a fan scanners draw: the live area's hull, its quality how much of the hull is live
         outline = _hull(area)
         quality = float(area.sum() / max(_raster(outline, area.shape).sum(), 1))
@@ -195,7 +200,7 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if small.shape[0] > 1:
         # the median change: speckle changes between every two frames, a scrolling ECG trace or a
         # cursor only now and then
-        motion = ndimage.uniform_filter(np.median(np.abs(np.diff(small, axis=0)), axis=0), LIVE_WINDOW)
+        motion = ndimage.uniform_filter(_median(np.abs(np.diff(small, axis=0))), LIVE_WINDOW)
         if np.percentile(motion, IMAGE_PERCENTILE) > MIN_CONTRAST:
             cue = motion
     if cue is None:  # one frame, or frames that do not move: fine texture (speckle is grainy; a
@@ -210,9 +215,9 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     candidate = cue > low + faint * (high - low)
     if small.shape[0] >= MIN_LIT_FRAMES:  # a sweeping trace or cursor: bright now and then, else off
         dark, bright = np.percentile(small[0], (BACKGROUND_PERCENTILE, IMAGE_PERCENTILE))
-        median, peak = np.median(small, axis=0), small.max(axis=0)
+        median, peak = _median(small), small.max(axis=0)
         flashing = (median <= dark + FLASH_SHARE * (bright - dark)) & (peak > dark + 0.5 * (bright - dark))
-        candidate &= ~ndimage.binary_dilation(flashing, iterations=1)
+        candidate &= ~ndimage.binary_dilation(flashing)
     # hysteresis: what is live beyond doubt, grown through what is faintly live next to it
     # (a shadowed edge, a dim far field)
     labels, _ = ndimage.label(candidate)
@@ -220,23 +225,53 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return cue, np.isin(labels, sure[sure > 0])
 
 
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    """Dilation by a ``size`` x ``size`` square (separable, so cheap at any size)."""
+    return ndimage.maximum_filter(mask, size)
+
+
+def _erode(mask: np.ndarray, size: int) -> np.ndarray:
+    return ndimage.minimum_filter(mask, size, mode="constant", cval=0)
+
+
+def _open(mask: np.ndarray, size: int) -> np.ndarray:
+    """Opening by a square: drops what is thinner than ``size``."""
+    return _dilate(_erode(mask, size), size)
+
+
+def _median(stack: np.ndarray) -> np.ndarray:
+    """``(n, h, w) -> (h, w)``: the (upper) median over the first axis, sorted pixel by pixel."""
+    n = stack.shape[0]
+    flat = np.sort(stack.reshape(n, -1).T, axis=1)  # (h*w, n), contiguous rows
+    return flat[:, n // 2].reshape(stack.shape[1:])
+
+
+def _fill_holes(area: np.ndarray) -> np.ndarray:
+    """``area`` with its holes filled: the background pieces that do not touch the border."""
+    labels, _ = ndimage.label(~area)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return ~np.isin(labels, border[border > 0])
+
+
 def _largest_area(live: np.ndarray) -> np.ndarray | None:
     """The largest live area: thin lines and small text dropped by an opening, gaps closed, what
     the opening shaved off its edges given back. Its holes (dark cavities) are left open: a trace
     crossing the image's edge would close a loop that filling makes solid."""
-    square = np.ones((3, 3), bool)
-    opened = ndimage.binary_opening(live, square, iterations=2)
-    labels, count = ndimage.label(ndimage.binary_closing(opened, square, iterations=2))
+    opened = _open(live, 5)
+    labels, count = ndimage.label(_erode(_dilate(opened, 5), 5))
     if count == 0:
         return None
     sizes = np.bincount(labels.ravel())[1:]
     area = labels == (int(np.argmax(sizes)) + 1)
-    area |= ndimage.binary_dilation(area, square, iterations=2) & live
+    area |= _dilate(area, 5) & live
     return area
 
 
-def _fit_geometry(area: np.ndarray, cue: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """A scanner's fan fitted to a live area (work resolution): ``(outline (k, 2) x, y, quality)``.
+def _fit_geometry(
+    area: np.ndarray, cue: np.ndarray, mean: np.ndarray
+) -> tuple[np.ndarray, float, float] | None:
+    """A scanner's fan fitted to a live area (work resolution): ``(outline (k, 2) x, y, quality,
+    share of the live area inside the fan)``.
 
     The straight edges are lines through the area's first and last pixel of each row of its upper
     half (lower down, a sector's edge turns into its arc). Where they meet is the transducer: a
@@ -301,9 +336,10 @@ def _fit_geometry(area: np.ndarray, cue: np.ndarray, mean: np.ndarray) -> tuple[
     fan = _raster(outline, (h, w))
     below = np.zeros_like(area)
     below[top:] = True
-    filled = ndimage.binary_fill_holes(area)
+    filled = _fill_holes(area)
     quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
-    return outline, quality
+    contained = float((fan & filled).sum() / max(filled.sum(), 1))
+    return outline, quality, contained
 
 
 def _straight_sides(area: np.ndarray) -> tuple[float, float]:
@@ -367,7 +403,8 @@ def _beam_extremes(depth, beam, ys, far: bool) -> np.ndarray:
     the beams at the sides (which run into the straight edges) and empty beams left out."""
     span = max(float(np.ptp(beam)), 1e-9)
     bins = np.clip(((beam - beam.min()) / span * EDGE_BINS).astype(int), 0, EDGE_BINS - 1)
-    order = np.lexsort((depth if far else -depth, bins))  # by bin, the extreme last
+    rank = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-9) * 0.999
+    order = np.argsort(bins + (rank if far else 0.999 - rank))  # by bin, the extreme last
     last = np.flatnonzero(np.diff(bins[order], append=EDGE_BINS))
     pick = order[last]
     out = np.stack([depth[pick], beam[pick], ys[pick]], axis=1)
