@@ -142,6 +142,7 @@ def load_baseline(ref: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("region_baseline", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
     spec.loader.exec_module(module)
     return module
 
