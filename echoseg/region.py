@@ -49,6 +49,7 @@ IMAGE_PERCENTILE = 97.0  # and its image level
 LIVE_LEVEL = 0.12  # live: this far from the background level to the image level
 FAINT_LEVEL = 0.04  # and, next to live image, this far
 MIN_LIT_FRAMES = 4  # with this many frames, pixels bright now and then but mostly off are not image
+FLASH_PERCENTILE = 99.5  # a flash is brighter than half this level of the first frame (a bright trace)
 FLASH_SHARE = 0.02  # mostly off: the median over the frames this near the background level
 MIN_CONTRAST = 0.25  # gray levels between the two below which nothing is live (a black or still frame)
 # The fan's geometry (_fit_geometry):
@@ -198,9 +199,9 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """
     cue, faint = None, FAINT_LEVEL
     if small.shape[0] > 1:
-        # the median change: speckle changes between every two frames, a scrolling ECG trace or a
-        # cursor only now and then
-        motion = ndimage.uniform_filter(_median(np.abs(np.diff(small, axis=0))), LIVE_WINDOW)
+        # the mean change (a dim clip's speckle is mostly black, so a median would miss it; a
+        # scrolling ECG trace or cursor is dropped below as flashing)
+        motion = ndimage.uniform_filter(np.abs(np.diff(small, axis=0)).mean(axis=0), LIVE_WINDOW)
         if np.percentile(motion, IMAGE_PERCENTILE) > MIN_CONTRAST:
             cue = motion
     if cue is None:  # one frame, or frames that do not move: fine texture (speckle is grainy; a
@@ -214,7 +215,7 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return cue, None  # flat: all black, or one uniform level
     candidate = cue > low + faint * (high - low)
     if small.shape[0] >= MIN_LIT_FRAMES:  # a sweeping trace or cursor: bright now and then, else off
-        dark, bright = np.percentile(small[0], (BACKGROUND_PERCENTILE, IMAGE_PERCENTILE))
+        dark, bright = np.percentile(small[0], (BACKGROUND_PERCENTILE, FLASH_PERCENTILE))
         median, peak = _median(small), small.max(axis=0)
         flashing = (median <= dark + FLASH_SHARE * (bright - dark)) & (peak > dark + 0.5 * (bright - dark))
         candidate &= ~ndimage.binary_dilation(flashing)
