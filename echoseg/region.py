@@ -7,6 +7,9 @@ pixels) outside which everything is blanked. Where it came from (``source``):
 
 - ``dicom``: the largest 2-D tissue region of the file's ``SequenceOfUltrasoundRegions``
   (:func:`region_from_dicom`), checked against the pixel matrix and against the clip's content;
+- ``dicom_rescaled``: a DICOM region whose box lies outside the pixel matrix (the file was
+  resampled after acquisition and kept the old coordinates), brought back by one factor for both
+  axes (:func:`rescale_stale`) and then checked against the content like a declared region;
 - ``detected``: found in the clip itself (:func:`detect_region`);
 - ``client``: given by a streaming client in ``start`` (:func:`region_from_json`);
 - ``full``: the whole frame, unchanged. Clips whose image already fills the frame (EchoNet's
@@ -18,6 +21,9 @@ pad to square keeping the aspect ratio, resize) and :func:`map_back` brings the 
 probability maps back to the source frame (the inverse, with zero outside the fan). Both are the
 one implementation used by training, evaluation, REST and streaming (through
 ``echoseg.preprocess``).
+
+Where these candidates disagree, :mod:`echoseg.arbitration` lets the model judge between them
+on the first window (:func:`region_candidates` lists them, the rule's choice first).
 
 Detection is cheap and bounded: it runs once per clip or stream on at most
 :data:`DETECT_FRAMES` frames, subsampled to at most :data:`WORK_SIZE` pixels a side.
@@ -34,7 +40,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull  # imported here, not on a stream's first frames (~1-2 s)
 
-SOURCES = ("dicom", "detected", "client", "full")
+SOURCES = ("dicom", "dicom_rescaled", "detected", "client", "full")
 DETECT_FRAMES = 8  # frames detection looks at by default (the first ones of a clip or stream)
 MAX_DETECT_FRAMES = 16  # and at most
 WORK_SIZE = 256  # detection runs on frames subsampled to at most this many pixels a side
@@ -68,6 +74,10 @@ MIN_FIT_QUALITY = 0.75  # below this fit quality (IoU with the live area) the ge
 MIN_SHADOWED_FIT = 0.5  # or above this quality when it holds 85 % of the live area
 POOR_FIT = 0.8  # below this quality of the fan used, the region's notes say it may be wrong
 DICOM_MIN_OVERLAP = 0.8  # share of the detected fan a DICOM region must contain, else it is stale
+# Factors a stale DICOM box may be brought back by: the simple fractions of resampled files
+# (x1/2, x2/3, x3/4, ...), largest first. One factor serves both axes (a resample keeps the aspect).
+RESCALE_FACTORS = tuple(sorted({p / q for q in range(2, 6) for p in range(1, q)}, reverse=True))
+SAME_REGION_IOU = 0.9  # two candidate regions whose boxes and kept pixels overlap this much are one
 
 
 @dataclass(frozen=True)
@@ -519,6 +529,15 @@ def _raster(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 # -- DICOM -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StaleRegion:
+    """A declared region whose box lies outside the pixel matrix: the coordinates of the file before
+    it was resampled. :func:`rescale_stale` tries to bring it back."""
+
+    index: int  # which item of SequenceOfUltrasoundRegions
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive, in the original's pixels
+
+
 @dataclass
 class DicomRegion:
     """The region a DICOM file declares, once checked against its pixel matrix."""
@@ -527,6 +546,7 @@ class DicomRegion:
     index: int | None  # which item of SequenceOfUltrasoundRegions (its PhysicalDelta gives spacing)
     warnings: list[str]
     refused: list[int] = field(default_factory=list)  # items refused as stale (their spacing is too)
+    stale: StaleRegion | None = None  # the largest item refused for lying outside the matrix
 
 
 def region_from_dicom(ds, shape: tuple[int, int]) -> DicomRegion:
@@ -534,11 +554,13 @@ def region_from_dicom(ds, shape: tuple[int, int]) -> DicomRegion:
 
     Each region's box (``RegionLocationMinX0/MinY0/MaxX1/MaxY1``, inclusive) is checked against
     the ``(rows, cols)`` matrix: a region reaching outside it is stale (the file was resampled
-    after acquisition) and refused with a warning, as is one whose box is degenerate.
+    after acquisition) and refused with a warning, as is one whose box is degenerate. The largest
+    stale one is kept in ``stale``, for :func:`rescale_stale`.
     """
     rows, cols = shape
     items = getattr(ds, "SequenceOfUltrasoundRegions", None) or []
     best: tuple[int, int, Region] | None = None
+    stale: StaleRegion | None = None
     warnings: list[str] = []
     refused: list[int] = []
     for i, item in enumerate(items):
@@ -560,9 +582,13 @@ def region_from_dicom(ds, shape: tuple[int, int]) -> DicomRegion:
         if not (0 <= x0 < x1 < cols and 0 <= y0 < y1 < rows):
             warnings.append(
                 f"ultrasound region {i} ({x0},{y0})-({x1},{y1}) lies outside the {cols}x{rows} pixel "
-                "matrix (stale coordinates, e.g. a resampled file); ignored"
+                "matrix (stale coordinates, e.g. a resampled file); not used as declared"
             )
             refused.append(i)
+            if 0 <= x0 < x1 and 0 <= y0 < y1 and min(x1 - x0, y1 - y0) + 1 >= MIN_SIDE:
+                area = (x1 - x0 + 1) * (y1 - y0 + 1)
+                if stale is None or area > _box_area(stale.box):
+                    stale = StaleRegion(i, (x0, y0, x1 + 1, y1 + 1))
             continue
         if min(x1 - x0 + 1, y1 - y0 + 1) < MIN_SIDE:
             warnings.append(f"ultrasound region {i} is smaller than {MIN_SIDE} pixels; ignored")
@@ -572,8 +598,12 @@ def region_from_dicom(ds, shape: tuple[int, int]) -> DicomRegion:
         if best is None or area > best[0]:
             best = (area, i, region)
     if best is None:
-        return DicomRegion(None, None, warnings, refused)
-    return DicomRegion(best[2], best[1], warnings, refused)
+        return DicomRegion(None, None, warnings, refused, stale)
+    return DicomRegion(best[2], best[1], warnings, refused, None)  # a valid region: no repair needed
+
+
+def _box_area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _int_or_none(value) -> int | None:
@@ -584,16 +614,19 @@ def _int_or_none(value) -> int | None:
     return int(x) if math.isfinite(x) and x == int(x) else None
 
 
-def refine_with_content(declared: Region, frames: np.ndarray) -> tuple[Region | None, Region, list[str]]:
+def refine_with_content(
+    declared: Region, frames: np.ndarray, detected: Region | None = None
+) -> tuple[Region | None, Region, list[str]]:
     """Check a declared (DICOM) region against the clip's content and add the fan found inside it.
 
     Returns ``(declared region with its fan, or None when stale; the detected region; warnings)``.
     The declared box must hold most (:data:`DICOM_MIN_OVERLAP`) of the image found in the
     frames; otherwise its coordinates are stale and the detected region is to be used. A region
     that covers (nearly) the whole frame of a clip whose image fills the frame is the full
-    frame, as for a detected one: such a clip passes through unchanged.
+    frame, as for a detected one: such a clip passes through unchanged. ``detected``: the region
+    already detected from ``frames``, if any (else it is detected here).
     """
-    detected = detect_region(frames)
+    detected = detect_region(frames) if detected is None else detected
     if detected.is_full:
         w, h = declared.x1 - declared.x0, declared.y1 - declared.y0
         if w >= FULL_COVER * declared.width and h >= FULL_COVER * declared.height:
@@ -610,8 +643,125 @@ def refine_with_content(declared: Region, frames: np.ndarray) -> tuple[Region | 
             ],
         )
     fan = _clip_polygon(detected.fan, declared.box) if detected.fan else None
-    refined = Region(*declared.box, declared.height, declared.width, "dicom", fan if fan else None)
+    refined = Region(*declared.box, declared.height, declared.width, declared.source, fan if fan else None)
     return refined, detected, []
+
+
+def rescale_stale(stale: StaleRegion, height: int, width: int) -> list[tuple[float, Region]]:
+    """The ``(factor, region)`` a stale box may have become in a ``height x width`` matrix, one per
+    :data:`RESCALE_FACTORS` factor that brings the whole box inside it (within a pixel of
+    rounding), largest factor first; sources ``dicom_rescaled``. Which one (if any) the file was
+    resampled by is for the content to say (:func:`region_candidates`)."""
+    out = []
+    x0, y0, x1, y1 = stale.box
+    for f in RESCALE_FACTORS:
+        if x1 * f > width + 1 or y1 * f > height + 1:
+            continue
+        box = (math.floor(x0 * f), math.floor(y0 * f), math.ceil(x1 * f), math.ceil(y1 * f))
+        box = (box[0], box[1], min(width, box[2]), min(height, box[3]))
+        if min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE:
+            out.append((f, Region(*box, height, width, "dicom_rescaled")))
+    return out
+
+
+def _box_iou(a: Region, b: Region) -> float:
+    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / (_box_area(a.box) + _box_area(b.box) - inter)
+
+
+def _repair_stale(
+    stale: StaleRegion, frames: np.ndarray, detected: Region
+) -> tuple[Region | None, float | None, list[str]]:
+    """A stale box rescaled to the matrix and checked against the content, ``(region, factor,
+    warnings)``: the factor whose box holds the detected image (:func:`refine_with_content`) and
+    fits it best. Without image found in the frames there is nothing to confirm a factor by: the
+    largest factor's box is returned with ``factor`` None (a candidate only)."""
+    height, width = frames.shape[1:]
+    options = rescale_stale(stale, height, width)
+    where = f"ultrasound region {stale.index} {stale.box}"
+    if not options:
+        return None, None, [f"{where} fits the {width}x{height} matrix at no simple factor; ignored"]
+    if detected.is_full:
+        return options[0][1], None, [f"{where}: no image found in the frames to confirm a rescaling factor"]
+    passed = []
+    for f, region in options:
+        refined, _, _ = refine_with_content(region, frames, detected)
+        if refined is not None and not refined.is_full:
+            passed.append((_box_iou(region, detected), f, refined))
+    if not passed:
+        return None, None, [f"{where} holds the image found in the frames at no simple factor; ignored"]
+    _, f, refined = max(passed, key=lambda p: p[0])
+    return refined, f, [f"{where} rescaled by {f:.4g} to the {width}x{height} matrix (a resampled file)"]
+
+
+@dataclass(frozen=True)
+class RegionChoice:
+    """What the rule chose from a clip's first frames, and the alternatives the model may judge."""
+
+    region: Region  # the rule's choice
+    warnings: list[str]
+    stale: bool  # a declared region was refused: its spacing must not be used
+    scale: float | None  # a stale region was rescaled by this factor, confirmed by the content
+    candidates: tuple[Region, ...]  # distinct regions, the rule's choice first (at most 4)
+
+
+def _same_region(a: Region, b: Region) -> bool:
+    """Boxes and kept pixels overlap by :data:`SAME_REGION_IOU`: the model would see the same input."""
+    if a.is_full != b.is_full or _box_iou(a, b) < SAME_REGION_IOU:
+        return False
+    kept = []
+    for r in (a, b):
+        m = np.zeros((r.height, r.width), bool)
+        m[r.y0 : r.y1, r.x0 : r.x1] = True if r.fan_mask is None else r.fan_mask
+        kept.append(m)
+    inter, union = (kept[0] & kept[1]).sum(), (kept[0] | kept[1]).sum()
+    return union == 0 or inter / union >= SAME_REGION_IOU
+
+
+def region_candidates(
+    frames: np.ndarray, declared: Region | None = None, stale: StaleRegion | None = None
+) -> RegionChoice:
+    """The rule's region for a clip's first frames ``(n, H, W)`` and the distinct alternatives.
+
+    A declared (DICOM) region is used when the content agrees with it (its fan is found inside
+    it); a stale one (``stale``: outside the matrix) when a rescaling factor brings it onto the
+    content; otherwise, or without either, the detected region. The candidates are that choice,
+    the declared or rescaled region when it was not chosen, the detected region and the full frame,
+    duplicates dropped (:func:`_same_region`).
+
+    With a few frames (a stream's first window) the temporal statistics detection relies on are
+    thin, so the first frame alone (the intensity detection) is a second opinion: a candidate,
+    and the detected region when the frames together gave nothing.
+    """
+    detected = detect_region(frames)
+    others: list[Region] = []
+    if 1 < frames.shape[0] < DETECT_FRAMES:
+        still = detect_region(frames[:1])
+        if detected.is_full and not still.is_full:
+            detected, still = still, detected
+        others.append(still)
+    notes = list(detected.notes)
+    if declared is not None:
+        refined, _, warnings = refine_with_content(declared, frames, detected)
+        if refined is not None:
+            return _choice(refined, warnings, False, None, [detected, *others])
+        return _choice(detected, warnings + notes, True, None, [declared, *others])
+    if stale is not None:
+        repaired, factor, warnings = _repair_stale(stale, frames, detected)
+        if repaired is not None and factor is not None:
+            return _choice(repaired, warnings, False, factor, [detected, *others])
+        return _choice(detected, warnings + notes, True, None, [repaired, *others] if repaired else others)
+    return _choice(detected, notes, False, None, others)
+
+
+def _choice(region: Region, warnings: list[str], stale: bool, scale: float | None, others) -> RegionChoice:
+    candidates: list[Region] = [region]
+    full = full_region(region.height, region.width)
+    for other in [*others, full]:
+        if not any(_same_region(other, c) for c in candidates):
+            candidates.append(other)
+    return RegionChoice(region, warnings, stale, scale, tuple(candidates))
 
 
 def _overlap(detected: Region, box_region: Region) -> float:
@@ -766,20 +916,16 @@ def input_fan(region: Region, size: int) -> np.ndarray | None:
     return apply_region(ones, region, size)[0] > 127
 
 
-def choose_region(frames: np.ndarray, declared: Region | None = None) -> tuple[Region, list[str], bool]:
-    """The region a clip is preprocessed with, from its first frames ``(n, H, W)``.
+def choose_region(
+    frames: np.ndarray, declared: Region | None = None, stale: StaleRegion | None = None
+) -> tuple[Region, list[str], bool]:
+    """The region a clip is preprocessed with, by the rule alone (:func:`region_candidates`).
 
-    A declared (DICOM) region is used when the content agrees with it (its fan is found inside
-    it); otherwise, or without one, the detected region. Returns ``(region, warnings, stale)``
-    where ``stale`` says a declared region was refused.
+    Returns ``(region, warnings, stale)`` where ``stale`` says a declared region was refused.
+    The service lets the model judge between the candidates (:mod:`echoseg.arbitration`).
     """
-    if declared is None:
-        region = detect_region(frames)
-        return region, list(region.notes), False
-    refined, detected, warnings = refine_with_content(declared, frames)
-    if refined is None:
-        return detected, warnings + list(detected.notes), True
-    return refined, warnings, False
+    choice = region_candidates(frames, declared, stale)
+    return choice.region, choice.warnings, choice.stale
 
 
 def mask_to_input(mask: np.ndarray, region: Region, size: int) -> np.ndarray:

@@ -50,6 +50,13 @@ class _Request:
         return self.windows.shape[0]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _resolve(fut: asyncio.Future, result=None, error: BaseException | None = None) -> None:
     if fut.done():  # the caller went away (cancelled)
         return
@@ -111,6 +118,31 @@ class MicroBatcher:
     async def submit(self, windows: np.ndarray, realtime: bool = False) -> BatchResult:
         """Run ``(n, k, S, S)`` windows and return their ``(n, S, S)`` logits."""
         return await self.enqueue(windows, realtime)
+
+    def infer_from_thread(
+        self,
+        windows: np.ndarray,
+        loop: asyncio.AbstractEventLoop,
+        realtime: bool = False,
+        timeout_s: float = 30.0,
+    ) -> np.ndarray:
+        """Run ``(n, k, S, S)`` windows (``max_batch`` at a time) from a worker thread, not the event
+        loop ``loop``, and wait at most ``timeout_s`` for each part; ``(n, S, S)`` logits.
+
+        Raises ``TimeoutError`` (the part in flight is cancelled) or what :meth:`submit` raises."""
+        if _running_loop() is loop:
+            raise RuntimeError("infer_from_thread would block the event loop; await submit() there")
+        out = []
+        for i in range(0, windows.shape[0], self.max_batch):
+            part = asyncio.run_coroutine_threadsafe(
+                self.submit(windows[i : i + self.max_batch], realtime), loop
+            )
+            try:
+                out.append(part.result(timeout_s).logits)
+            except TimeoutError:
+                part.cancel()
+                raise TimeoutError(f"no result within {timeout_s:g} s") from None
+        return np.concatenate(out)
 
     def pending(self) -> int:
         with self._cond:

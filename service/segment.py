@@ -9,11 +9,13 @@ the ED/ES frames, decoded back from their RLE (:func:`summarize_areas`). So a re
 memory is its body, one decoded chunk, the in-flight batches and the RLE counts, whatever its
 length (docs/performance.md, "Memory").
 
-Real clips: the ultrasound region is chosen once, from the first frames of the first chunk
-(``echoseg.region.choose_region``: the DICOM region when the file has a valid one, else the fan
-detected in the frames), and every frame is cropped to it; masks are mapped back to the clip's
-pixels. Each frame also gets a confidence and a flag (``echoseg.quality``), and the clip a
-``quality`` block; EF is withheld, with ``ef_null_reason``, when too many frames are flagged.
+Real clips: the ultrasound region is chosen once, from the frames the first window needs
+(``service.regions.choose_region_judged``: the DICOM region when the file has a valid one, a
+stale one rescaled when a factor brings it onto the image, else the fan detected in the frames;
+where these and the full frame disagree, the model judges on the first window), and every frame
+is cropped to it; masks are mapped back to the clip's pixels. Each frame also gets a confidence
+and a flag (``echoseg.quality``), and the clip a ``quality`` block; EF is withheld, with
+``ef_null_reason``, when too many frames are flagged.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.arbitration import first_frames
 from echoseg.cardiac import summarize_areas
 from echoseg.preprocess import logits_to_masks, preprocess, window_indices
 from echoseg.quality import ClipQuality, FrameQuality, assess_frame, gate_summary
-from echoseg.region import Region, choose_region, input_fan
+from echoseg.region import Region, input_fan
 from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import ClipSource, Limits, open_clip
 from service.codecs.rle import rle_decode
 from service.core.config import Settings
 from service.core.metrics import Metrics
+from service.regions import choose_region_judged
 
 BATCHES_IN_FLIGHT = 2  # an upload keeps this many batches queued, so streams interleave
 
@@ -117,8 +121,10 @@ class _ClipRun:
         self.source = source
         self.config = backend.config
         self.batcher = batcher
+        self.settings = settings
         self.limits = settings.quality_thresholds
-        self.region_frames = settings.region_frames
+        self.region_frames = first_frames(self.config.lookahead, settings.region_frames)
+        self.loop: asyncio.AbstractEventLoop | None = None  # where the batcher is awaited
         self.region: Region | None = None  # chosen from the first chunk
         self.fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
         self.warnings: list[str] = []
@@ -133,6 +139,7 @@ class _ClipRun:
         self.error: BaseException | None = None
 
     async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
         chunks = self.source.chunks()
         try:
             while True:
@@ -167,10 +174,20 @@ class _ClipRun:
         return norm
 
     def _choose_region(self, first: np.ndarray) -> None:
-        region, warnings, stale = choose_region(first, self.source.declared_region)
-        if stale:
-            self.source.spacing = self.source.fallback_spacing
-            warnings.append("the pixel spacing of the stale DICOM region is not used")
+        """In a worker thread: the region (judged by the model where candidates disagree) and the
+        pixel spacing it justifies."""
+        source = self.source
+        choice, region, warnings = choose_region_judged(
+            first, source.declared_region, source.stale_region, self.batcher, self.loop, self.settings, False
+        )
+        if choice.scale is not None and source.stale_spacing is not None:
+            row, col = source.stale_spacing
+            source.spacing = (row / choice.scale, col / choice.scale)
+            warnings.append("the pixel spacing of the stale DICOM region is rescaled by the same factor")
+        elif choice.stale:
+            source.spacing = source.fallback_spacing
+            if source.stale_spacing is not None or source.declared_region is not None:
+                warnings.append("the pixel spacing of the stale DICOM region is not used")
         self.region, self.warnings = region, warnings
         self.fan = input_fan(region, self.config.input_size)
 

@@ -7,9 +7,10 @@ sends faster than the server serves (or reads its masks too slowly), the queue f
 stream is closed with ``overloaded`` (1013) instead of buffering without limit. The batcher
 never waits for a sender, so a slow reader cannot stall other streams.
 
-Real clips: the ultrasound region comes from ``start`` (``region``), else it is detected once
-from the stream's first frames (:meth:`StreamSession.detect_frames` of them are held for that;
-the same rule as an upload's, so a clip gives the same masks both ways). Each mask carries its
+Real clips: the ultrasound region comes from ``start`` (``region``), else it is chosen once
+from the stream's first frames (:meth:`StreamSession.detect_frames` of them are held for that:
+the frames an upload chooses from, and the same rule, the model judging where the candidates
+disagree; so a clip reaches the same region both ways). Each mask carries its
 frame's flag and confidence when the client asked for ``mask_format: 2``.
 """
 
@@ -29,6 +30,7 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
+from echoseg.arbitration import first_frames
 from echoseg.cardiac import summarize_areas
 from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
 from echoseg.quality import (
@@ -39,7 +41,7 @@ from echoseg.quality import (
     assess_frame,
     gate_summary,
 )
-from echoseg.region import Region, choose_region, input_fan, region_from_json
+from echoseg.region import Region, input_fan, region_from_json
 from service.api.deps import websocket_principal
 from service.codecs.clip import MAX_FPS
 from service.codecs.frames import (
@@ -53,6 +55,7 @@ from service.codecs.frames import (
 from service.core.errors import WS_NORMAL, ServiceError
 from service.core.keys import Principal
 from service.core.stages import timed
+from service.regions import choose_region_judged
 from service.state import Service
 
 log = logging.getLogger(__name__)
@@ -161,12 +164,11 @@ class StreamSession:
 
     @property
     def detect_frames(self) -> int:
-        """Frames held for region detection: no more than the first window needs anyway (the target
-        frame and its lookahead), so detection adds no latency and a client that waits for each
-        mask before sending the next frame never waits for a mask that waits for it. Uploads use
-        ``region_frames``; a stream that needs the same region as an upload sends it in ``start``."""
-        first_window = self.service.backend.config.lookahead + 1
-        return max(1, min(self.settings.region_frames, first_window))
+        """Frames held for choosing the region: no more than the first window needs anyway (the
+        target frame and its lookahead), so holding them adds no wait and a client that waits for
+        each mask before sending the next frame never waits for a mask that waits for it. Uploads
+        choose from the same frames (``echoseg.arbitration.first_frames``)."""
+        return first_frames(self.service.backend.config.lookahead, self.settings.region_frames)
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -360,11 +362,13 @@ class StreamSession:
         self._fan = input_fan(region, config.input_size)
 
     async def _release_held(self, pending, batcher, windows, config) -> None:
-        """Detect the region from the held frames (once per stream, off the event loop), then
-        process them."""
+        """Choose the region from the held frames (once per stream, off the event loop; the model
+        judges candidates on the batcher's thread), then process them."""
         held, self._held = self._held, []
         first = np.stack([f for f, _ in held])
-        region, _, _ = await asyncio.to_thread(timed, self.hook, "region", choose_region, first)
+        loop = asyncio.get_running_loop()
+        args = (first, None, None, batcher, loop, self.settings, True)
+        _, region, _ = await asyncio.to_thread(timed, self.hook, "region", choose_region_judged, *args)
         self._use_region(region, config)
         for frame, arrival in held:
             self._push(frame, arrival, pending, batcher, windows, config)

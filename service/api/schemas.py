@@ -113,8 +113,10 @@ class Region(BaseModel):
     x1: int
     y1: int
     source: Literal[SOURCES] = Field(  # type: ignore[valid-type]
-        description="dicom (SequenceOfUltrasoundRegions), detected (from the frames), client (stream start), "
-        "full (the whole frame: an already cropped clip, or nothing found)"
+        description="dicom (SequenceOfUltrasoundRegions), dicom_rescaled (a DICOM region left at the "
+        "coordinates of a resampled file, rescaled onto the pixels), detected (from the frames), client "
+        "(stream start), full (the whole frame: an already cropped clip, nothing found, or where the model "
+        "found the LV best)"
     )
     fan: list[list[int]] | None = Field(description="the fan polygon [[x, y], ...]; outside it is blanked")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from echoseg.region import DicomRegion, Region, region_from_dicom
+from echoseg.region import DicomRegion, Region, StaleRegion, region_from_dicom
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class ClipSource:
     warnings: list[str] = field(default_factory=list)
     declared_region: Region | None = None  # DICOM SequenceOfUltrasoundRegions, checked against the matrix
     fallback_spacing: tuple[float, float] | None = None  # when the declared region proves stale
+    stale_region: StaleRegion | None = None  # a DICOM region outside the matrix, to be rescaled
+    stale_spacing: tuple[float, float] | None = None  # its PhysicalDelta (mm), before rescaling
 
     @property
     def height(self) -> int:
@@ -297,14 +299,32 @@ def dicom_spacing(ds, region: DicomRegion | None = None) -> tuple[float, float] 
     regions = getattr(ds, "SequenceOfUltrasoundRegions", None)
     index = region.index if region is not None and region.index is not None else 0
     if regions and not (region is not None and index in region.refused):
-        r = regions[index]
-        dx, dy = getattr(r, "PhysicalDeltaX", None), getattr(r, "PhysicalDeltaY", None)
-        units_ok = (
-            getattr(r, "PhysicalUnitsXDirection", 3) == 3 and getattr(r, "PhysicalUnitsYDirection", 3) == 3
-        )
-        if dx is not None and dy is not None and units_ok:  # unit code 3 = cm
-            return _region_delta_mm(dy, "PhysicalDeltaY"), _region_delta_mm(dx, "PhysicalDeltaX")
+        spacing = _region_spacing(regions[index])
+        if spacing is not None:
+            return spacing
     return _pixel_spacing(ds)
+
+
+def _region_spacing(item) -> tuple[float, float] | None:
+    """(row, col) mm per pixel of one ultrasound region item: its PhysicalDelta in cm, else None."""
+    dx, dy = getattr(item, "PhysicalDeltaX", None), getattr(item, "PhysicalDeltaY", None)
+    units_ok = (
+        getattr(item, "PhysicalUnitsXDirection", 3) == 3 and getattr(item, "PhysicalUnitsYDirection", 3) == 3
+    )
+    if dx is not None and dy is not None and units_ok:  # unit code 3 = cm
+        return _region_delta_mm(dy, "PhysicalDeltaY"), _region_delta_mm(dx, "PhysicalDeltaX")
+    return None
+
+
+def _stale_spacing(ds, stale: StaleRegion | None) -> tuple[float, float] | None:
+    """The PhysicalDelta (mm) of a stale region, as the file states it (before any rescaling); None
+    when it has none or a bad one (a stale region cannot fail the upload)."""
+    if stale is None:
+        return None
+    try:
+        return _region_spacing(ds.SequenceOfUltrasoundRegions[stale.index])
+    except ServiceError:
+        return None
 
 
 def _pixel_spacing(ds) -> tuple[float, float] | None:
@@ -401,6 +421,8 @@ def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
         warnings=list(region.warnings),
         declared_region=region.region,
         fallback_spacing=_pixel_spacing(ds),
+        stale_region=region.stale,
+        stale_spacing=_stale_spacing(ds, region.stale),
     )
 
 

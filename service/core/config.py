@@ -103,8 +103,14 @@ class Settings(BaseSettings):
         DETECT_FRAMES,
         ge=1,
         le=16,  # an upload detects from its first decoded chunk (16 frames)
-        description="first frames the ultrasound region is detected from (uploads, and streams "
-        "without a region in start)",
+        description="at most this many first frames the ultrasound region is chosen from (uploads, and "
+        "streams without a region in start): those the first window needs (lookahead + 1), so that "
+        "uploads and streams reach the same region",
+    )
+    region_arbitration: bool = Field(
+        True,
+        description="where the candidate regions (declared, rescaled, detected, full frame) disagree, "
+        "run the first window on each and keep the one where the model finds the LV best",
     )
     quality_min_signal: float = Field(
         _Q.min_signal, ge=0, description="gray-level std inside the fan below which a frame is blank (no_lv)"

@@ -83,6 +83,22 @@ def test_tracings_outline_the_true_mask(clip):
         assert dice > 0.9
 
 
+def test_the_annulus_line_closes_the_true_cavity(clip):
+    """Per frame, the true cavity lies on one side of the mitral annulus line and touches it: the
+    line is where the LV ends and the atrium begins."""
+    rows, cols = np.mgrid[: clip.masks.shape[1], : clip.masks.shape[2]]
+    assert clip.annulus_px.shape == (len(clip.masks), 2, 2) and clip.mv_open.shape == (len(clip.masks),)
+    assert clip.mv_open.min() >= 0 and clip.mv_open.max() <= 1 and clip.mv_open.max() > 0.5
+    for t in range(len(clip.masks)):
+        (sx, sy), (lx, ly) = clip.annulus_px[t]
+        side = (lx - sx) * (rows - sy) - (ly - sy) * (cols - sx)  # signed distance x the line's length
+        lv = clip.masks[t] > 0
+        signs = np.sign(side[lv])
+        assert abs(signs.sum()) == lv.sum()  # all on one side
+        closest = np.abs(side[lv]).min() / np.hypot(lx - sx, ly - sy)
+        assert closest < 1.0  # within a pixel of the line: the cavity reaches the annulus
+
+
 def test_furniture_is_drawn_outside_the_fan_only():
     bare = render_a4c_clip(5, frames=6, height=120, width=160, furniture=False)
     dressed = render_a4c_clip(5, frames=6, height=120, width=160, furniture=True)

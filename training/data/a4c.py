@@ -591,6 +591,10 @@ class A4CClip:
     furniture: bool
     cropped: bool
     flip: bool
+    # (T, 2, 2): per frame the mitral annulus, its septal and lateral hinge points (column, row) in
+    # pixels; the true cavity is closed by the straight line between them (the atrium lies beyond)
+    annulus_px: np.ndarray | None = None
+    mv_open: np.ndarray | None = None  # (T,): the mitral valve's opening, 0 closed .. 1 wide open
 
     @property
     def ef(self) -> float:
@@ -683,6 +687,16 @@ def _masks(sector: Sector, fan: np.ndarray, a: Anatomy, m: Motion) -> np.ndarray
         hu, hv = heart_coords(x, y, m, t)
         masks[t, r0:r1, c0:c1] = lv_inside(hu, hv, a, m, t) & fan[r0:r1, c0:c1]
     return masks
+
+
+def _annulus(sector: Sector, a: Anatomy, m: Motion) -> np.ndarray:
+    """``(T, 2, 2)``: the mitral annulus's septal and lateral ends (column, row) in pixels, per frame."""
+    f = float(_profile(np.array([1.0]), a.widest, a.roundness, a.taper)[0])
+    ends = []
+    for t in range(m.contraction.size):
+        x, y = probe_coords(m.length[t], np.array([-m.septal[t] * f, m.lateral[t] * f]), m, t)
+        ends.append(np.stack(sector.to_pixels(x, y), axis=1))
+    return np.asarray(ends, np.float32)
 
 
 def _tracing(sector: Sector, a: Anatomy, m: Motion, t: int) -> np.ndarray:
@@ -797,6 +811,8 @@ def render_a4c_clip(
         furniture=furniture,
         cropped=cropped,
         flip=flip,
+        annulus_px=_annulus(sector, anatomy, motion),
+        mv_open=motion.mv_open.astype(np.float32),
     )
 
 
