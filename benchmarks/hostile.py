@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,6 @@ def deflate_bomb(frames: int, size: int, fields: dict | None = None) -> bytes:
     compressed a slice at a time, so building it holds only the compressed bytes. ``fields`` are
     set on the data set as given (e.g. patient values).
     """
-    import zlib
 
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.filebase import DicomBytesIO

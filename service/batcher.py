@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.runtime import DEFAULT_MAX_BATCH
 from service.backends import Backend
 from service.core.errors import ServiceError
 from service.core.metrics import Metrics
@@ -78,7 +79,7 @@ class MicroBatcher:
         self,
         backend: Backend,
         metrics: Metrics,
-        max_batch: int = 16,
+        max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = 0.0015,
         open_sources: Callable[[], int] | None = None,
         upload_share: float = 0.0,

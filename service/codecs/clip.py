@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from echoseg.region import DicomRegion, Region, StaleRegion, region_from_dicom
+from echoseg.video import VideoError, VideoReader
 from service.codecs.deflate import inflate_dicom
 from service.core.errors import ServiceError
 
@@ -248,8 +249,6 @@ def _open_npy(data: bytes, limits: Limits) -> ClipSource:
 
 # -- video (PyAV) ------------------------------------------------------------------------------
 def _open_video(data: bytes, limits: Limits) -> ClipSource:
-    from echoseg.video import VideoError, VideoReader
-
     try:
         reader = VideoReader(data)
     except VideoError as e:

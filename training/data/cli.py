@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
 
 
 def register(subparsers) -> None:
@@ -61,8 +63,6 @@ def register(subparsers) -> None:
 
 
 def run_synth(args) -> int:
-    import time
-
     start = time.perf_counter()
     if args.mode == "a4c":
         from training.data.a4c import generate_a4c
@@ -84,8 +84,6 @@ def run_synth(args) -> int:
 
 
 def run_check(args) -> int:
-    import json
-
     from training.data.check import check_dataset, format_report
 
     report = check_dataset(args.root)
@@ -94,8 +92,6 @@ def run_check(args) -> int:
 
 
 def run_prepare(args) -> int:
-    import json
-
     from training.data.store import default_store_dir, prepare
 
     out = args.out or default_store_dir(args.root)
