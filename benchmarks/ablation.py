@@ -32,11 +32,15 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import fmt_num, fmt_pm
+from training.data.a4c import generate_a4c, parse_sizes
+from training.data.synthetic import generate
+from training.evaluate import evaluate, fmt_num, fmt_pm
+from training.model import build_model, get_preset
 
 logger = logging.getLogger("benchmarks.ablation")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SEEDS = "seeds"  # per-seed reports go to <out>/seeds/, beside the table over seeds in <out>
 
 # EchoNet-Dynamic columns of the paper: Dice %, HD mm, AUC % (Table 2; Table 5 adds ms/frame).
 PAPER_TABLE2 = {
@@ -141,9 +145,6 @@ QUICK = Budget(
 
 def make_data(work: Path, budget: Budget) -> tuple[Path, Path]:
     """Training set (TRAIN/VAL/TEST splits of one seed) and a held-out test set (another seed)."""
-    from training.data.a4c import generate_a4c, parse_sizes
-    from training.data.synthetic import generate
-
     train = work / f"{budget.data}-train"
     test = work / f"{budget.data}-test"
     for root, videos, seed in ((train, budget.train_videos, 0), (test, budget.test_videos, 1000)):
@@ -203,8 +204,6 @@ def train_row(row: Row, budget: Budget, train_root: Path, runs: Path) -> tuple[P
 
 def evaluate_row(run_dir: Path, test_root: Path, out_dir: Path) -> tuple[dict[str, Any], list[float]]:
     """Metrics of the run's best checkpoint on every clip of the held-out set, and per-frame Dice."""
-    from training.evaluate import evaluate
-
     metrics = evaluate(run_dir, test_root, split="ALL", out_dir=out_dir)
     with (out_dir / "per_case.csv").open() as f:
         dice = [float(r["dice"]) for r in csv.DictReader(f)]
@@ -253,8 +252,6 @@ def row_summary(row: Row, metrics: dict[str, Any], train_seconds: float, params:
 def time_per_frame(budget: Budget) -> dict[int, dict[str, float]]:
     """Median forward time (batch 1, eager, no grad) of the k = 1, 3, 5 networks, interleaved."""
     import torch
-
-    from training.model import build_model, get_preset
 
     torch.set_num_threads(budget.threads)
     models, inputs = {}, {}
@@ -752,15 +749,16 @@ def run_ablation(
     data = make_data(work, budget)
     timing = {str(k): v for k, v in time_per_frame(budget).items()}
     per_seed, names = [], []
+    seed_out = out if len(seeds) == 1 else out / SEEDS
     for seed in seeds:
         budget.seed = seed
         name = stem if len(seeds) == 1 else f"{stem}_seed{seed}"
-        report = run_seed(budget, data, work / f"seed{seed}", out, name, command, keys)
+        report = run_seed(budget, data, work / f"seed{seed}", seed_out, name, command, keys)
         report["timing"] = timing
-        write(out, name, report)
-        (out / f"{name}.md").write_text(markdown(report))
+        write(seed_out, name, report)
+        (seed_out / f"{name}.md").write_text(markdown(report))
         per_seed.append(report)
-        names.append(f"{name}.md")
+        names.append(f"{SEEDS}/{name}.md")
     if len(seeds) == 1:
         return per_seed[0]
     return write_combined(per_seed, names, out, stem, command)
@@ -828,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="only combine per-seed reports already written (e.g. seeds run as parallel processes: "
-        "--seeds 1 --name ablation_seed1) into <name>.json/.md",
+        "--seeds 1 --name ablation_seed1 --out benchmarks/results/seeds) into <name>.json/.md",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -836,7 +834,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine:
         per_seed = merge_by_seed([json.loads(p.read_text()) for p in args.combine])
         # a run stopped part-way wrote only its JSON
-        names = [(p.with_suffix(".md") if p.with_suffix(".md").is_file() else p).name for p in args.combine]
+        names = [
+            os.path.relpath(p.with_suffix(".md") if p.with_suffix(".md").is_file() else p, args.out)
+            for p in args.combine
+        ]
         commands = sorted({r["command"] for r in per_seed})
         stem = args.name or "ablation"
         write_combined(per_seed, names, args.out, stem, "; ".join([*commands, command.strip()]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -27,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from export.onnx import export_onnx
+from export.source import build_untrained, untrained_run_id
+from training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +189,6 @@ def held_out_scores(model, root, split: str = "TEST") -> dict[str, Any]:
     """``training.evaluate`` of a checkpoint on ``split`` of ``root``, as a benchmark row: Dice at the
     traced ED/ES frames (mean, std, min, %) and over every frame with a true mask, Hausdorff
     distance (px) and the EF agreement of the predicted masks at the traced frames."""
-    from training.evaluate import evaluate
-
     m = evaluate(model, root, split=split)
     traced, every, ef = m["traced"], m.get("all_frames") or {}, m["ef"]["predicted"]
     return {
@@ -228,8 +231,6 @@ SERVER_MODULES = ("fastapi", "uvicorn", "websockets", "httpx", "prometheus_clien
 
 def missing_server_modules() -> list[str]:
     """The modules a served benchmark needs that this Python lacks (a bare GPU machine may lack them)."""
-    import importlib.util
-
     return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
 
 
@@ -238,9 +239,6 @@ def export_preset(
     preset: str, folder: Path, calibration: str = "matmul", batch: str | int = "dynamic"
 ) -> Path:
     """An ONNX file of the untrained ``preset`` (seed 0); the weights do not change the latency."""
-    from export.onnx import export_onnx
-    from export.source import build_untrained, untrained_run_id
-
     name = f"{preset}-{calibration}-{batch}.onnx"
     path = Path(folder) / name
     if not path.exists():
@@ -252,7 +250,6 @@ def export_preset(
 
 def checkpoint_preset(preset: str, folder: Path) -> Path:
     """A checkpoint directory of the untrained ``preset`` (seed 0), for the torch backend (no export)."""
-    from export.source import build_untrained, untrained_run_id
     from training.model.io import save_pretrained
 
     path = Path(folder) / f"{preset}-checkpoint"

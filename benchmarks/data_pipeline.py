@@ -229,7 +229,11 @@ def child(spec: dict) -> dict:
     import torch
 
     from echoseg.presets import get_preset
-    from training.data.echonet import EchoNetDataset
+
+    try:
+        from training.data.dataset import EchoNetDataset
+    except ImportError:  # the baseline commit's tree, where it lived in training.data.echonet
+        from training.data.echonet import EchoNetDataset
     from training.trainer.data import BatchStream
     from training.trainer.distributed import DistInfo
 

@@ -26,6 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from echoseg.runtime import DEVICES
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from echoseg.runtime.torch import TorchRuntime
+from export.onnx import export_onnx
+from export.source import build_untrained
+
 FORMS = ("conv", "matmul")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -79,8 +85,6 @@ def time_interleaved(
 
 def torch_runtimes(model, device: str, threads: int) -> dict:
     """``form -> TorchRuntime`` in fp32 eager (the runtime the service and checks use)."""
-    from echoseg.runtime.torch import TorchRuntime
-
     runtimes = {}
     for form in FORMS:
         runtime = TorchRuntime(model, device, threads, precision="fp32", cuda_graphs=False, calibration=form)
@@ -91,9 +95,6 @@ def torch_runtimes(model, device: str, threads: int) -> dict:
 
 def ort_runtimes(model, batches, folder: Path, provider: str, threads: int) -> dict:
     """``(form, batch) -> OnnxRuntime``: one dynamic matmul file, one conv file per batch."""
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-    from export.onnx import export_onnx
-
     preset = model.config.preset
     files = {("matmul", b): folder / f"{preset}-matmul.onnx" for b in batches}
     files |= {("conv", b): folder / f"{preset}-conv-b{b}.onnx" for b in batches}
@@ -109,8 +110,6 @@ def ort_runtimes(model, batches, folder: Path, provider: str, threads: int) -> d
 
 def run_preset(name: str, batches, device: str, backends, budget_s: float, max_reps: int, folder: Path):
     import torch
-
-    from export.source import build_untrained
 
     model = build_untrained(name, seed=0)
     config = model.config
@@ -173,7 +172,7 @@ def summarise(rows: list[dict]) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--presets", nargs="+", default=["lite", "paper"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--budget-s", type=float, default=6.0, help="timing budget per case and backend")

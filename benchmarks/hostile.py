@@ -2,8 +2,9 @@
 
 Clips a red-team run used against ``echoseg serve``: an H.264 video whose frames grow, long
 high-resolution videos that compress to a few KB, RLE DICOM cine loops, DICOM files with bad
-numbers, a truncated AVI; raw-socket clients that trickle or stall a body; and the memory of a
-server process read from /proc (current RSS, peak RSS, and a reset of the peak).
+numbers, deflated DICOM that inflates a thousandfold, a truncated AVI; raw-socket clients that
+trickle or stall a body; and the memory of a server process read from /proc (current RSS, peak
+RSS, and a reset of the peak).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,50 @@ def dicom_clip(
         assert data.count(placeholder) == 1, "placeholder collision"
         data = data.replace(placeholder, text)
     return data
+
+
+def deflate_bomb(frames: int, size: int, fields: dict | None = None) -> bytes:
+    """A Deflated Explicit VR Little Endian multi-frame DICOM of ``frames`` black ``size``² frames.
+
+    Its data set inflates to ``frames * size**2`` bytes and deflates about a thousandfold; it is
+    compressed a slice at a time, so building it holds only the compressed bytes. ``fields`` are
+    set on the data set as given (e.g. patient values).
+    """
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", frames, size, size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameTime, ds.PixelSpacing = 20.0, [0.3, 0.3]
+    for key, value in (fields or {}).items():
+        setattr(ds, key, value)
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    pixels = frames * size * size
+    head.write(b"\xe0\x7f\x10\x00OB\x00\x00" + pixels.to_bytes(4, "little"))  # (7FE0,0010) OB
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = [deflater.compress(head.getvalue())]
+    zeros = bytes(min(pixels, 16 * 2**20))
+    for start in range(0, pixels, len(zeros)):
+        body.append(deflater.compress(zeros[: pixels - start]))
+    body.append(deflater.flush())
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    return out.getvalue() + b"".join(body)
 
 
 def truncated_avi(frames: int = 30, keep: float = 0.34) -> tuple[bytes, int]:

@@ -27,6 +27,11 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks.common import document, write_result
+from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
+from echoseg.region import Region, choose_region, full_region
+from service.backends import create_backend
+from service.core.config import Settings
+from training.data.a4c import render_a4c_clip
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = tuple(range(20261220, 20261232))  # held out: chosen before any scoring
@@ -66,8 +71,6 @@ def atrial_side(annulus: np.ndarray, lv: np.ndarray) -> np.ndarray:
 
 
 def _masks(backend, clip, furniture: bool) -> np.ndarray:
-    from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
-    from echoseg.region import Region, choose_region, full_region
 
     frames = clip.gray()
     t, h, w = frames.shape
@@ -83,7 +86,6 @@ def _masks(backend, clip, furniture: bool) -> np.ndarray:
 
 
 def _measure(backend, clips: int) -> dict:
-    from training.data.a4c import render_a4c_clip
 
     rows = []
     for layout, (h, w, furniture) in LAYOUTS.items():
@@ -143,8 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clips", type=int, default=len(SEEDS), help=f"per layout, at most {len(SEEDS)}")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    from service.backends import create_backend
-    from service.core.config import Settings
 
     started = time.time()
     backend = create_backend(Settings(model=str(args.model), backend=args.backend, threads=args.threads))

@@ -41,7 +41,13 @@ from benchmarks.common import (
     time_interleaved,
     write_result,
 )
+from echoseg.presets import PRESETS, get_preset
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from export.onnx import export_onnx
+from training.data.synthetic import generate
 from training.evaluate import fmt_num
+from training.model import build_model
+from training.trainer.config import load_config
 
 logger = logging.getLogger("benchmarks.lite_front")
 
@@ -59,8 +65,6 @@ class Candidate:
 
 def parse_candidate(name: str) -> Candidate:
     """``unet-lite`` (a preset as it is) or ``w<width>-c<stages>[-d<depth>]`` of the ResNet family."""
-    from echoseg.presets import PRESETS
-
     if name in PRESETS:
         return Candidate(name, name)
     parts = dict((p[0], p[1:]) for p in name.split("-"))
@@ -80,8 +84,6 @@ DEFAULT_CANDIDATES = "unet-lite,w4-c3,w4-c23,w8-c3,w8-c23,w8-c123"
 
 def ensure_data(train: Path, test: Path) -> None:
     """The recipe's training set (96 clips, seed 1) and the held-out set (64 clips, seed 2)."""
-    from training.data.synthetic import generate
-
     for root, videos, seed in ((train, 96, 1), (test, 64, 2)):
         if not (root / "FileList.csv").is_file():
             logger.info("generating %s (%d clips, seed %d)", root, videos, seed)
@@ -92,7 +94,6 @@ def train_candidate(
     c: Candidate, steps: int, train_root: Path, runs: Path, threads: int, recipe: Path = RECIPE
 ) -> tuple[Path, float]:
     from training.train import run
-    from training.trainer.config import load_config
 
     sets = [
         f"model.preset={c.preset}",
@@ -118,10 +119,6 @@ def latencies(cands: list[Candidate], folder: Path, threads: int, cap: TimingCap
     """Per-frame ONNX Runtime latency (batch 1, ``matmul`` export), candidates interleaved."""
     import torch
 
-    from echoseg.presets import get_preset
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-    from export.onnx import export_onnx
-    from training.model import build_model
     from training.model.summary import count_flops, count_parameters
 
     calls, params, gmacs = {}, {}, {}

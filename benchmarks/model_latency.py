@@ -41,6 +41,17 @@ from benchmarks.common import (
     usable_cpus,
     write_result,
 )
+from echoseg.forms import DEFAULT_CALIBRATION
+from echoseg.presets import get_preset
+from echoseg.runtime import DEVICES, RuntimeUnavailable
+from echoseg.runtime.cuda import TorchCuda
+from echoseg.runtime.onnxruntime import CUDA_PROVIDER, TRT_PROVIDER, OnnxRuntime
+from echoseg.runtime.tensorrt import TensorRTRuntime, require_tensorrt
+from echoseg.runtime.torch import TorchRuntime
+from export.onnx import export_onnx
+from export.source import build_untrained
+from export.tensorrt import BuildSettings, build_engine
+from training.model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +82,6 @@ class Cell:
 
 def _loaded(runtime):
     """Load ``runtime``; a runtime that cannot run here is a :class:`Skip` with its reason."""
-    from echoseg.runtime import RuntimeUnavailable
-
     try:
         runtime.load()
     except RuntimeUnavailable as e:
@@ -82,9 +91,6 @@ def _loaded(runtime):
 
 def _torch_eager(cell: Cell) -> Callable[[], object]:
     """fp32 eager in the calibration form torch uses by default on the device; host in, host out."""
-    from echoseg.forms import DEFAULT_CALIBRATION
-    from echoseg.runtime.torch import TorchRuntime
-
     form = DEFAULT_CALIBRATION[f"torch-{cell.device}"]
     runtime = TorchRuntime(
         cell.model, cell.device, cell.threads, precision="fp32", cuda_graphs=False, calibration=form
@@ -96,8 +102,6 @@ def _onnxruntime(cell: Cell, form: str, provider: str = "cpu", **options) -> Cal
     """An :class:`OnnxRuntime` of the preset's export in ``form``; :class:`Skip` when the provider
     is missing (checked before any export) or did not load."""
     import onnxruntime as ort
-
-    from echoseg.runtime.onnxruntime import CUDA_PROVIDER, TRT_PROVIDER, OnnxRuntime
 
     wanted = {"cpu": "CPUExecutionProvider", "cuda": CUDA_PROVIDER, "tensorrt": TRT_PROVIDER}[provider]
     if wanted not in ort.get_available_providers():
@@ -128,17 +132,14 @@ def _ort_cuda(cell: Cell) -> Callable[[], object]:
 
 
 def _ort_trt(cell: Cell) -> Callable[[], object]:
-    return _onnxruntime(
-        cell, "matmul", "tensorrt", fp16=True, opt_batch=cell.batch, max_batch=max(cell.batch, 32)
-    )
+    # a profile of 1..2B is tuned for B (echoseg.runtime.profile_batches), the batch timed here
+    return _onnxruntime(cell, "matmul", "tensorrt", fp16=True, profile_max_batch=2 * cell.batch)
 
 
 def _torch_graph(cell: Cell) -> Callable[[], object]:
     """fp16 CUDA graphs of the conv form, host windows in and host logits out, as the service runs."""
-    from echoseg.runtime.torch import TorchRuntime
-
     runtime = TorchRuntime(
-        cell.model, "cuda", cell.threads, precision="fp16", calibration="conv", max_batch=cell.batch
+        cell.model, "cuda", cell.threads, precision="fp16", calibration="conv", graph_max_batch=cell.batch
     )
     _loaded(runtime).warmup(cell.batch)  # captures the graphs
     return lambda: runtime.infer(cell.x)
@@ -148,11 +149,6 @@ _ENGINES: dict[tuple[str, int], object] = {}
 
 
 def _tensorrt(cell: Cell, max_batch: int) -> Callable[[], object]:
-    from echoseg.runtime import RuntimeUnavailable
-    from echoseg.runtime.cuda import TorchCuda
-    from echoseg.runtime.tensorrt import TensorRTRuntime, require_tensorrt
-    from export.tensorrt import BuildSettings, build_engine
-
     key = (cell.config.preset, max_batch)
     try:
         require_tensorrt()  # before the export: say so at once when TensorRT is missing
@@ -198,8 +194,6 @@ def run_preset(
     max_call_s: float,
     folder: Path,
 ) -> list[dict]:
-    from export.source import build_untrained
-
     model = build_untrained(preset, seed=0)
     table = factories(device, max(batches))
     rows: list[dict] = []
@@ -259,9 +253,6 @@ def run_preset(
 # -- the variants that decide the `lite` preset and the ONNX Runtime options ---------------------
 def _time_ort_variants(preset: str, variants: dict, cap: TimingCap, folder: Path) -> dict:
     """Interleaved batch-1 timing of ONNX Runtime sessions ``{name: (form, ort_options kwargs)}``."""
-    from echoseg.presets import get_preset
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-
     c = get_preset(preset)
     x = np.random.default_rng(0).standard_normal(
         (1, c.num_frames, c.input_size, c.input_size), dtype=np.float32
@@ -333,11 +324,6 @@ def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
     """ONNX Runtime batch-1 latency of ``lite``'s candidates (width, calibrated stages)."""
     import torch
 
-    from echoseg.presets import get_preset
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-    from export.onnx import export_onnx
-    from training.model import build_model
-
     calls, params, flops = {}, {}, {}
     x = np.random.default_rng(0).standard_normal((1, 3, 112, 112), dtype=np.float32)
     for i, (name, (preset, changes)) in enumerate(LITE_VARIANTS.items()):
@@ -374,7 +360,7 @@ def lite_variants(threads: int, cap: TimingCap, folder: Path) -> dict:
 # -- entry point -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks.model_latency", description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--presets", nargs="+", default=["lite", "paper"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
     p.add_argument("--backends", nargs="+", default=None, help="default: every backend of the device")

@@ -23,13 +23,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from benchmarks.common import document, write_result
+from training.data.a4c import render_a4c_clip
+from training.data.scanner import scanner_sector
+from training.data.synthetic import synthesize
+from training.evaluate import load_model
 
 
 def negatives(frames: int, size: int, seed: int) -> dict[str, np.ndarray]:
-    from training.data.scanner import scanner_sector
-
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     linear = np.broadcast_to((xx / size * 255).astype(np.uint8), (frames, size, size)).copy()
@@ -51,7 +54,6 @@ def negatives(frames: int, size: int, seed: int) -> dict[str, np.ndarray]:
 def frame_figures(model, frames: np.ndarray) -> list[dict]:
     """Per frame of a clip: the figures ``echoseg.quality`` combines, and its flag."""
     import torch
-    from scipy import ndimage
 
     from echoseg.preprocess import clip_windows, preprocess, sigmoid
     from echoseg.quality import QualityThresholds, frame_quality, frame_signal
@@ -116,9 +118,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from echoseg.quality import QualityThresholds
-    from training.data.a4c import render_a4c_clip
-    from training.data.synthetic import synthesize
-    from training.evaluate import load_model
 
     torch.set_num_threads(1)
     model, _ = load_model(args.model)

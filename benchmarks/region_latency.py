@@ -32,8 +32,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from benchmarks.common import document, summarize_ms, write_result
+from echoseg.arbitration import first_frames
+from echoseg.preprocess import clip_windows, logits_to_masks, preprocess, window_indices
+from echoseg.region import detect_region, full_region, region_candidates
+from service.backends import create_backend
+from service.batcher import MicroBatcher
+from service.core.config import Settings
+from service.core.metrics import Metrics
+from service.regions import choose_region_judged
+from training.data.a4c import render_a4c_clip
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = {  # name -> (seed, height, width, furniture); seeds chosen here, never used for training
@@ -48,7 +58,6 @@ ACCURACY_SIZES = ((480, 640), (240, 320))
 
 
 def _clips(frames: int) -> dict[str, np.ndarray]:
-    from training.data.a4c import render_a4c_clip
 
     return {
         name: render_a4c_clip(seed, frames=frames, height=h, width=w, furniture=furniture).gray()
@@ -57,16 +66,6 @@ def _clips(frames: int) -> dict[str, np.ndarray]:
 
 
 async def _measure(args) -> dict:
-    from prometheus_client import CollectorRegistry
-
-    from echoseg.arbitration import first_frames
-    from echoseg.preprocess import preprocess, window_indices
-    from echoseg.region import detect_region, region_candidates
-    from service.backends import create_backend
-    from service.batcher import MicroBatcher
-    from service.core.config import Settings
-    from service.core.metrics import Metrics
-    from service.regions import choose_region_judged
 
     settings = Settings(model=str(args.model), backend=args.backend, threads=args.threads, max_batch=8)
     backend = create_backend(settings)
@@ -130,11 +129,6 @@ def _accuracy(backend, settings, batcher, loop, seeds: int) -> dict:
     """Dice at ED/ES of each way's region on held-out A4C clips (in a worker thread); None for no seeds."""
     if seeds < 1:
         return None
-    from echoseg.arbitration import first_frames
-    from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
-    from echoseg.region import detect_region, full_region
-    from service.regions import choose_region_judged
-    from training.data.a4c import render_a4c_clip
 
     config = backend.config
     n_first = first_frames(config.lookahead, settings.region_frames)

@@ -29,6 +29,7 @@ from benchmarks.common import (
     summarize_ms,
     write_result,
 )
+from echoseg.video import write_avi
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ STAGES = ("decode", "preprocess", "queue", "inference", "postprocess", "encode")
 
 
 def avi_bytes(frames: np.ndarray, folder: Path, fps: float = 50.0) -> bytes:
-    from echoseg.video import write_avi
-
     path = write_avi(folder / "clip.avi", frames, fps=fps)
     return path.read_bytes()
 

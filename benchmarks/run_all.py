@@ -13,6 +13,7 @@ the targets, the command lines and the machine). A benchmark that fails is recor
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -20,7 +21,9 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, load_average, machine_info
+from benchmarks.common import REPO, RESULTS, load_average, machine_info, missing_server_modules
+from benchmarks.report import write_report
+from echoseg.runtime import BACKENDS, DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,6 @@ def section_args(section: str, args: argparse.Namespace) -> list[str]:
 
 
 def run_section(section: str, argv: list[str]) -> dict:
-    import importlib
-
-    from benchmarks.common import missing_server_modules
-
     names = {
         "model": "model_latency",
         "stream": "streaming",
@@ -121,7 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks.run_all", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a few minutes: lite only, short runs")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--presets", nargs="+", default=None, help="model-latency presets (default lite paper)")
     p.add_argument(
         "--stream-preset", default="lite", help="the preset the server runs (stream, rest, stages)"
@@ -129,7 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=None, help="model-latency backends (default: all)")
     p.add_argument(
         "--stream-backend",
-        choices=("auto", "onnxruntime", "torch", "tensorrt"),
+        choices=BACKENDS,
         default="auto",
         help="the streaming server's backend (auto: ONNX Runtime on CPU, torch on a GPU)",
     )
@@ -167,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     name = "run_all" if args.device == "cpu" else "run_all-cuda"
     (args.out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not args.no_docs:
-        from benchmarks.report import write_report
-
         print(f"wrote {write_report(args.out_dir, args.docs)}")
     print(f"run_all: {summary['wall_s']} s; " + ", ".join(f"{r['section']} {r['wall_s']} s" for r in runs))
     failed = [r for r in runs if r["error"]]

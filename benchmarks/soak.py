@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import struct
@@ -67,8 +68,6 @@ class Tally:
 
 
 def npy_bytes(frames: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, frames)
     return buf.getvalue()

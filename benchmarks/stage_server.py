@@ -15,6 +15,8 @@ import sys
 import threading
 from collections import defaultdict
 
+from echoseg.runtime import BACKENDS, DEVICES
+
 RECORDS: dict[str, list] = defaultdict(list)
 _LOCK = threading.Lock()
 
@@ -52,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"], default=None)
+    p.add_argument("--device", choices=DEVICES, default=None)
+    p.add_argument("--backend", choices=BACKENDS, default=None)
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("device", args.device), ("backend", args.backend)) if v is not None}
     serve(args.model, args.host, args.port, overrides)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, document, served, summarize_ms, write_result
+from export.onnx import export_onnx
+from export.source import load_source
 
 BASELINE = "29b27e5"  # the last commit before echoseg.runtime (the service imported training and torch)
 
@@ -57,9 +59,6 @@ def start_once(code: Path, model: Path, threads: int) -> dict:
 
 
 def export_default(folder: Path) -> Path:
-    from export.onnx import export_onnx
-    from export.source import load_source
-
     model, meta = load_source(checkpoint=REPO / "models" / "default")
     return export_onnx(model, folder / "default.onnx", calibration="matmul", batch="dynamic", meta=meta)
 

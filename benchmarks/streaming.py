@@ -45,6 +45,7 @@ from benchmarks.common import (
     wait_idle,
     write_result,
 )
+from echoseg.runtime import BACKENDS, DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-streams", type=int, default=32)
     p.add_argument("--max-trials", type=int, default=7)
     p.add_argument("--capacity-budget-s", type=float, default=90.0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--env", nargs="*", default=[], help="extra server settings, ECHOSEG_X=value")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default="streaming", help="result file name (without .json)")

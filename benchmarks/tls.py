@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import sys
@@ -95,8 +96,6 @@ def cpu_s(pid: int) -> float:
 
 
 def npy_bytes(frames) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, frames)
     return buf.getvalue()

@@ -29,7 +29,7 @@ if [ ! -f "$dir/complete" ]; then
     if [ "$fp16" = "1" ]; then precision="--fp16"; fi
     # shellcheck disable=SC2086  # $precision is empty or one flag
     echoseg export tensorrt --onnx "$dir/model.onnx" --out "$dir/model.plan" $precision \
-        --min-batch 1 --opt-batch 4 --max-batch "$max_batch" --timing-cache "$cache/tensorrt/timing.cache"
+        --min-batch 1 --max-batch "$max_batch" --timing-cache "$cache/tensorrt/timing.cache"
     touch "$dir/complete"
 fi
 

@@ -13,6 +13,7 @@ The benchmarks live beside the package in the repository, not in the installed w
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -52,8 +53,6 @@ def find_benchmarks() -> bool:
 
 
 def bench(args: argparse.Namespace) -> int:
-    import importlib
-
     if not find_benchmarks():
         print("error: echoseg bench needs a source checkout (the benchmarks/ folder beside echoseg/)")
         return 2

@@ -14,7 +14,7 @@ import sys
 # Modules that expose ``register(subparsers)``; order is the order of ``echoseg --help``.
 COMMAND_MODULES = (
     "training.data.cli",  # data synth | data check
-    "training.model.cli",  # model-info
+    "export.model_info",  # model-info
     "training.cli",  # train | eval
     "export.cli",  # export onnx | check | tensorrt
     "service.cli",  # serve | segment | stream

@@ -5,14 +5,23 @@ ONNX file made from it tells the service everything it needs. ``mean``/``std`` a
 statistics of gray B-mode echo scaled to [0, 1] (mostly dark sector, bright walls): about 0.12 and
 0.18 for EchoNet-Dynamic-like clips and for the synthetic generator.
 
-- ``paper``: the paper's scale, 256 x 256, k = 3 centred, width 64, 5 levels. ASSC on the first
-  three levels: G alone is 9 C^2 parameters per level and direction, so calibrating all five
-  levels would double the paper's 74.8 M parameters; with levels 0-2 the network lands near it.
-- ``lite``: real time on 2 CPU cores at EchoNet's native 112 x 112: width 4, 5 levels, ASSC only
-  on the deepest two (14 x 14 and 7 x 7) where the maps are small. 563,609 parameters, 0.205 /
-  0.176 GFLOPs per frame (``conv`` / ``matmul``); about 6 ms per frame in ONNX Runtime at batch 1,
-  within the 8 ms budget that four 25-fps streams leave (width 8 took 11.5-11.9 ms).
-- ``tiny``: a few thousand parameters, for tests.
+Two families (``architecture``):
+
+- the authors' network (ResNet-18 encoders per window position, eq. (3) as a matrix product,
+  one dilation, a LinkNet decoder), as ``paper``, ``lite`` and ``tiny``:
+
+  - ``paper``: the paper's scale, 256 x 256, k = 3 centred, width 64, four stages, BSSF/ASSC on
+    all four: 53.7 M parameters (the paper's Table 7: 74.8 M).
+  - ``lite``: the real-time candidate at EchoNet's native 112 x 112: width 8, BSSF/ASSC only on the
+    deepest two stages (2-3), where the maps are small: 0.83 M parameters, 0.240 GFLOPs per frame.
+    Chosen on a measured Dice / latency front (``benchmarks/results/lite_front.md``).
+  - ``tiny``: width 8, three stages, 32 x 32, for tests.
+
+- the first family (U-Net encoders, ``A ⊙ G``, several dilations), kept so that its checkpoints
+  load: ``unet`` (width 64, 256 x 256), ``unet-lite`` (width 4, 112 x 112, ASSC on the deepest two
+  levels: 563,609 parameters; the bundled ``models/default`` is one) and ``unet-tiny`` (tests).
+
+``echoseg model-info --preset NAME`` prints each one's parameters and FLOPs.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull  # imported here, not on a stream's first frames (~1-2 s)
 
+from echoseg.resize import resize_frames, resize_probabilities
+
 SOURCES = ("dicom", "dicom_rescaled", "detected", "client", "full")
 DETECT_FRAMES = 8  # frames detection looks at by default (the first ones of a clip or stream)
 MAX_DETECT_FRAMES = 16  # and at most
@@ -872,8 +874,6 @@ def apply_region(frames: np.ndarray, region: Region, size: int) -> np.ndarray:
     A full region is a plain (bilinear) resize, exactly the preprocessing of an already cropped
     clip; otherwise crop, blank outside the fan, pad to square (centred) and resize.
     """
-    from echoseg.preprocess import resize_frames
-
     if frames.ndim != 3:
         raise ValueError(f"frames must be (T, H, W), got shape {frames.shape}")
     if frames.shape[1:] != (region.height, region.width):
@@ -892,8 +892,6 @@ def map_back(prob: np.ndarray, region: Region) -> np.ndarray:
     The inverse of :func:`apply_region`: resize to the padded square, drop the padding, place the
     box in the frame; zero outside the box and outside the fan.
     """
-    from echoseg.preprocess import resize_probabilities
-
     if region.is_full:
         return resize_probabilities(prob, region.height, region.width)
     side = square_side(region)

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -157,7 +158,6 @@ def write_avi(
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from fractions import Fraction
 
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w", format="avi") as container:

@@ -25,6 +25,8 @@ import numpy as np
 from echoseg.config import ModelConfig
 from echoseg.preprocess import clip_windows, preprocess, random_windows
 from echoseg.runtime.base import Runtime
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from echoseg.runtime.torch import TorchRuntime
 from echoseg.video import read_video
 
 logger = logging.getLogger(__name__)
@@ -93,8 +95,6 @@ def run_all(runtime: Runtime, windows: np.ndarray, batch_size: int = 16) -> np.n
 
 def torch_logits(model, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Logits of the torch network ``model`` on the CPU in fp32 (the reference of every check)."""
-    from echoseg.runtime.torch import TorchRuntime
-
     with TorchRuntime(model, "cpu", threads=torch_threads()) as runtime:
         runtime.load()
         return run_all(runtime, windows, batch_size)
@@ -138,8 +138,6 @@ def check_parity(
 
     Returns the comparisons and whether they pass for the file's precision (see :func:`passes`).
     """
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-
     candidate = OnnxRuntime(onnx_path, "cpu", threads=torch_threads())
     candidate.load()
     config = candidate.config

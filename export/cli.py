@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from echoseg.runtime.base import DEFAULT_MAX_BATCH
+
 logger = logging.getLogger(__name__)
 
 
@@ -158,9 +160,14 @@ def _register_tensorrt(sub) -> None:
     p.add_argument("--onnx", required=True, help="the exported .onnx file")
     p.add_argument("--out", required=True, help="output engine (.plan); metadata goes to <out>.json")
     p.add_argument("--fp16", action="store_true", help="allow fp16 kernels for an fp32 .onnx")
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--min-batch", type=int, default=1, help="engine profile: smallest batch (default 1)")
+    p.add_argument("--opt-batch", type=int, help="engine profile: batch tuned for (default half of max)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"engine profile: largest batch (default {DEFAULT_MAX_BATCH})",
+    )
     p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")
     p.add_argument(
         "--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB (default 2048)"

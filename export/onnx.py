@@ -25,6 +25,7 @@ without an fp16 kernel keep fp32 compute behind Casts).
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -62,8 +63,6 @@ def _capture(model, example, batch: str | int, opset: int, exporter: str = "torc
     slices in the calibration summaries) it exports the tiny preset in seconds where the
     ``torch.export``-based exporter took minutes, with the same numbers.
     """
-    import io
-
     import onnx
     import torch
 

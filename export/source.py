@@ -11,6 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from echoseg.presets import get_preset
+from training.model import build_model
+
 logger = logging.getLogger(__name__)
 
 _UNTRAINED = re.compile(r"^untrained:(?P<preset>[A-Za-z0-9_-]+):seed=(?P<seed>\d+)$")
@@ -23,9 +26,6 @@ def untrained_run_id(preset: str, seed: int) -> str:
 def build_untrained(preset: str, seed: int = 0):
     """A freshly initialised network of ``preset``, the same for the same seed; in eval mode."""
     import torch
-
-    from echoseg.presets import get_preset
-    from training.model import build_model
 
     state = torch.random.get_rng_state()
     try:

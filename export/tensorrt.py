@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from echoseg.artifacts import engine_metadata_path, write_engine_metadata
-from echoseg.runtime.base import RuntimeUnavailable
+from echoseg.runtime.base import DEFAULT_MAX_BATCH, RuntimeUnavailable, profile_batches
 from echoseg.runtime.cuda import CudaSurface, TorchCuda
-from echoseg.runtime.tensorrt import INSTALL_HINT, require_tensorrt
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from echoseg.runtime.tensorrt import INSTALL_HINT, TensorRTRuntime, require_tensorrt
+from export.onnx import INPUT_NAME, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +53,20 @@ __all__ = [
 
 @dataclass
 class BuildSettings:
-    """Engine build options (``echoseg export tensorrt`` flags)."""
+    """Engine build options (``echoseg export tensorrt`` flags); the batches are the engine's
+    optimisation profile, ``opt_batch`` derived from ``max_batch`` by :func:`profile_batches`
+    unless given."""
 
     fp16: bool = False
     min_batch: int = 1
-    opt_batch: int = 4
-    max_batch: int = 16
+    opt_batch: int | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
     workspace_mb: int = 2048
     timing_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.opt_batch is None:
+            self.opt_batch = max(self.min_batch, profile_batches(self.max_batch)[1])
 
     def validate(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -74,7 +82,7 @@ def _profile_batches(props: dict[str, str], settings: BuildSettings) -> tuple[in
     if props["echoseg.batch"] == "dynamic":
         return settings.min_batch, settings.opt_batch, settings.max_batch
     fixed = int(props["echoseg.batch"])
-    if (settings.min_batch, settings.opt_batch, settings.max_batch) != (1, 4, 16):
+    if (settings.min_batch, settings.opt_batch, settings.max_batch) != profile_batches():
         logger.warning("the .onnx has a fixed batch of %d; the engine profile uses it", fixed)
     return fixed, fixed, fixed
 
@@ -103,8 +111,6 @@ def build_engine(
     cuda: CudaSurface | None = None,
 ) -> Path:
     """Build and serialise an engine for ``onnx_path``; write ``plan_path`` and its metadata JSON."""
-    from export.onnx import INPUT_NAME, read_metadata
-
     settings = settings or BuildSettings()
     settings.validate()
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
@@ -172,8 +178,6 @@ def check_engine(
     are informative on), else random frames.
     """
     from echoseg.preprocess import random_windows
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-    from echoseg.runtime.tensorrt import TensorRTRuntime
     from export.check import FP16_MIN_DICE, clip_windows_from, compare, passes, run_all
 
     engine = TensorRTRuntime(plan_path, "cuda", cuda=cuda)
@@ -182,7 +186,7 @@ def check_engine(
     reference.load()
     config = engine.config
     pool = clip_windows_from(data, config, max_clips) if data is not None else None
-    low, high = engine.min_batch, engine.max_batch
+    low, high = engine.model_min_batch, engine.model_max_batch
     # within the profile, and one past it: the runtime must split that batch
     batches = sorted({low, (low + high) // 2, high, high + 1})
     results = []

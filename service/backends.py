@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from echoseg.artifacts import model_kind
-from echoseg.runtime import Runtime, RuntimeUnavailable, choose_backend, create_runtime
+from echoseg.runtime import RUNTIMES, Runtime, RuntimeUnavailable, choose_backend, create_runtime
 from service.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,13 @@ def create_backend(settings: Settings) -> Backend:
             provider=settings.ort_provider,
             fp16=settings.fp16,
             cache_dir=cache_root(settings) / "ort-tensorrt",
-            opt_batch=max(1, settings.max_batch // 2),
-            max_batch=settings.max_batch,
+            profile_max_batch=settings.max_batch,
         )
     elif name == "torch":
-        runtime = create_runtime("torch", path, settings.device, threads, max_batch=settings.max_batch)
-    else:
-        runtime = create_runtime("tensorrt", path, "cuda", threads)
+        runtime = create_runtime("torch", path, settings.device, threads, graph_max_batch=settings.max_batch)
+    else:  # a runtime with no service options; one that runs on a single device runs there
+        devices = RUNTIMES[name].devices
+        device = settings.device if settings.device in devices else devices[0]
+        runtime = create_runtime(name, path, device, threads)
     runtime.load()
     return runtime

@@ -5,7 +5,11 @@ oldest request, then keeps adding requests until the batch holds ``max_batch`` w
 ``max_wait`` has passed since it started forming, runs the backend once, and hands each caller
 its slice through an asyncio future (``loop.call_soon_threadsafe``), so inference never runs on
 the event loop and no caller waits for another's result handling. Stream windows (real-time)
-are taken before upload chunks (bulk) when both are waiting.
+are taken before upload chunks (bulk) when both are waiting, except that uploads have a reserved
+slice: while bulk windows wait, they go first whenever they have had less than ``upload_share``
+of the windows run since they began waiting. So streams that saturate the backend slow down
+by that share instead of starving every upload (which then timed out); with no upload waiting,
+streams have the whole backend.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.runtime import DEFAULT_MAX_BATCH
 from service.backends import Backend
 from service.core.errors import ServiceError
 from service.core.metrics import Metrics
@@ -43,6 +48,7 @@ class _Request:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     source: object | None = None  # the stream that sent it (real-time requests)
+    realtime: bool = False  # a stream's window (else an upload's chunk)
     enqueued: float = field(default_factory=time.perf_counter)
 
     @property
@@ -73,19 +79,26 @@ class MicroBatcher:
         self,
         backend: Backend,
         metrics: Metrics,
-        max_batch: int = 16,
+        max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = 0.0015,
         open_sources: Callable[[], int] | None = None,
+        upload_share: float = 0.0,
     ):
         """``open_sources``, when given, says how many streams are open: a batch of real-time windows
-        stops waiting to fill once every open stream has one in it (nobody else is coming)."""
+        stops waiting to fill once every open stream has one in it (nobody else is coming).
+        ``upload_share`` in [0, 1): the least share of the windows run that waiting bulk requests
+        get (0: real-time always first)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 0.0 <= upload_share < 1.0:
+            raise ValueError(f"upload_share must be in [0, 1), got {upload_share}")
         self.backend = backend
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.open_sources = open_sources
+        self.upload_share = upload_share
+        self._served = [0, 0]  # windows run since bulk requests began waiting: [all, bulk]
         self._realtime: deque[_Request] = deque()
         self._bulk: deque[_Request] = deque()
         self._cond = threading.Condition()
@@ -107,7 +120,7 @@ class MicroBatcher:
                 f"enqueue takes (n, k, S, S) windows with 1 <= n <= {self.max_batch}, got {windows.shape}"
             )
         loop = asyncio.get_running_loop()
-        req = _Request(windows, loop.create_future(), loop, source if realtime else None)
+        req = _Request(windows, loop.create_future(), loop, source if realtime else None, realtime)
         with self._cond:
             if self._stopping:
                 raise ServiceError("shutting_down", "the server is shutting down")
@@ -165,8 +178,10 @@ class MicroBatcher:
 
     # -- worker side ---------------------------------------------------------------------------
     def _next(self, room: int) -> _Request | None:
-        """Pop the first waiting request that fits in ``room`` windows (real-time first)."""
-        for q in (self._realtime, self._bulk):
+        """Pop the first waiting request that fits in ``room`` windows (real-time first, unless bulk
+        requests are behind their reserved share)."""
+        bulk_due = self._bulk and self._served[1] < self.upload_share * self._served[0]
+        for q in (self._bulk, self._realtime) if bulk_due else (self._realtime, self._bulk):
             while q and q[0].future.cancelled():  # its caller went away (stream closed, upload cancelled)
                 q.popleft()
             if q and q[0].n <= room:
@@ -201,7 +216,17 @@ class MicroBatcher:
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
+            self._count(batch)
             return batch
+
+    def _count(self, batch: list[_Request]) -> None:
+        """Windows run while bulk requests wait (the share is measured from when they began waiting)."""
+        bulk = sum(r.n for r in batch if not r.realtime)
+        if not bulk and not self._bulk:
+            self._served = [0, 0]
+            return
+        self._served[0] += sum(r.n for r in batch)
+        self._served[1] += bulk
 
     def _every_stream_in(self, batch: list[_Request]) -> bool:
         """True when the batch holds only stream windows and every open stream has one in it."""

@@ -4,7 +4,17 @@ talk to one, or manage its key file."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import os
+import secrets
+import ssl
+from pathlib import Path
+
+import numpy as np
+
+from echoseg.runtime import BACKENDS, DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +28,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"])
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--max-batch", type=int, dest="max_batch")
+    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--device", choices=DEVICES)
+    p.add_argument(
+        "--max-batch", type=int, dest="max_batch", help="largest batch of windows the batcher gathers"
+    )
     p.add_argument("--threads", type=int, help="intra-op threads (default: the CPUs this process may use)")
     tls = p.add_argument_group("TLS and authentication (default: the ECHOSEG_ settings of the same name)")
     tls.add_argument("--ssl-certfile", help="PEM certificate chain: serve HTTPS and wss://")
@@ -101,8 +113,6 @@ def _tls_context(args: argparse.Namespace):
 
 def _tls_failure(exc: BaseException, args: argparse.Namespace) -> str:
     """A readable reason for a failed connection: the server's certificate, or ours, or the network."""
-    import ssl
-
     from service.core.tls import explain_refusal
 
     seen = exc
@@ -123,8 +133,6 @@ def _tls_failure(exc: BaseException, args: argparse.Namespace) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from service.core.config import Settings
     from service.server import run_server
 
@@ -158,9 +166,6 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def keys(args: argparse.Namespace) -> int:
-    import secrets
-    from pathlib import Path
-
     from service.core.keys import add_key, remove_key
 
     path = Path(args.file)
@@ -182,15 +187,10 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
-    import os
-
     return args.api_key or os.environ.get("ECHOSEG_API_KEY") or None
 
 
 def segment(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from service.client import media_type_for, segment_bytes
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
@@ -224,8 +224,6 @@ def segment(args: argparse.Namespace) -> int:
 
 def parse_region(text: str | None) -> dict | None:
     """``x0,y0,x1,y1`` or a JSON object -> the ``region`` of a stream's ``start`` message."""
-    import json
-
     if text is None:
         return None
     text = text.strip()
@@ -248,10 +246,6 @@ def parse_region(text: str | None) -> dict | None:
 
 
 def stream(args: argparse.Namespace) -> int:
-    import asyncio
-    from pathlib import Path
-
-    import numpy as np
     from websockets.exceptions import InvalidMessage
 
     from service.client import load_clip_file, percentiles, stream_frames

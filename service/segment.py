@@ -73,6 +73,7 @@ def limits_from(settings: Settings) -> Limits:
         settings.max_frame_width,
         settings.max_frame_height,
         settings.max_decoded_bytes,
+        settings.max_upload_bytes,  # a deflated DICOM inflates to at most what a plain upload may be
     )
 
 

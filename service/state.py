@@ -67,7 +67,9 @@ class Service:
         backend.warmup(s.max_batch)
         self.backend = backend
         open_streams = (lambda: len(self.streams)) if s.stream_fast_path else None
-        self.batcher = MicroBatcher(backend, self.metrics, s.max_batch, s.max_batch_wait_s, open_streams)
+        self.batcher = MicroBatcher(
+            backend, self.metrics, s.max_batch, s.max_batch_wait_s, open_streams, s.upload_share
+        )
         self.batcher.start()
         cfg = backend.config
         self.metrics.model_info.labels(backend.model_id, cfg.preset, backend.name).set(1)

@@ -122,8 +122,20 @@ def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
     return StartParams(w, h, enc, menc, float(fps) if fps else None, region, mask_format)
 
 
+MAX_CONTROL_CHARS = 64 * 1024  # a text message (start, end) is a few hundred characters
+
+
+def check_control_size(text: str) -> None:
+    """Refuse a text message too long to be a control message before it is parsed or quoted."""
+    if len(text) > MAX_CONTROL_CHARS:
+        raise ServiceError(
+            "frame_too_large", f"a text message of {len(text)} characters; at most {MAX_CONTROL_CHARS}"
+        )
+
+
 def parse_control(text: str) -> dict:
     """A text message -> JSON object with a ``type``; raise ``invalid_json`` otherwise."""
+    check_control_size(text)
     try:
         msg = json.loads(text)
     except ValueError:
@@ -374,6 +386,7 @@ class StreamSession:
             self._push(frame, arrival, pending, batcher, windows, config)
 
     def _control_after_start(self, text: str) -> str:
+        check_control_size(text)
         try:
             control = json.loads(text)
         except ValueError:

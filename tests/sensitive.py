@@ -1,7 +1,8 @@
 """Secrets and identifiers the tests send to servers, which no log line may ever hold.
 
 The session-end check in tests/conftest.py greps the audit trail and every log of the run for
-them; tests that send keys, client file names or DICOM patient fields take them from here.
+them; tests that send keys, client file names or DICOM patient fields take them from here
+(:data:`NONSTANDARD`: patient and study values written the way some scanners do, not as DICOM says).
 """
 
 from __future__ import annotations
@@ -24,5 +25,14 @@ PATIENT = {
     "InstitutionName": "St Elsewhere Cardiology",
     "StudyDescription": "ECHO ADULT TTE Jane follow-up",
 }
+# values a scanner writes the non-standard way (pydicom and highdicom quote such values in warnings):
+# a dashed birth date, a slashed study date, a study time with letters, a caret-less name, and a UID
+NONSTANDARD = {
+    "PatientName": "QUINCY ROSALIND HARTE",
+    "PatientBirthDate": "1958-11-23",
+    "StudyDate": "2026/02/17",
+    "StudyTime": "09h41m07",
+    "StudyInstanceUID": "1.2.840.77.4419abc.58",
+}
 # what the session-end check looks for (the keys of older tests are short words, checked where used)
-NEEDLES = [*KEYS.values(), FILE_NAME, *PATIENT.values(), "Doe^Jane", "MRN-88412977"]
+NEEDLES = [*KEYS.values(), FILE_NAME, *PATIENT.values(), "Doe^Jane", "MRN-88412977", *NONSTANDARD.values()]

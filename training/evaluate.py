@@ -34,6 +34,7 @@ import numpy as np
 
 from echoseg.cardiac import summarize_clip
 from training import metrics
+from training.data.source import ClipSource
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def evaluate(
 
     Returns the metrics dictionary; with ``out_dir`` also writes the report files there.
     """
-    from training.data.source import ClipSource
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     model, meta = load_model(checkpoint_or_model)

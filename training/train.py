@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.args import add_train_arguments
+from training.data.store import FrameStore, default_store_dir, ensure_store, is_store
 from training.model import ModelConfig, build_model, get_preset
 from training.trainer import checkpoint as ckpt
 from training.trainer.config import TrainConfig, load_config, save_config
@@ -309,8 +310,6 @@ def open_store(cfg: TrainConfig, info: DistInfo):
     Each node's local rank 0 prepares (a default store lives in that node's cache; a store on a
     shared filesystem is best prepared before the job, and is then only checked here).
     """
-    from training.data.store import FrameStore, default_store_dir, ensure_store, is_store
-
     d = cfg.data
     if info.local_rank == 0:
         progress = cfg.progress and info.is_main

@@ -160,7 +160,7 @@ def step_torch(args, folder: Path) -> dict:
             candidate = logits_of(runtime, windows)
             rows.append(judged(reference, candidate, config.threshold, precision, f"{form} {precision}"))
         if device == "cuda":  # the service's path: fp16 CUDA graphs
-            runtime = TorchRuntime(model, device, precision="fp16", calibration=form, max_batch=8)
+            runtime = TorchRuntime(model, device, precision="fp16", calibration=form, graph_max_batch=8)
             with runtime:
                 runtime.load()
                 runtime.warmup(8)
@@ -189,7 +189,9 @@ def step_ort(args, folder: Path) -> dict:
     rows = []
     for provider in wanted:
         device = "cpu" if provider == "cpu" else "cuda"
-        runtime = OnnxRuntime(path, device, provider=provider, cache_dir=folder / "ort-trt", max_batch=8)
+        runtime = OnnxRuntime(
+            path, device, provider=provider, cache_dir=folder / "ort-trt", profile_max_batch=8
+        )
         precision = "fp32" if provider in ("cpu", "cuda") else "fp16"  # TensorRT may pick TF32 kernels
         rows.append(judged(reference, logits_of(runtime, windows), config.threshold, precision, provider))
     return {"ok": all(r["ok"] for r in rows), "results": rows}

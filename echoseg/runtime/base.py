@@ -22,6 +22,9 @@ from echoseg.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
+DEVICES = ("cpu", "cuda")
+DEFAULT_MAX_BATCH = 16  # the batcher's largest batch of windows, and what the sizes below default to
+
 
 class RuntimeUnavailable(RuntimeError):
     """The requested runtime cannot run here (library missing, no GPU, wrong model file)."""
@@ -45,14 +48,29 @@ def batch_pieces(n: int, low: int, high: int | None) -> list[tuple[int, int, int
     return [(s, min(s + step, n), max(min(s + step, n) - s, low)) for s in range(0, n, step)]
 
 
+def profile_batches(max_batch: int = DEFAULT_MAX_BATCH, fixed: int | None = None) -> tuple[int, int, int]:
+    """The TensorRT optimisation profile ``(min, opt, max)`` for batches up to ``max_batch``.
+
+    A model exported with a ``fixed`` batch takes only that one; otherwise the profile spans
+    ``1..max_batch`` and is tuned for half of it (the batch a busy batcher forms most often).
+    The TensorRT provider of ONNX Runtime and ``echoseg export tensorrt`` both size it here.
+    """
+    if fixed is not None:
+        return fixed, fixed, fixed
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    return 1, max(1, max_batch // 2), max_batch
+
+
 class Runtime(ABC):
-    """One loaded model; :meth:`load` sets ``model_id`` and the batch range (``min_batch``/``max_batch``)."""
+    """One loaded model; :meth:`load` sets ``model_id`` and the batch range the model accepts
+    (``model_min_batch``/``model_max_batch``)."""
 
     name: str = "base"
 
     def __init__(self, artifact: Artifact | None = None, device: str = "cpu", threads: int = 1) -> None:
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self.artifact = artifact
         self.device = device
         self.threads = threads
@@ -60,8 +78,8 @@ class Runtime(ABC):
         self.meta: dict[str, str] = dict(artifact.meta) if artifact else {}
         self.model_id = ""
         self.precision = "fp32"
-        self.min_batch = 1  # the smallest batch one call of the model takes
-        self.max_batch: int | None = None  # the largest (None: any)
+        self.model_min_batch = 1  # the smallest batch one call of the model takes
+        self.model_max_batch: int | None = None  # the largest (None: any)
 
     # -- the interface ---------------------------------------------------------------------------
     @abstractmethod
@@ -70,7 +88,7 @@ class Runtime(ABC):
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """One call of the model on a batch inside ``min_batch..max_batch``; returns logits."""
+        """One call of the model on a batch inside ``model_min_batch..model_max_batch``; returns logits."""
 
     def close(self) -> None:
         """Release the model; the runtime is unusable afterwards."""
@@ -87,7 +105,7 @@ class Runtime(ABC):
                 f"windows must be (B, {', '.join(map(str, expected))}), got {tuple(batch.shape)}"
             )
         outputs = []
-        for start, stop, size in batch_pieces(batch.shape[0], self.min_batch, self.max_batch):
+        for start, stop, size in batch_pieces(batch.shape[0], self.model_min_batch, self.model_max_batch):
             piece = batch[start:stop]
             if size > stop - start:  # (n, k, S, S) -> (size, k, S, S), padded with the last window
                 piece = np.concatenate([piece, np.repeat(piece[-1:], size - (stop - start), axis=0)])
@@ -105,7 +123,7 @@ class Runtime(ABC):
     @property
     def static_batch(self) -> int | None:
         """The one batch size the model takes, when it takes only one."""
-        return self.min_batch if self.max_batch == self.min_batch else None
+        return self.model_min_batch if self.model_max_batch == self.model_min_batch else None
 
     def warmup(self, max_batch: int) -> None:
         """Run the batch sizes a batcher will form, so the first client does not pay for them."""
@@ -132,7 +150,7 @@ class Runtime(ABC):
             "threshold": cfg.threshold,
             "calibration": self.meta.get("echoseg.calibration", cfg.calibration),
             "static_batch": self.static_batch,
-            "batch_range": [self.min_batch, self.max_batch],
+            "batch_range": [self.model_min_batch, self.model_max_batch],
         }
 
     def __enter__(self) -> Runtime:

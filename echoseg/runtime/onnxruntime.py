@@ -6,7 +6,7 @@ calibration form) takes exactly that batch; the base class splits and pads to it
 
 On a GPU the TensorRT provider, when this ONNX Runtime build has it, comes first and is
 configured: its engines are cached on disk (``engine_cache_dir``) so a restart does not rebuild
-them, one optimisation profile spans batch ``1..max_batch`` (``opt_batch`` tuned) instead of an
+them, one optimisation profile spans batch ``1..profile_max_batch`` (:func:`profile_batches`) instead of an
 engine per batch size, and fp16 kernels are enabled when asked. CUDA follows, then the CPU.
 The CPU and GPU wheels of ONNX Runtime (``onnxruntime`` and ``onnxruntime-gpu``) install into
 the same package; with both installed, the GPU providers are lost, so that is refused here.
@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from echoseg.artifacts import Artifact, resolve
-from echoseg.runtime.base import InferenceError, Runtime, RuntimeUnavailable
+from echoseg.runtime.base import (
+    DEFAULT_MAX_BATCH,
+    InferenceError,
+    Runtime,
+    RuntimeUnavailable,
+    profile_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +63,13 @@ def check_wheels(device: str, wheels: list[str] | None = None) -> None:
 
 
 def trt_provider_options(
-    artifact: Artifact, cache_dir: Path, fp16: bool, opt_batch: int, max_batch: int
+    artifact: Artifact, cache_dir: Path, fp16: bool, profile_max_batch: int
 ) -> dict[str, Any]:
     """TensorRT provider options: an on-disk engine and timing cache, fp16, one batch profile."""
     cfg = artifact.config
     dims = f"{cfg.num_frames}x{cfg.input_size}x{cfg.input_size}"
     fixed = artifact.batch if isinstance(artifact.batch, int) else None
-    low, opt, high = (fixed, fixed, fixed) if fixed else (1, min(opt_batch, max_batch), max_batch)
+    low, opt, high = profile_batches(profile_max_batch, fixed)
     cache_dir.mkdir(parents=True, exist_ok=True)
     return {
         "trt_engine_cache_enable": True,
@@ -123,13 +129,12 @@ class OnnxRuntime(Runtime):
         provider: str = "auto",
         fp16: bool = False,
         cache_dir: str | Path | None = None,
-        opt_batch: int = 4,
-        max_batch: int = 16,
+        profile_max_batch: int = DEFAULT_MAX_BATCH,
         optimization: str = "all",
         parallel: bool = False,
     ) -> None:
-        """``provider``: see :func:`choose_providers`; ``fp16``, ``cache_dir``, ``opt_batch`` and
-        ``max_batch`` configure the TensorRT provider (:func:`trt_provider_options`);
+        """``provider``: see :func:`choose_providers`; ``fp16``, ``cache_dir`` and
+        ``profile_max_batch`` configure the TensorRT provider (:func:`trt_provider_options`);
         ``optimization`` (``basic``/``extended``/``all``) and ``parallel`` are ONNX Runtime's graph
         optimisation level and execution mode (the defaults are what the service runs)."""
         if optimization not in OPTIMIZATION_LEVELS:
@@ -142,8 +147,7 @@ class OnnxRuntime(Runtime):
         self.provider = provider
         self.fp16 = fp16
         self.cache_dir = Path(cache_dir) if cache_dir else artifact.path.parent / "ort-trt-cache"
-        self.opt_batch = opt_batch
-        self.trt_max_batch = max_batch
+        self.profile_max_batch = profile_max_batch
         self.optimization = optimization
         self.parallel = parallel
         self.session = None
@@ -179,9 +183,7 @@ class OnnxRuntime(Runtime):
         artifact = self.artifact
         trt_options = None
         if self.device == "cuda":
-            trt_options = trt_provider_options(
-                artifact, self.cache_dir, self.fp16, self.opt_batch, self.trt_max_batch
-            )
+            trt_options = trt_provider_options(artifact, self.cache_dir, self.fp16, self.profile_max_batch)
         providers = choose_providers(self.device, ort.get_available_providers(), self.provider, trt_options)
         self.session = ort.InferenceSession(
             str(artifact.path), sess_options=self.session_options(), providers=providers
@@ -195,7 +197,7 @@ class OnnxRuntime(Runtime):
         self.precision = "fp16" if self.input_dtype == np.float16 else "fp32"
         batch_dim = inp.shape[0]
         if isinstance(batch_dim, int) and batch_dim > 0:
-            self.min_batch = self.max_batch = batch_dim
+            self.model_min_batch = self.model_max_batch = batch_dim
         self.model_id = artifact.model_id()
         log.info(
             "onnxruntime %s: providers %s, %d intra-op threads, batch %s, %s",

@@ -122,7 +122,7 @@ class TensorRTRuntime(Runtime):
         self.input_dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
         self.output_dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(self.output_name))
         low, _opt, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.min_batch, self.max_batch = int(low[0]), int(high[0])
+        self.model_min_batch, self.model_max_batch = int(low[0]), int(high[0])
         # fp16 I/O (an fp16 export) or fp16 kernels (built with --fp16)
         fp16_build = bool(self.artifact.extra.get("build", {}).get("fp16"))
         self.precision = "fp16" if self.input_dtype == np.float16 or fp16_build else "fp32"
@@ -131,8 +131,8 @@ class TensorRTRuntime(Runtime):
             "tensorrt %s engine on %s: batch %d..%d, input %s, output %s",
             trt.__version__,
             self.cuda.device_name(),
-            self.min_batch,
-            self.max_batch,
+            self.model_min_batch,
+            self.model_max_batch,
             self.input_dtype.name,
             self.output_dtype.name,
         )
@@ -145,7 +145,7 @@ class TensorRTRuntime(Runtime):
         if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
             raise InferenceError(
                 f"TensorRT refused input shape {tuple(batch.shape)} "
-                f"(profile batch {self.min_batch}..{self.max_batch})"
+                f"(profile batch {self.model_min_batch}..{self.model_max_batch})"
             )
         shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
         if any(d < 0 for d in shape):

@@ -10,6 +10,7 @@ imports the network modules (``training.model``), and only when a checkpoint is 
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from echoseg.runtime.base import InferenceError, Runtime, RuntimeUnavailable
 log = logging.getLogger(__name__)
 
 
-def graph_sizes(max_batch: int) -> list[int]:
-    """Batch sizes captured as CUDA graphs: powers of two up to ``max_batch``, and ``max_batch``."""
+def graph_sizes(graph_max_batch: int) -> list[int]:
+    """Batch sizes captured as CUDA graphs: powers of two up to ``graph_max_batch``, and itself."""
     sizes, b = [], 1
-    while b < max_batch:
+    while b < graph_max_batch:
         sizes.append(b)
         b *= 2
-    return [*sizes, max_batch]
+    return [*sizes, graph_max_batch]
 
 
 class TorchRuntime(Runtime):
@@ -43,13 +44,15 @@ class TorchRuntime(Runtime):
         *,
         precision: str | None = None,
         cuda_graphs: bool = True,
-        max_batch: int = 16,
+        graph_max_batch: int | None = None,
         calibration: str | None = None,
     ) -> None:
         """``model``: a checkpoint (path or :class:`Artifact`) or a network (``nn.Module``).
 
         ``precision``: ``fp32`` or ``fp16`` (default fp16 on CUDA, fp32 on CPU).
         ``calibration``: run the network in this calibration form (default: its own).
+        ``graph_max_batch``: the largest batch captured as a CUDA graph (default: the batcher's
+        ``max_batch`` given to :meth:`warmup`); larger batches are split.
         """
         network = None
         if isinstance(model, Artifact | str | Path):
@@ -71,7 +74,7 @@ class TorchRuntime(Runtime):
         if self.precision == "fp16" and device == "cpu":
             raise ValueError("fp16 runs only on CUDA; use precision fp32 on the CPU")
         self.use_graphs = cuda_graphs and device == "cuda"
-        self.graph_max_batch = max_batch
+        self.graph_max_batch = graph_max_batch
         self.calibration = calibration
         self.graphs: dict[int, tuple] = {}
         self.model = None
@@ -90,8 +93,6 @@ class TorchRuntime(Runtime):
             self.config = config
             self.model_id = self.artifact.model_id()
         else:
-            import copy
-
             network = copy.deepcopy(self.network)
             self.model_id = f"{self.config.preset}-in-memory"
         if self.calibration:
@@ -105,7 +106,7 @@ class TorchRuntime(Runtime):
 
     def warmup(self, max_batch: int) -> None:
         if self.use_graphs:
-            self._capture(graph_sizes(max(max_batch, 1)))
+            self._capture(graph_sizes(max(self.graph_max_batch or max_batch, 1)))
         super().warmup(max_batch)
 
     def _capture(self, sizes: list[int]) -> None:

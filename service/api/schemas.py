@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from echoseg.quality import EF_NULL_REASONS, FLAGS
 from echoseg.region import SOURCES
+from echoseg.runtime import DEVICES, RUNTIME_NAMES
 from service.core.errors import ERRORS
 
 ErrorCode = Literal[tuple(ERRORS)]  # type: ignore[valid-type]
@@ -50,8 +51,8 @@ class ModelInfo(BaseModel):
 
     id: str
     preset: str
-    backend: Literal["onnxruntime", "torch", "tensorrt"] | str
-    device: Literal["cpu", "cuda"]
+    backend: Literal[RUNTIME_NAMES] | str  # type: ignore[valid-type]
+    device: Literal[DEVICES]  # type: ignore[valid-type]
     precision: Literal["fp32", "fp16"]
     input_size: int = Field(description="side of the square the frames are resized to")
     num_frames: int = Field(description="frames per window (k)")

@@ -17,12 +17,15 @@ from __future__ import annotations
 import io
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from echoseg.region import DicomRegion, Region, StaleRegion, region_from_dicom
+from echoseg.video import VideoError, VideoReader
+from service.codecs.deflate import inflate_dicom
 from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Limits:
     max_width: int
     max_height: int
     max_decoded_bytes: int | None = None  # decoded gray pixels of one request; None = no limit
+    max_inflated_bytes: int | None = None  # a deflated DICOM data set, inflated; None = no limit
 
 
 def normalize_media_type(content_type: str | None) -> str:
@@ -245,8 +249,6 @@ def _open_npy(data: bytes, limits: Limits) -> ClipSource:
 
 # -- video (PyAV) ------------------------------------------------------------------------------
 def _open_video(data: bytes, limits: Limits) -> ClipSource:
-    from echoseg.video import VideoError, VideoReader
-
     try:
         reader = VideoReader(data)
     except VideoError as e:
@@ -374,6 +376,7 @@ def _open_dicom(data: bytes, limits: Limits) -> ClipSource:
     pydicom = require_pydicom()
     from pydicom.pixels import iter_pixels
 
+    data = inflate_dicom(data, limits.max_inflated_bytes or sys.maxsize)  # as is unless deflated
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         declared = int(getattr(ds, "NumberOfFrames", 1) or 1)

@@ -38,8 +38,9 @@ def read_source(data: bytes, media_type: str, output: str):
 
     Raises ``ServiceError``: ``invalid_request`` when the upload is not DICOM (a DICOM output
     needs a DICOM source to reference), ``corrupt_input`` when the header does not parse,
-    ``invalid_metadata`` when a UID the reference needs is missing, or (``dicom-sr``) when the
-    file gives no physical pixel size (or a bad one).
+    ``invalid_metadata`` when a UID the reference needs is missing, when a patient or study value
+    to be copied breaks its VR's rules (named, not quoted), or (``dicom-sr``) when the file gives
+    no physical pixel size (or a bad one).
     """
     if media_type != "application/dicom":
         raise ServiceError(
@@ -59,6 +60,14 @@ def read_source(data: bytes, media_type: str, output: str):
             "invalid_metadata",
             f"output={output} references the source instance, which lacks {', '.join(missing)}",
         )
+    invalid = invalid_values(source, (*PATIENT_STUDY, *REFERENCE_UIDS))
+    if invalid:  # named, never quoted: these are the patient's values
+        raise ServiceError(
+            "invalid_metadata",
+            f"output={output} copies the patient and study identification, and this file's "
+            f"{', '.join(invalid)} {'is' if len(invalid) == 1 else 'are'} not valid DICOM "
+            "(e.g. a date not written YYYYMMDD, a time not HHMMSS, a UID with letters)",
+        )
     if output == "dicom-sr" and dicom_spacing(source) is None:
         raise ServiceError(
             "invalid_metadata",
@@ -66,6 +75,25 @@ def read_source(data: bytes, media_type: str, output: str):
             "a SequenceOfUltrasoundRegions item with PhysicalDeltaX/Y in cm nor PixelSpacing",
         )
     return source
+
+
+def invalid_values(source, names) -> list[str]:
+    """The attributes of ``names`` whose values break their VR's rules (names only, no values)."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    invalid = []
+    for name in dict.fromkeys(names):
+        if name not in source:
+            continue
+        try:
+            element = source[name]
+            values = element.value if element.VM > 1 else [element.value]
+            for value in values:
+                validate_value(element.VR, value, config.RAISE)
+        except Exception:  # pydicom's message quotes the value: only the name leaves here
+            invalid.append(name)
+    return invalid
 
 
 def copy_patient_study(source, target) -> None:

@@ -16,9 +16,14 @@ highdicom's own construction applies here unchanged (unlike the Segmentation, se
   EF, the same rule as the JSON ``ef`` (:func:`echoseg.cardiac.summarize_areas`).
 
 Volumes need the physical pixel size, so :func:`service.codecs.dicom_source.read_source` refuses a
-``dicom-sr`` request for a file without one before the clip is segmented. A value that is undefined
-is left out of its group rather than written as a number: a clip whose cavity never changes gets
-a ``clip`` group without measurements.
+``dicom-sr`` request for a file without one before the clip is segmented, and :func:`report_dicom`
+refuses (422 ``invalid_metadata``) a clip segmented in a region whose pixel size is unknown (the
+file's region was refused as stale and it has no PixelSpacing): no pixel count is ever labelled ml.
+A value that is undefined is left out of its group rather than written as a number: a clip whose
+cavity never changes gets a ``clip`` group without measurements. The report follows the JSON
+answer's quality gate: when ``ef`` is withheld (``ef_null_reason``), so are the volumes, and
+the ``clip`` group records why as a qualitative evaluation (:data:`WITHHELD`, the reason coded
+in the private scheme :data:`SCHEME`).
 """
 
 from __future__ import annotations
@@ -34,8 +39,11 @@ import echoseg
 from echoseg.cardiac import volume_method_of_discs
 from service.codecs.dicom_seg import MANUFACTURER, SERIES_NUMBER
 from service.codecs.dicom_source import PATIENT_STUDY, copy_patient_study
+from service.core.errors import ServiceError
 
 ML_PER_MM3 = 1e-3
+SCHEME = "99ECHOSEG"  # a private coding scheme (PS3.16 8.2: designators starting "99")
+WITHHELD = ("ef-withheld", "Measurements withheld by the quality gate")  # concept name of the reason
 # highdicom logs the source's SOP Instance UID at INFO while it copies the patient and study
 # attributes; a UID ties a log line to a patient's study, so only its warnings are let through.
 logging.getLogger("highdicom").setLevel(logging.WARNING)
@@ -84,8 +92,16 @@ def report_dicom(
 
     ``summary`` is the JSON read-out (``beats`` with ``ed``, ``es``, ``edv``, ``esv`` in mm³ and
     ``ef`` in %; ``ef``), ``areas`` the per-frame areas, ``mask_at(i)`` frame ``i``'s mask (used
-    only when the clip has no complete beat), ``spacing`` the (row, col) pixel size in mm.
+    only when the clip has no complete beat), ``spacing`` the (row, col) pixel size in mm of the
+    region the clip was segmented in (None: refused, ``invalid_metadata``).
     """
+    if spacing is None:
+        raise ServiceError(
+            "invalid_metadata",
+            "output=dicom-sr reports volumes in ml, which needs the pixel size of the region the clip "
+            "was segmented in: this file's ultrasound region was refused (see the JSON answer's "
+            "warnings) and it has no PixelSpacing",
+        )
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
@@ -99,7 +115,9 @@ def report_dicom(
     ml = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
     percent = hd.sr.CodedConcept("%", "UCUM", "percent")
 
-    def group(label: str, read_out: dict) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    def group(
+        label: str, read_out: dict, why: str | None = None
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
         # DICOM frame numbers start at 1; a single-frame source is referenced whole
         frames = [f + 1 for f in read_out["frames"]] if "NumberOfFrames" in source else None
         images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(source, frames or None)]
@@ -129,16 +147,28 @@ def report_dicom(
             algorithm_id=algorithm,
             finding_sites=site,
             measurements=measurements,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(
+                    hd.sr.CodedConcept(WITHHELD[0], SCHEME, WITHHELD[1]), hd.sr.CodedConcept(why, SCHEME, why)
+                )
+            ]
+            if why
+            else None,
             source_images=images,
         )
 
-    groups = [
-        group(f"beat {i + 1}", {**beat, "frames": [beat["ed"], beat["es"]], "mean": False})
-        for i, beat in enumerate(summary["beats"])
-    ]
-    clip = _clip_read_out(summary, areas, lambda i: volume_method_of_discs(mask_at(i), spacing))
-    # a clip whose cavity never changes has no read-out: its group is there, without measurements
-    groups.append(group("clip", clip or {"edv": None, "esv": None, "ef": None, "frames": [], "mean": False}))
+    nothing = {"edv": None, "esv": None, "ef": None, "frames": [], "mean": False}
+    why = summary.get("ef_null_reason") if summary.get("ef") is None else None
+    if why:  # the quality gate withheld EF: the volumes go with it (gate_summary emptied the beats)
+        groups = [group("clip", nothing, why)]
+    else:
+        groups = [
+            group(f"beat {i + 1}", {**beat, "frames": [beat["ed"], beat["es"]], "mean": False})
+            for i, beat in enumerate(summary["beats"])
+        ]
+        clip = _clip_read_out(summary, areas, lambda i: volume_method_of_discs(mask_at(i), spacing))
+        # a clip whose cavity never changes has no read-out: its group is there, without measurements
+        groups.append(group("clip", clip or nothing))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

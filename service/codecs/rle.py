@@ -22,6 +22,15 @@ def rle_encode(mask: np.ndarray) -> list[int]:
     return [0, *counts] if flat[0] else counts
 
 
+def rle_json_chars(counts: np.ndarray) -> int:
+    """Characters ``counts`` take in a JSON answer (``[c0,c1,...]``), computed without writing them."""
+    counts = np.asarray(counts)
+    if counts.size == 0:
+        return 2
+    digits = np.floor(np.log10(np.maximum(counts, 1))).astype(np.int64) + 1
+    return int(digits.sum()) + counts.size + 1  # the digits, a comma between each two, two brackets
+
+
 def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     """Run lengths -> ``(height, width)`` uint8 mask in {0, 1}."""
     if sum(counts) != height * width:

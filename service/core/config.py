@@ -15,12 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from echoseg.quality import QualityThresholds
 from echoseg.region import DETECT_FRAMES
+from echoseg.runtime import BACKENDS, DEFAULT_MAX_BATCH, DEVICES
 
 _Q = QualityThresholds()  # the defaults, set on synthetic data (echoseg/quality.py)
 
 SCOPES = ("segment", "stream", "read-metrics")
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-DEVICES = ("cpu", "cuda")
+MAX_BATCH_HELP = (
+    "largest batch of windows the batcher gathers for one call of the model; "
+    "also sizes the TensorRT profile and the CUDA graphs the service builds"
+)
 
 
 def available_cpus() -> int:
@@ -40,8 +43,8 @@ class Settings(BaseSettings):
     model: str = Field(
         "models/default", description="a .onnx file, a TensorRT .engine/.plan, or a checkpoint dir"
     )
-    backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = "auto"
-    device: Literal["cpu", "cuda"] = "cpu"
+    backend: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
+    device: Literal[DEVICES] = "cpu"  # type: ignore[valid-type]
     threads: int = Field(0, ge=0, description="intra-op threads; 0 = the CPUs this process may use")
     ort_spinning: bool = Field(
         False, description="let idle ONNX Runtime threads spin (only on dedicated cores)"
@@ -62,8 +65,15 @@ class Settings(BaseSettings):
     )
 
     # -- batching -----------------------------------------------------------------------------
-    max_batch: int = Field(16, ge=1, le=256, description="largest batch of windows the backend runs")
+    max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1, le=256, description=MAX_BATCH_HELP)
     max_batch_wait_ms: float = Field(1.5, ge=0.0, le=100.0, description="how long a batch waits to fill")
+    upload_share: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="share of the backend's windows reserved for uploads while they wait (streams go "
+        "first otherwise); 0 = streams always first, which starves uploads when streams saturate the backend",
+    )
     ws_deflate: bool = Field(
         False,
         description="offer WebSocket per-message deflate; compressing raw frames costs more CPU than "
@@ -92,6 +102,12 @@ class Settings(BaseSettings):
         1024.0,
         gt=0,
         description="decoded gray pixels one upload may produce, MiB, checked frame by frame while decoding",
+    )
+    max_json_mb: float = Field(
+        8.0,
+        gt=0,
+        description="largest JSON answer of POST /v1/segment, MiB (its RLE masks, mostly); a longer one "
+        "gets 413 answer_too_large, pointing to output=npz",
     )
     stream_queue: int = Field(
         32, ge=1, description="frames one stream may have in flight before 'overloaded'"
@@ -239,6 +255,10 @@ class Settings(BaseSettings):
     @property
     def max_decoded_bytes(self) -> int:
         return int(self.max_decoded_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
 
     @property
     def intra_op_threads(self) -> int:

@@ -4,6 +4,10 @@ Library code raises :class:`ServiceError` subclasses (or plain ``ValueError`` fr
 the REST route turns into ``corrupt_input``); the REST exception handler and the WebSocket
 session both read :data:`ERRORS`, so a code means the same thing on both transports and in the
 ``echoseg_errors_total{code}`` metric. docs/service.md lists the same table for clients.
+
+A detail is cut to :data:`MAX_DETAIL_CHARS` here, once for every error: details quote what the
+client sent (a field's value, a type name), and a client must not be able to make an error
+message, and so the answer and the log line that carry it, as large as its input.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ WS_POLICY = 1008
 WS_TOO_BIG = 1009
 WS_INTERNAL = 1011
 WS_TRY_AGAIN = 1013
+MAX_DETAIL_CHARS = 300  # an error detail is cut to this many characters (what it quotes, mostly)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ ERRORS: dict[str, ErrorSpec] = {
         "output needs (a UID, the pixel size) is missing",
     ),
     "payload_too_large": ErrorSpec(413, WS_TOO_BIG, "the body is larger than max_upload_mb"),
+    "answer_too_large": ErrorSpec(
+        413, WS_TOO_BIG, "the JSON answer would pass max_json_mb; ask for output=npz (or a shorter clip)"
+    ),
     "too_many_frames": ErrorSpec(413, WS_TOO_BIG, "the clip has more frames than max_frames"),
     "dimensions_too_large": ErrorSpec(413, WS_TOO_BIG, "frame width/height above the configured limit"),
     # stream protocol
@@ -64,7 +72,9 @@ ERRORS: dict[str, ErrorSpec] = {
     "wrong_frame_dimensions": ErrorSpec(
         400, WS_UNSUPPORTED_DATA, "a decoded frame's size differs from start"
     ),
-    "frame_too_large": ErrorSpec(413, WS_TOO_BIG, "a binary message is larger than a frame can be"),
+    "frame_too_large": ErrorSpec(
+        413, WS_TOO_BIG, "a binary message is larger than a frame can be, or a text message above 64 KiB"
+    ),
     "start_timeout": ErrorSpec(408, WS_POLICY, "no start message within stream_start_timeout_s"),
     "idle_timeout": ErrorSpec(408, WS_POLICY, "no message for stream_idle_timeout_s on a started stream"),
     # capacity, lifecycle, security
@@ -94,6 +104,7 @@ class ServiceError(Exception):
     def __init__(self, code: str, detail: str) -> None:
         if code not in ERRORS:
             raise ValueError(f"unknown error code {code!r}; valid codes: {sorted(ERRORS)}")
+        detail = shorten(detail)
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -108,3 +119,10 @@ class ServiceError(Exception):
 
     def payload(self) -> dict[str, str]:
         return {"type": "error", "code": self.code, "detail": self.detail}
+
+
+def shorten(detail: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """``detail`` cut to ``limit`` characters, saying how long it was (a quoted value may be huge)."""
+    if len(detail) <= limit:
+        return detail
+    return f"{detail[:limit]}... (cut; {len(detail)} characters in all)"

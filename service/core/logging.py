@@ -6,6 +6,11 @@ that passes a handler it is attached to: the value of a ``token`` (or ``access_t
 ``api_key``) query parameter and of an ``Authorization`` header become ``<redacted>``.
 :func:`install_redaction` attaches it to the root and uvicorn handlers and drops the
 websockets library's per-header and per-frame DEBUG records, so headers are never printed.
+
+Patient values: pydicom and highdicom quote the values they warn about (a non-standard birth
+date, a caret-less name, a malformed UID). :class:`WithholdDicomValues` replaces the text of
+every record from those libraries, logged or raised as a Python warning (captured into logging
+by :func:`install_redaction`), by what kind of message it was.
 """
 
 from __future__ import annotations
@@ -63,12 +68,59 @@ def _redact_arg(arg):
 
 
 def install_redaction(*logger_names: str) -> None:
-    """Attach :class:`RedactSecrets` to the handlers of the root logger and of ``logger_names``."""
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", *logger_names):
+    """Attach :class:`RedactSecrets` and :class:`WithholdDicomValues` to the handlers of the root
+    logger and of ``logger_names``; route Python warnings through logging (so they pass them too)."""
+    logging.captureWarnings(True)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", *DICOM_LOGGERS, *logger_names):
         for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-                handler.addFilter(RedactSecrets())
+            for kind in (RedactSecrets, WithholdDicomValues):
+                if not any(isinstance(f, kind) for f in handler.filters):
+                    handler.addFilter(kind())
     for name in HEADER_LOGGERS:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
+
+
+# -- DICOM library messages ----------------------------------------------------------------------
+DICOM_LOGGERS = ("pydicom", "highdicom")
+_DICOM_SOURCE = re.compile(r"[/\\](pydicom|highdicom)[/\\]")  # a warning raised inside either library
+_VR = re.compile(r"\bVR ([A-Z]{2})\b")
+_TAG = re.compile(r"\(\s*[0-9A-Fa-f]{4}\s*,\s*[0-9A-Fa-f]{4}\s*\)")
+
+
+class WithholdDicomValues(logging.Filter):
+    """A handler filter: pydicom's and highdicom's messages, logged or warned, lose their text.
+
+    Those libraries quote the values they find odd ("Invalid value for VR DA: '19620314'", "The
+    string 'DOE JANE' is unlikely to represent the intended person name"): a birth date, a name,
+    a study UID. Such a record keeps its level and origin and says what kind of message it was
+    (the VR and the tag when it named them, which are not patient data); its text is withheld.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        library = _dicom_library(record)
+        if library is None:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = ""
+        hints = [f"VR {m}" for m in _VR.findall(text)[:1]] + _TAG.findall(text)[:1]
+        kind = "warning" if record.name == "py.warnings" else "message"
+        record.msg = f"a {library} {kind} withheld (it may quote patient values)" + (
+            f" [{', '.join(hints)}]" if hints else ""
+        )
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _dicom_library(record: logging.LogRecord) -> str | None:
+    root = record.name.split(".")[0]
+    if root in DICOM_LOGGERS:
+        return root
+    if record.name == "py.warnings":  # logging.captureWarnings: the text starts with the file that warned
+        found = _DICOM_SOURCE.search(str(record.args[0] if record.args else record.msg)[:500])
+        return found.group(1) if found else None
+    return None

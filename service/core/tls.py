@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -183,7 +184,6 @@ def explain_refusal(certfile: str | None) -> str:
             "the server closed the connection after the TLS handshake: it requires a client "
             "certificate (mutual TLS); pass --client-cert"
         )
-    import time
 
     not_after = certificate_not_after(certfile)
     if not_after is not None and not_after < time.time():

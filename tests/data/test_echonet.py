@@ -6,7 +6,8 @@ import pytest
 from echoseg.config import ModelConfig
 from echoseg.preprocess import normalize
 from echoseg.video import VideoError
-from training.data.echonet import DatasetError, EchoNetDataset, load_clips
+from training.data.dataset import EchoNetDataset
+from training.data.echonet import DatasetError, load_clips
 from training.data.tracings import polygon_mask, tracing_mask
 
 from .conftest import make_echonet, moving_square_frames, rect_tracing

@@ -29,14 +29,14 @@ class Doubler(Runtime):
     def __init__(self, low: int, high: int | None) -> None:
         super().__init__()
         self.config = ModelConfig(width=2, depth=3, calibrated_levels=(), input_size=8)
-        self.min_batch, self.max_batch = low, high
+        self.model_min_batch, self.model_max_batch = low, high
         self.calls: list[int] = []
 
     def load(self) -> None:
         self.model_id = "doubler-0"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        assert self.min_batch <= batch.shape[0] <= (self.max_batch or batch.shape[0])
+        assert self.model_min_batch <= batch.shape[0] <= (self.model_max_batch or batch.shape[0])
         self.calls.append(batch.shape[0])
         return 2 * batch[:, 1:2]
 
@@ -100,7 +100,7 @@ def test_providers_for_each_device_and_choice():
 
 def test_tensorrt_provider_options(exported, conv_batch, tmp_path):
     dynamic = resolve(exported("tiny", "matmul"))
-    opts = trt_provider_options(dynamic, tmp_path / "cache", fp16=True, opt_batch=8, max_batch=16)
+    opts = trt_provider_options(dynamic, tmp_path / "cache", fp16=True, profile_max_batch=16)
     assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "cache")
     assert opts["trt_timing_cache_enable"] and opts["trt_fp16_enable"] is True
     assert (
@@ -114,7 +114,7 @@ def test_tensorrt_provider_options(exported, conv_batch, tmp_path):
     )
     assert (tmp_path / "cache").is_dir()
     fixed = resolve(exported("tiny", "conv"))
-    opts = trt_provider_options(fixed, tmp_path / "cache", fp16=False, opt_batch=8, max_batch=16)
+    opts = trt_provider_options(fixed, tmp_path / "cache", fp16=False, profile_max_batch=16)
     assert opts["trt_profile_min_shapes"] == opts["trt_profile_max_shapes"] == f"frames:{conv_batch}x3x32x32"
     assert opts["trt_fp16_enable"] is False
 

@@ -64,7 +64,7 @@ def test_exported_engine_metadata_loads_in_the_runtime(trt, exported, tmp_path):
     artifact = resolve(plan)
     assert artifact.kind == "engine" and artifact.config == resolve(onnx_path).config
     runtime = engine_runtime(plan)
-    assert (runtime.min_batch, runtime.max_batch) == (1, 4)
+    assert (runtime.model_min_batch, runtime.model_max_batch) == (1, 4)
     assert runtime.info()["preset"] == "tiny" and runtime.model_id.startswith("tiny-")
     windows = random_windows(runtime.config, 3, seed=2)
     np.testing.assert_allclose(runtime.infer(windows), onnx_logits(onnx_path, windows), atol=1e-6)

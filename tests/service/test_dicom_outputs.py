@@ -20,7 +20,7 @@ import pytest
 
 from service.codecs.rle import rle_decode
 
-from .conftest import moving_disc_clip
+from .conftest import fake_backend, moving_disc_clip
 from .dicom import PATIENT, dicom_bytes
 from .test_units import npy_bytes
 
@@ -276,3 +276,49 @@ def test_dicom_outputs_refuse_what_they_cannot_reference(fake_server, output, da
     assert body["type"] == "error" and body["code"] == code
     assert output in body["detail"] and named in body["detail"]
     assert fake_server.service.backend.batches == batches  # nothing was inferred
+
+
+def _with_stale_region(data: bytes) -> bytes:
+    """The same file with its ultrasound region reaching past the matrix on one axis only (no
+    consistent factor could repair it), and no PixelSpacing: no pixel size is left to trust."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    region = ds.SequenceOfUltrasoundRegions[0]
+    region.RegionLocationMaxX1 = 3 * int(ds.Columns)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_sr_refuses_volumes_without_the_pixel_size_of_the_region_used(fake_server):
+    """A region refused as stale takes its pixel size with it: 422, never pixel³ labelled ml."""
+    clip = moving_disc_clip(frames=36, height=48, width=40)
+    data = _with_stale_region(dicom_bytes(clip, delta_cm=(0.03, 0.03)))
+    body, _ = _json_masks(fake_server, data)
+    assert body["spacing"] is None and body["volume_unit"] == "pixel3"
+    assert any("ultrasound region 0" in w for w in body["warnings"])
+    resp = _post(fake_server, data, "dicom-sr")
+    assert resp.status_code == 422, resp.text
+    err = resp.json()
+    assert err["code"] == "invalid_metadata" and "pixel size" in err["detail"] and "ml" in err["detail"]
+    with_spacing = dicom_bytes(clip, delta_cm=(0.03, 0.03), pixel_spacing_mm=0.3)
+    assert _post(fake_server, _with_stale_region(with_spacing), "dicom-sr").status_code == 200
+
+
+def test_sr_withholds_volumes_where_the_json_withholds_ef(make_server):
+    """The same quality gate as the JSON answer: no EDV/ESV/EF, and the reason coded in the report."""
+    server = make_server(fake_backend(), max_batch=8, quality_min_confidence=0.9999)
+    data = dicom_bytes(moving_disc_clip(frames=36, height=48, width=40), delta_cm=(0.03, 0.03))
+    body, masks = _json_masks(server, data)
+    assert body["ef"] is None and body["ef_null_reason"] == "low_confidence"
+    assert np.ptp(masks.sum(axis=(1, 2))) > 0, "the cavity does change: volumes could be computed"
+    resp = _post(server, data, "dicom-sr")
+    assert resp.status_code == 200, resp.text
+    sr = hd.sr.srread(io.BytesIO(resp.content))
+    (group,) = sr.content.get_image_measurement_groups()
+    assert group.tracking_identifier == "clip" and group.get_measurements() == []
+    (why,) = group.get_qualitative_evaluations()
+    assert (why.name.value, why.value.value, why.value.scheme_designator) == (
+        "ef-withheld",
+        "low_confidence",
+        "99ECHOSEG",
+    )

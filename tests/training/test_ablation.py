@@ -158,3 +158,25 @@ def test_paired_tests_judge_the_papers_order_on_the_seed_level_ci():
     assert pairs[("tce", "bssf")]["paper_order"] == "undecided"  # +1, -2, +2 points: CI spans 0
     text = "\n".join(ablation.paired_lines(list(pairs.values())))
     assert "| baseline | full | -3.50 |" in text and "full > baseline" in text
+
+
+def test_combining_per_seed_files_links_them_in_the_seeds_folder(tmp_path):
+    """Per-seed reports live in ``<out>/seeds/``; the table over seeds links them from ``<out>``."""
+    import json
+
+    seeds = tmp_path / ablation.SEEDS
+    seeds.mkdir()
+    paths = []
+    for seed in (0, 1):
+        report = _seed_report(seed, {"baseline": [0.90, 0.91], "full": [0.93, 0.92 + seed / 100]})
+        report["budget"] = {**ablation.asdict(ablation.FULL), "seed": seed}
+        report["command"] = f"python -m benchmarks.ablation --seeds {seed}"
+        path = seeds / f"ablation_seed{seed}.json"
+        path.write_text(json.dumps(report))
+        (seeds / f"ablation_seed{seed}.md").write_text("per-seed table\n")
+        paths.append(str(path))
+    assert ablation.main(["--combine", *paths, "--out", str(tmp_path), "--name", "ablation"]) == 0
+    combined = json.loads((tmp_path / "ablation.json").read_text())
+    assert combined["per_seed_reports"] == ["seeds/ablation_seed0.md", "seeds/ablation_seed1.md"]
+    assert "[seeds/ablation_seed0.md](seeds/ablation_seed0.md)" in (tmp_path / "ablation.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation.json", "ablation.md", "seeds"]

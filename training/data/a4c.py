@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter, gaussian_filter1d, map_coordinates
 
 from echoseg.cardiac import ejection_fraction, volume_method_of_discs
+from echoseg.video import write_avi
 from training.data.scanner import (
     EcgTrace,
     Sector,
@@ -864,7 +866,6 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 def _clip_task(args) -> tuple[list, list]:
     """Render clip ``i``, write its video, masks and sidecar; return its FileList and tracing rows."""
     out, seed, i, frames, sizes, split = args
-    from echoseg.video import write_avi
 
     rng = np.random.default_rng([seed, i, 12])
     height, width = sizes[int(rng.integers(len(sizes)))]
@@ -920,8 +921,6 @@ def generate_a4c(
     if workers == 1:
         results = [_clip_task(task) for task in tasks]
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_clip_task, tasks))
     write_csv(out / "FileList.csv", FILELIST_HEADER, [row for row, _ in results])

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from training.data import base
+from training.data.base import DatasetError, DataSource, PlannedClip, Problem
 from training.data.clip import Clip
-from training.data.echonet import DatasetError, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +221,73 @@ def load_camus(root, views=VIEWS) -> list[Clip]:
         raise DatasetError(problems)
     logger.info("loaded %d CAMUS clips (%s) from %s", len(clips), ", ".join(views), root)
     return clips
+
+
+# -- the source ---------------------------------------------------------------------------------
+class CamusSource(DataSource):
+    """A CAMUS folder as a :class:`~training.data.base.DataSource`: one clip per patient and view,
+    named ``patientNNNN_{2CH,4CH}``."""
+
+    kind = "camus"
+    description = "CAMUS (patientNNNN/)"
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.patients = {folder.name: folder for folder in find_patients(self.root)}
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return is_camus(root)
+
+    def names(self, split: str | None = None) -> list[str]:
+        s = base.normalise_split(split)
+        return [f"{p}_{view}" for p in self.patients if s is None or split_of(p) == s for view in VIEWS]
+
+    def load(self, name: str) -> Clip:
+        patient, _, view = name.rpartition("_")
+        if patient not in self.patients or view not in VIEWS:
+            raise DatasetError([Problem(name, "no such CAMUS patient and view", kind="missing")])
+        clip, problems = camus_clip(self.patients[patient], view)
+        if clip is None:
+            raise DatasetError(problems)
+        return clip
+
+    def plan(self) -> list[PlannedClip]:
+        planned = []
+        for folder in self.patients.values():
+            for view in VIEWS:
+                stem = f"{folder.name}_{view}"
+                files = sorted(p for p in folder.iterdir() if p.name.startswith(stem + "_"))
+                files += [p for p in [folder / f"Info_{view}.cfg"] if p.is_file()]
+                if files:
+                    planned.append(PlannedClip(stem, files))
+        return planned
+
+    def check(self) -> dict:
+        problems: list[Problem] = []
+        videos = []
+        for folder in self.patients.values():
+            for view in VIEWS:
+                clip, found = camus_clip(folder, view)
+                problems += found
+                if clip is None:
+                    videos.append(
+                        {"name": f"{folder.name}_{view}", "split": split_of(folder.name), "status": "invalid"}
+                    )
+                    continue
+                videos.append(_check_record(clip, folder.name, problems))
+        counts = Counter(v["split"] for v in videos)
+        return base.check_report(self.root, self.kind, counts, videos, problems, [])
+
+
+def _check_record(clip: Clip, patient: str, problems: list[Problem]) -> dict:
+    """One readable clip of ``echoseg data check``, its ED/ES gt compared with the sequence gt."""
+    t, h, w = clip.frames.shape
+    record = {"name": clip.name, "split": clip.split, "status": "ok", "frames": t, "height": h, "width": w}
+    record.update(spacing=list(clip.spacing), traced_frames=sorted(clip.traced), ed=clip.ed, es=clip.es)
+    record.update(ed_area=int(clip.traced[clip.ed].sum()), es_area=int(clip.traced[clip.es].sum()))
+    if clip.true_masks is not None:
+        record["true"] = base.compare_true(record, clip.traced, clip.true_masks)
+        if not record["true"]["agrees"]:
+            problems.append(Problem(f"{patient}/{clip.name}", "ED/ES gt disagree with the sequence gt"))
+    return record

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
 
 
 def register(subparsers) -> None:
@@ -65,8 +67,6 @@ def register(subparsers) -> None:
 
 
 def run_synth(args) -> int:
-    import time
-
     start = time.perf_counter()
     if args.mode == "zoo":
         from training.data.zoo import LAYOUT_NAMES, generate_zoo
@@ -99,8 +99,6 @@ def run_synth(args) -> int:
 
 
 def run_check(args) -> int:
-    import json
-
     from training.data.check import check_dataset, format_report
 
     report = check_dataset(args.root)
@@ -109,8 +107,6 @@ def run_check(args) -> int:
 
 
 def run_prepare(args) -> int:
-    import json
-
     from training.data.store import default_store_dir, prepare
 
     out = args.out or default_store_dir(args.root)

@@ -25,8 +25,9 @@ from echoseg.config import ModelConfig
 from echoseg.preprocess import normalize, window_indices
 from echoseg.region import DETECT_FRAMES, Region, apply_region, choose_region, mask_to_input
 from training.data.augment import FLIPS, augment_window, check_flips
+from training.data.base import normalise_split
 from training.data.clip import Clip
-from training.data.store import FrameStore
+from training.data.store import FrameStore, ensure_store
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +160,41 @@ class StoreWindowDataset(WindowDataset):
 
     def read_mask(self, i: int, frame: int) -> np.ndarray:
         return self.store.traced_mask(self.names[i], frame)
+
+
+class EchoNetDataset(StoreWindowDataset):
+    """Labelled or unlabelled training windows from an EchoNet-Dynamic folder or its frame store.
+
+    ``root`` is the dataset folder (its frame store, ``store`` or the default cache folder, is
+    prepared on first use and refreshed when the source changed) or a prepared store. Each window
+    reads its k frames from the store; nothing is kept in memory per video.
+    """
+
+    def __init__(
+        self,
+        root,
+        split: str | None,
+        config: ModelConfig,
+        mode: str = "labelled",
+        augment: bool = False,
+        seed: int = 0,
+        windows_per_video: int = 8,
+        store=None,
+    ):
+        frame_store = ensure_store(root, store, progress=False)
+        super().__init__(
+            frame_store,
+            split,
+            config,
+            mode=mode,
+            augment=augment,
+            seed=seed,
+            windows_per_video=windows_per_video,
+        )
+        logger.info(
+            "%s %s windows from %d videos (%s)",
+            len(self),
+            mode,
+            len(self.names),
+            normalise_split(split) or "all",
+        )

@@ -19,53 +19,38 @@ with any of them.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from echoseg.config import ModelConfig
 from echoseg.video import VideoError, read_video
+from training.data.base import (
+    SPLITS,
+    DataSource,
+    PlannedClip,
+    Problem,
+    check_report,
+    compare_true,
+    normalise_split,
+    raise_problems,
+)
+from training.data.base import (
+    DatasetError as DatasetError,  # re-exported: the error load_clips raises
+)
 from training.data.clip import Clip
-from training.data.dataset import StoreWindowDataset
 from training.data.tracings import tracing_mask
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("TRAIN", "VAL", "TEST")
 FILELIST_COLUMNS = ("FileName", "EF", "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 MIN_TRACING_ROWS = 3  # the long axis and at least two chords make a polygon
 EDGE_TOLERANCE = 1.0  # pixels a tracing may stray beyond the image border (rounding of real tracings)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with a dataset, located by file and (1-based) line where it applies."""
-
-    file: str
-    message: str
-    line: int | None = None
-    kind: str = "invalid"  # "missing" | "corrupt" | "header" | "unknown" | "range" | "outside" | "invalid"
-
-    def __str__(self) -> str:
-        where = f"{self.file}, line {self.line}" if self.line is not None else self.file
-        return f"{where}: {self.message}"
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "line": self.line, "kind": self.kind, "message": self.message}
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as it is; ``problems`` lists everything found."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        head = "; ".join(str(p) for p in self.problems[:5])
-        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
-        super().__init__(f"{len(self.problems)} problem(s) in the dataset: {head}{more}")
 
 
 @dataclass
@@ -92,16 +77,6 @@ def video_name(file_name: str) -> str:
     """``'0X1A.avi'`` and ``'0X1A'`` both name the video ``'0X1A'``."""
     name = file_name.strip()
     return name[:-4] if name.lower().endswith(".avi") else name
-
-
-def normalise_split(split: str | None) -> str | None:
-    """``None``/``'all'`` -> ``None``; otherwise the upper-case split name, checked."""
-    if split is None or split.strip().upper() == "ALL":
-        return None
-    s = split.strip().upper()
-    if s not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or 'ALL' (any case), got {split!r}")
-    return s
 
 
 def _read_csv(
@@ -293,13 +268,6 @@ def load_true_masks(root: Path, name: str, shape: tuple[int, int, int]) -> np.nd
     return (masks > 0).astype(np.uint8)
 
 
-def _raise(problems: list[Problem]) -> None:
-    if any(p.kind == "missing" for p in problems):
-        raise FileNotFoundError("; ".join(str(p) for p in problems))
-    if problems:
-        raise DatasetError(problems)
-
-
 def load_clip(index: EchoNetIndex, name: str) -> Clip:
     """Decode one video and build its traced masks; raises on any problem with it."""
     entry = index.videos[name]
@@ -308,7 +276,7 @@ def load_clip(index: EchoNetIndex, name: str) -> Clip:
     except VideoError as exc:
         raise VideoError(f"{entry.file} (FileList.csv line {entry.line}): {exc}") from exc
     traced = index.tracings.get(name, {})
-    _raise(tracing_problems(name, traced, frames.shape))
+    raise_problems(tracing_problems(name, traced, frames.shape))
     masks = traced_masks(traced, frames.shape[1], frames.shape[2])
     ed, es = ed_es(masks)
     if ed < 0:
@@ -342,49 +310,121 @@ def load_clips(root, split: str | None = None) -> list[Clip]:
 
 def iter_clips(root, split: str | None = None):
     """The clips of ``split`` one at a time, checked like :func:`load_clips` before the first is decoded."""
-    index = read_index(root)
-    _raise(index.problems)
-    for p in index.unknown_tracings():
-        logger.warning("%s (ignored)", p)
-    for name in index.names(split):
-        yield load_clip(index, name)
+    source = EchoNetSource(root)
+    source.require_usable()
+    for name in source.names(split):
+        yield source.load(name)
 
 
-class EchoNetDataset(StoreWindowDataset):
-    """Labelled or unlabelled training windows from an EchoNet-Dynamic folder or its frame store.
+# -- the source ---------------------------------------------------------------------------------
+class EchoNetSource(DataSource):
+    """An EchoNet-Dynamic folder as a :class:`~training.data.base.DataSource`; the CSVs are read once."""
 
-    ``root`` is the dataset folder (its frame store, ``store`` or the default cache folder, is
-    prepared on first use and refreshed when the source changed) or a prepared store. Each window
-    reads its k frames from the store; nothing is kept in memory per video.
-    """
+    kind = "echonet"
+    description = "EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/)"
 
-    def __init__(
-        self,
-        root,
-        split: str | None,
-        config: ModelConfig,
-        mode: str = "labelled",
-        augment: bool = False,
-        seed: int = 0,
-        windows_per_video: int = 8,
-        store=None,
-    ):
-        from training.data.store import ensure_store
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.index = read_index(self.root)
 
-        frame_store = ensure_store(root, store, progress=False)
-        super().__init__(
-            frame_store,
-            split,
-            config,
-            mode=mode,
-            augment=augment,
-            seed=seed,
-            windows_per_video=windows_per_video,
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return (root / "FileList.csv").is_file() or (root / "VolumeTracings.csv").is_file()
+
+    def names(self, split: str | None = None) -> list[str]:
+        return self.index.names(split)
+
+    def load(self, name: str) -> Clip:
+        return load_clip(self.index, name)
+
+    def problems(self) -> list[Problem]:
+        return list(self.index.problems)
+
+    def warnings(self) -> list[Problem]:
+        return self.index.unknown_tracings()
+
+    def plan(self) -> list[PlannedClip]:
+        planned = []
+        for name in self.index.names():
+            files = [self.index.video_path(name)]
+            masks = self.root / "Masks" / f"{name}.npy"
+            if masks.is_file():
+                files.append(masks)
+            expected = self.index.videos[name].num_frames
+            planned.append(PlannedClip(name, files, self._meta_digest(name), expected_frames=expected))
+        return planned
+
+    def _meta_digest(self, name: str) -> str:
+        """A digest of the clip's CSV rows (split, EF, tracings): a change re-decodes the clip."""
+        e = self.index.videos[name]
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([e.file, e.split, e.ef, e.fps, e.num_frames]).encode())
+        for f, tf in sorted(self.index.tracings.get(name, {}).items()):
+            h.update(str(f).encode())
+            h.update(np.ascontiguousarray(tf.coords, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    def check(self) -> dict:
+        index = self.index
+        problems = [*self.problems(), *self.warnings()]
+        warnings: list[Problem] = []
+        videos = [check_video(index, name, problems, warnings) for name in index.videos]
+        if (self.root / "Videos").is_dir():
+            listed = {e.file.lower() for e in index.videos.values()}
+            for path in sorted((self.root / "Videos").iterdir()):
+                if path.is_file() and path.name.lower() not in listed:
+                    warnings.append(Problem(f"Videos/{path.name}", "not listed in FileList.csv"))
+        counts = Counter(e.split for e in index.videos.values())
+        return check_report(self.root, self.kind, counts, videos, problems, warnings)
+
+
+def _frame_counts(index: EchoNetIndex, name: str, shape, problems: list[Problem]) -> None:
+    entry = index.videos[name]
+    declared = {"NumberOfFrames": (entry.num_frames, shape[0])}
+    for column, (listed, actual) in declared.items():
+        if listed is not None and listed != actual:
+            msg = f"{entry.file}: {column} {listed} but the video has {actual}"
+            problems.append(Problem("FileList.csv", msg, entry.line))
+
+
+def check_video(index: EchoNetIndex, name: str, problems: list[Problem], warnings: list[Problem]) -> dict:
+    """One video of ``echoseg data check``: its record, with problems and warnings appended."""
+    entry = index.videos[name]
+    record = {"name": name, "split": entry.split, "line": entry.line, "status": "ok"}
+    path = index.video_path(name)
+    where = f"Videos/{entry.file}"
+    if not path.is_file():
+        problems.append(Problem(where, "listed in FileList.csv but not found", entry.line, "missing"))
+        return {**record, "status": "missing"}
+    try:
+        frames, fps = read_video(path)
+    except VideoError as exc:
+        problems.append(Problem(where, f"corrupt or unreadable video ({exc})", entry.line, "corrupt"))
+        return {**record, "status": "corrupt"}
+    t, h, w = frames.shape
+    _frame_counts(index, name, frames.shape, problems)
+    traced = index.tracings.get(name, {})
+    found = tracing_problems(name, traced, frames.shape)
+    problems += found
+    masks = {f: m for f, m in traced_masks(traced, h, w).items() if 0 <= f < t}
+    ed, es = ed_es(masks)
+    record.update(frames=t, height=h, width=w, fps=round(fps, 3), traced_frames=sorted(traced), ed=ed, es=es)
+    record.update(
+        ed_area=int(masks[ed].sum()) if ed >= 0 else None, es_area=int(masks[es].sum()) if es >= 0 else None
+    )
+    if found:
+        record["status"] = "invalid"
+    if len(masks) < 2:
+        warnings.append(
+            Problem(where, f"{len(masks)} usable traced frame(s); ED/ES unknown, not used for training")
         )
-        logger.info(
-            "%s %s windows from %d videos (%s)",
-            len(self),
-            mode,
-            len(self.names),
-            normalise_split(split) or "all",
-        )
+    try:
+        true = load_true_masks(index.root, name, frames.shape)
+    except ValueError as exc:
+        problems.append(Problem(f"Masks/{name}.npy", str(exc)))
+        true = None
+    if true is not None and masks and ed >= 0:
+        record["true"] = compare_true(record, masks, true)
+        if not record["true"]["agrees"]:
+            problems.append(Problem(where, f"tracings disagree with Masks/{name}.npy: {record['true']}"))
+    return record

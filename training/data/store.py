@@ -40,14 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.base import DatasetError, DataSource, PlannedClip, Problem, normalise_split
 from training.data.clip import Clip
+from training.data.sources import detect_kind, open_source
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "echoseg-frame-store"
 VERSION = 1
 INDEX = "store.json"
-KINDS = ("echonet", "camus")
 CHECKPOINT_EVERY = 100  # clips between rewrites of store.json while preparing (an interrupted run resumes)
 MAX_FRAMES = 100_000  # refuse absurd clips (a corrupt header) before allocating for them
 MAX_PIXELS = 4096 * 4096
@@ -89,20 +90,6 @@ class ClipRecord:
 
 
 # -- sources: what a store is made from ------------------------------------------------------------
-def source_kind(root) -> str:
-    """``'echonet'`` (a folder with ``FileList.csv``) or ``'camus'`` (``patientNNNN`` folders)."""
-    from training.data.camus import is_camus
-
-    root = Path(root)
-    if (root / "FileList.csv").is_file():
-        return "echonet"
-    if is_camus(root):
-        return "camus"
-    raise FileNotFoundError(
-        f"{root} is neither an EchoNet-Dynamic folder (FileList.csv) nor a CAMUS folder (patientNNNN/)"
-    )
-
-
 def _stat(root: Path, paths: list[Path]) -> dict[str, list[int]]:
     """``relative path -> [size, mtime_ns]`` of the files that exist (decoding reports a missing one)."""
     out = {}
@@ -126,22 +113,10 @@ def _digest_files(root: Path, rel_paths, extra: str) -> str:
 
 
 @dataclass
-class _Planned:
-    """A clip as the source describes it before decoding: its files and CSV digest."""
-
-    name: str
-    files: list[Path]
-    meta_digest: str
-    locator: str = ""  # CAMUS: the patient folder, relative to the source
-    expected_frames: int | None = None  # EchoNet: NumberOfFrames of FileList.csv
-
-
-@dataclass
 class _Task:
     """One clip to decode, as sent to a worker process."""
 
     name: str
-    locator: str
     store: str
     meta_digest: str
     sources: dict[str, list[int]]
@@ -149,72 +124,13 @@ class _Task:
     expected_frames: int | None = None
 
 
-def _echonet_meta_digest(index, name: str) -> str:
-    e = index.videos[name]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([e.file, e.split, e.ef, e.fps, e.num_frames]).encode())
-    for f, tf in sorted(index.tracings.get(name, {}).items()):
-        h.update(str(f).encode())
-        h.update(np.ascontiguousarray(tf.coords, dtype=np.float64).tobytes())
-    return h.hexdigest()
-
-
-def _plan(root: Path, kind: str):
-    """The clips of a source folder: ``(planned clips, state for the decoding workers)``."""
-    if kind == "echonet":
-        from training.data.echonet import _raise, read_index
-
-        index = read_index(root)
-        _raise(index.problems)
-        for p in index.unknown_tracings():
-            logger.warning("%s (ignored)", p)
-        planned = []
-        for name in index.names():
-            files = [index.video_path(name)]
-            masks = root / "Masks" / f"{name}.npy"
-            if masks.is_file():
-                files.append(masks)
-            meta = _echonet_meta_digest(index, name)
-            planned.append(_Planned(name, files, meta, expected_frames=index.videos[name].num_frames))
-        return planned
-    from training.data.camus import VIEWS, find_patients
-
-    planned = []
-    for folder in find_patients(root):
-        for view in VIEWS:
-            stem = f"{folder.name}_{view}"
-            files = sorted(p for p in folder.iterdir() if p.name.startswith(stem + "_"))
-            files += [p for p in [folder / f"Info_{view}.cfg"] if p.is_file()]
-            if files:
-                planned.append(_Planned(stem, files, "", locator=str(folder.relative_to(root))))
-    return planned
-
-
 # -- decoding one clip (runs in a worker process) ----------------------------------------------
 _WORKER: dict = {}
 
 
-def _init_worker(root: str, kind: str) -> None:
+def _init_worker(root: str) -> None:
     _WORKER.clear()
-    _WORKER.update(root=Path(root), kind=kind)
-    if kind == "echonet":
-        from training.data.echonet import read_index
-
-        _WORKER["index"] = read_index(root)
-
-
-def _load_source_clip(name: str, locator: str) -> Clip:
-    root, kind = _WORKER["root"], _WORKER["kind"]
-    if kind == "echonet":
-        from training.data.echonet import load_clip
-
-        return load_clip(_WORKER["index"], name)
-    from training.data.camus import DatasetError, camus_clip
-
-    clip, problems = camus_clip(root / locator, name.rsplit("_", 1)[1])
-    if clip is None:
-        raise DatasetError(problems)
-    return clip
+    _WORKER["source"] = open_source(root)  # each worker reads the source's index once
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -228,7 +144,7 @@ def _prepare_one(task: _Task) -> tuple[str, dict | None, str | None]:
     """Decode one clip and write its arrays; ``-> (name, record dict or None, error or None)``."""
     name = task.name
     try:
-        clip = _load_source_clip(name, task.locator)
+        clip = _WORKER["source"].load(name)
     except (ValueError, OSError) as exc:  # VideoError, DatasetError, FileNotFoundError
         return name, None, f"{type(exc).__name__}: {exc}"
     frames = clip.frames
@@ -309,11 +225,11 @@ def _read_index(store: Path) -> dict:
     return doc
 
 
-def _write_index(store: Path, source: Path, kind: str, records: dict[str, dict]) -> None:
+def _write_index(store: Path, source: DataSource, records: dict[str, dict]) -> None:
     doc = {
         "format": FORMAT,
         "version": VERSION,
-        "source": {"kind": kind, "root": str(source)},
+        "source": {"kind": source.kind, "root": str(source.root)},
         "clips": [records[n] for n in sorted(records)],
     }
     tmp = store / (INDEX + ".tmp")
@@ -329,7 +245,7 @@ def _arrays_present(store: Path, rec: dict) -> bool:
     return True
 
 
-def _unchanged(store: Path, root: Path, plan: _Planned, old: dict | None, verify: bool):
+def _unchanged(store: Path, root: Path, plan: PlannedClip, old: dict | None, verify: bool):
     """``(unchanged?, sources, content digest)`` of a planned clip against its old record."""
     sources = _stat(root, plan.files)
     if old is None or old.get("meta_digest") != plan.meta_digest or not _arrays_present(store, old):
@@ -354,8 +270,9 @@ def prepare(source, store, workers: int = 1, verify: bool = False, progress: boo
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    source, store = Path(source).resolve(), Path(store).resolve()
-    kind = source_kind(source)
+    source = open_source(Path(source).resolve())
+    store = Path(store).resolve()
+    source.require_usable()
     start = time.perf_counter()
     report = PrepareReport(store)
     with _locked(store):
@@ -363,19 +280,19 @@ def prepare(source, store, workers: int = 1, verify: bool = False, progress: boo
             old = {r["name"]: r for r in _read_index(store)["clips"]}
         except (FileNotFoundError, StoreError):
             old = {}
-        planned = _plan(source, kind)
+        planned = source.plan()
         records: dict[str, dict] = {}
         tasks = []
         for plan in planned:
-            same, sources, digest = _unchanged(store, source, plan, old.get(plan.name), verify)
+            same, sources, digest = _unchanged(store, source.root, plan, old.get(plan.name), verify)
             if same:
                 records[plan.name] = {**old[plan.name], "sources": sources}
                 report.unchanged += 1
             else:
-                digest = digest or _digest_files(source, sources, plan.meta_digest)
-                task = _Task(plan.name, plan.locator, str(store), plan.meta_digest, sources, digest)
-                task.expected_frames = plan.expected_frames
-                tasks.append(task)
+                digest = digest or _digest_files(source.root, sources, plan.meta_digest)
+                tasks.append(
+                    _Task(plan.name, str(store), plan.meta_digest, sources, digest, plan.expected_frames)
+                )
         report.removed = len(set(old) - {p.name for p in planned})
         for name in set(old) - {p.name for p in planned}:
             for sub in ("frames", "traced", "true"):
@@ -384,7 +301,7 @@ def prepare(source, store, workers: int = 1, verify: bool = False, progress: boo
             n = len(planned)
             logger.info("decoding %d of %d clips into %s (%d workers)", len(tasks), n, store, workers)
         bar = tqdm(total=len(tasks), desc="prepare", unit="clip", disable=not progress, dynamic_ncols=True)
-        for i, (name, record, error) in enumerate(_run(tasks, source, kind, workers), start=1):
+        for i, (name, record, error) in enumerate(_run(tasks, source.root, workers), start=1):
             bar.update(1)
             if error is not None:
                 report.problems.append(f"{name}: {error}")
@@ -392,9 +309,9 @@ def prepare(source, store, workers: int = 1, verify: bool = False, progress: boo
             records[name] = record
             report.decoded += 1
             if i % CHECKPOINT_EVERY == 0:  # clips not yet (re)decoded are left out until they are
-                _write_index(store, source, kind, records)
+                _write_index(store, source, records)
         bar.close()
-        _write_index(store, source, kind, records)
+        _write_index(store, source, records)
     report.seconds = time.perf_counter() - start
     report.bytes = store_bytes(store)
     logger.info(
@@ -410,14 +327,14 @@ def prepare(source, store, workers: int = 1, verify: bool = False, progress: boo
     return report
 
 
-def _run(tasks, source: Path, kind: str, workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
+def _run(tasks, source: Path, workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
     """Results of :func:`_prepare_one` over ``tasks``, in order; a process pool when ``workers`` > 1."""
     if workers == 1 or len(tasks) <= 1:
-        _init_worker(str(source), kind)
+        _init_worker(str(source))
         yield from map(_prepare_one, tasks)
         return
     # map() keeps at most ~workers * chunksize clips in flight: memory is a few decoded clips per worker.
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(source), kind)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(source),)) as pool:
         yield from pool.map(_prepare_one, tasks, chunksize=1)
 
 
@@ -443,14 +360,12 @@ def ensure_store(root, store=None, workers: int = 1, progress: bool = True) -> F
 
     ``root`` is a store (refreshed from its recorded source when that folder is reachable) or a
     dataset folder (its store is ``store``, default :func:`default_store_dir`). Raises
-    :class:`~training.data.echonet.DatasetError` when a clip cannot be read.
+    :class:`~training.data.base.DatasetError` when a clip cannot be read.
     """
-    from training.data.echonet import DatasetError, Problem
-
     root = Path(root)
     if is_store(root):
         store, source = root, Path(_read_index(root)["source"]["root"])
-        if source_kind_or_none(source) is None:
+        if detect_kind(source) is None:
             logger.info("store %s: source %s not reachable; using the store as it is", store, source)
             return FrameStore(store)
     else:
@@ -459,13 +374,6 @@ def ensure_store(root, store=None, workers: int = 1, progress: bool = True) -> F
     if report.problems:
         raise DatasetError([Problem(str(source), p, kind="corrupt") for p in report.problems])
     return FrameStore(store)
-
-
-def source_kind_or_none(root) -> str | None:
-    try:
-        return source_kind(root)
-    except FileNotFoundError:
-        return None
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -531,8 +439,6 @@ class FrameStore:
         return len(self.records)
 
     def names(self, split: str | None = None) -> list[str]:
-        from training.data.echonet import normalise_split
-
         s = normalise_split(split)
         return [n for n, r in self.records.items() if s is None or r.split == s]
 

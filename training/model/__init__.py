@@ -3,7 +3,7 @@
 ``build_model(get_preset("lite"))`` gives an :class:`EchoSegNet`; ``training.model.io`` saves
 and loads it with its configuration. Presets and the configuration are the core's
 (``echoseg.presets``, ``echoseg.config``). The network (and so torch) is imported on first use,
-so importing ``training.model.cli`` to register ``echoseg model-info`` stays light.
+so importing ``training.model`` (e.g. for the presets) stays light.
 """
 
 from __future__ import annotations

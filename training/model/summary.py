@@ -17,6 +17,7 @@ takes no time even for the ``paper`` preset.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,12 +86,13 @@ def model_summary(
     preset: str | None = None,
     checkpoint: str | None = None,
     calibration: str | None = None,
-    latency: dict[str, int] | None = None,
+    latency: Callable[[EchoSegNet], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Parameters, FLOPs per frame and configuration of a preset or a checkpoint.
 
-    With ``latency`` (``{"threads": n, "runs": r}``) the network is also timed at batch 1; that
-    needs real weights, so a preset is then built on the CPU instead of the meta device.
+    With ``latency`` (a timing of the network, e.g. :func:`export.latency.measure_latency`, which
+    ``echoseg model-info --latency`` passes) its result is added under ``latency``; that needs real
+    weights, so a preset is then built on the CPU instead of the meta device.
     """
     if (preset is None) == (checkpoint is None):
         raise ValueError("give exactly one of preset or checkpoint")
@@ -118,8 +120,6 @@ def model_summary(
         "config": model.config.to_dict(),
         "meta": meta,
     }
-    if latency:
-        from training.model.latency import measure_latency
-
-        info["latency"] = measure_latency(model, **latency)
+    if latency is not None:
+        info["latency"] = latency(model)
     return info

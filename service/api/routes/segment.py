@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+import traceback
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -17,11 +18,12 @@ from service.api.body import read_upload
 from service.api.deps import ServiceDep, require
 from service.api.schemas import SegmentResult, error_responses
 from service.codecs.clip import open_clip
+from service.codecs.deflate import inflate_dicom
 from service.codecs.dicom_seg import segmentation_dicom
 from service.codecs.dicom_source import DICOM_OUTPUTS, read_source
 from service.codecs.dicom_sr import report_dicom
 from service.codecs.outputs import masks_npz, overlay_mp4
-from service.codecs.rle import rle_decode
+from service.codecs.rle import rle_decode, rle_json_chars
 from service.core.audit import audit_state
 from service.core.errors import ServiceError
 from service.segment import limits_from, model_ref, result_json, segment_upload
@@ -58,6 +60,7 @@ _ERRORS = error_responses(
     "corrupt_input",
     "invalid_metadata",
     "payload_too_large",
+    "answer_too_large",
     "too_many_frames",
     "dimensions_too_large",
     "unauthorized",
@@ -123,15 +126,20 @@ async def segment(
                 )
             finally:
                 service.body_reads -= 1
-            # a DICOM output must be able to reference its source: checked before any inference
-            source = None
-            if output in DICOM_OUTPUTS:
-                source = await asyncio.to_thread(read_source, data, media, output)
             backend, batcher = service.require_ready()
             if service.uploads >= s.max_uploads:
                 raise ServiceError("overloaded", f"{s.max_uploads} uploads are already being processed")
             service.uploads += 1
             try:
+                if media == "application/dicom":  # inflated once, under a cap, in the slot and the budget
+                    inflated = await asyncio.to_thread(inflate_dicom, data, s.max_upload_bytes)
+                    if inflated is not data:
+                        hold(len(inflated))
+                        data = inflated
+                # a DICOM output must be able to reference its source: checked before any inference
+                source = None
+                if output in DICOM_OUTPUTS:
+                    source = await asyncio.to_thread(read_source, data, media, output)
                 work = segment_upload(data, media, backend, batcher, s, service.metrics)
                 result = await _unless_client_leaves(request, work)
                 audit_state(request.scope)["frames"] = result.frames
@@ -209,11 +217,49 @@ async def _respond(result, data: bytes, media: str, output: str, backend, settin
                 **_server_timing(result.timings_ms, started),
             },
         )
+    _check_json_size(result, settings.max_json_bytes)
     body = _dumps(result_json(result, backend))
     return Response(body, media_type="application/json", headers=_server_timing(result.timings_ms, started))
 
 
+def _check_json_size(result, max_bytes: int) -> None:
+    """Refuse a JSON answer longer than ``max_bytes`` before any of it is built (its RLE counts are
+    measured, not written: a clip of many large frames can make an answer hundreds of times its upload)."""
+    per_frame = 64  # area, confidence and flag of a frame, with their separators
+    size = sum(rle_json_chars(c) for c in result.counts) + per_frame * result.frames + 16384
+    if size > max_bytes:
+        raise ServiceError(
+            "answer_too_large",
+            f"the JSON answer would be about {size / 2**20:.1f} MiB ({result.frames} frames of "
+            f"{result.width}x{result.height}), above max_json_mb ({max_bytes / 2**20:g} MiB); ask for "
+            "output=npz (the masks as arrays, with the same summary) or send a shorter clip",
+        )
+
+
 def _dicom_output(result, output: str, source, model: dict) -> bytes:
+    """The DICOM output's bytes. The source's patient and study values were checked by ``read_source``;
+    should highdicom still refuse one, its message (which quotes the value) is neither answered
+    nor logged: the client gets 422 naming the output, the log the error's type and where it arose."""
+    try:
+        return _build_dicom_output(result, output, source, model)
+    except ServiceError:
+        raise
+    except ValueError as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        log.warning(
+            "output=%s refused by the DICOM library: %s at %s:%d",
+            output,
+            type(e).__name__,
+            where.filename.rsplit("/", 1)[-1],
+            where.lineno,
+        )
+        raise ServiceError(
+            "invalid_metadata",
+            f"output={output} could not be built from this file's attributes ({type(e).__name__})",
+        ) from None
+
+
+def _build_dicom_output(result, output: str, source, model: dict) -> bytes:
     if output == "dicom-seg":
         shape = (result.frames, result.height, result.width)
         return segmentation_dicom(source, result.mask_chunks(), shape, model)

@@ -1,9 +1,11 @@
 """A quick latency probe of a network at batch 1: torch eager and ONNX Runtime on the CPU.
 
-Used by ``echoseg model-info --latency`` to size presets. Both run through the runtime layer
-(:mod:`echoseg.runtime`), the code the service serves with; the ONNX file is a temporary export
-made with the product's exporter. These are single-machine figures: on a shared machine compare
-them as ratios inside one run; the reproducible benchmarks live in ``benchmarks/``.
+Used by ``echoseg model-info --latency`` (:mod:`export.model_info`) to size presets. Both run
+through the runtime layer (:mod:`echoseg.runtime`), the code the service serves with; the ONNX
+file is a temporary export made with the product's exporter (:mod:`export.onnx`), which is why
+this lives beside the exporter and not in ``training``. These are single-machine figures: on a
+shared machine compare them as ratios inside one run; the reproducible benchmarks live in
+``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from echoseg.preprocess import random_windows
+from echoseg.runtime.onnxruntime import OnnxRuntime
+from echoseg.runtime.torch import TorchRuntime
+from export.onnx import export_onnx
 from training.model.network import EchoSegNet
 
 
@@ -35,10 +40,6 @@ def time_call(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict[str,
 def measure_latency(model: EchoSegNet, threads: int = 2, runs: int = 20) -> dict[str, dict[str, float]]:
     """Batch-1 latency per output frame of both calibration forms, in torch and ONNX Runtime."""
     import torch
-
-    from echoseg.runtime.onnxruntime import OnnxRuntime
-    from echoseg.runtime.torch import TorchRuntime
-    from export.onnx import export_onnx
 
     windows = random_windows(model.config, 1)
     previous_threads = torch.get_num_threads()

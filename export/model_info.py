@@ -1,4 +1,5 @@
-"""Subcommands of this part of the product (registered by echoseg.cli): ``echoseg model-info``."""
+"""``echoseg model-info``: a network's size and cost (``training.model.summary``) and, with
+``--latency``, its batch-1 time on the runtimes (:mod:`export.latency`, which exports the network)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,18 @@ def register(subparsers) -> None:
 
 
 def run_model_info(args: argparse.Namespace) -> int:
+    from export.latency import measure_latency
     from training.model.summary import model_summary
+
+    def latency(model) -> dict:
+        return measure_latency(model, threads=args.threads, runs=args.runs)
 
     try:
         info = model_summary(
             preset=args.preset,
             checkpoint=args.checkpoint,
             calibration=args.calibration,
-            latency={"threads": args.threads, "runs": args.runs} if args.latency else None,
+            latency=latency if args.latency else None,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")
