@@ -37,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, RESULTS, TimingCap, document, served, time_interleaved, write_result
+from service.codecs.outputs import video_encoder
+from service.codecs.rle import rle_decode
+from training.data.zoo import LAYOUT_NAMES, render_zoo_clip
 
 log = logging.getLogger("benchmarks.zoo")
 
@@ -80,8 +83,6 @@ def with_region(data: bytes, box: tuple[int, int, int, int], spacing_mm: tuple[f
 def mp4_upload(rgb: np.ndarray, fps: float) -> bytes:
     """``(T, H, W, 3)`` RGB -> MP4 (the service's best encoder, yuv420p), as a screen recording."""
     import av
-
-    from service.codecs.outputs import video_encoder
 
     h, w = rgb.shape[1:3]
     rgb = rgb[:, : h - h % 2, : w - w % 2] if (h % 2 or w % 2) else rgb  # yuv420p needs even sides
@@ -173,7 +174,6 @@ def path_scores(url: str, clip) -> dict:
     import httpx
 
     from service.client import stream_frames
-    from service.codecs.rle import rle_decode
 
     height, width = clip.frames.shape[1:]
     uploads = {
@@ -215,7 +215,6 @@ def _path_row(clip, masks: np.ndarray, region: dict | None, warnings: list, h: i
 # -- the run -----------------------------------------------------------------------------------------
 def run(args) -> dict:
     from echoseg.region import detect_region
-    from training.data.zoo import LAYOUT_NAMES, render_zoo_clip
 
     layouts = args.layouts.split(",") if args.layouts else list(LAYOUT_NAMES)
     finders = {"current": detect_region}

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,16 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation, gaussian_filter
 
+from echoseg.video import write_avi
 from training.data.a4c import A4CClip, render_a4c_clip
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
+from training.data.synthetic import (
+    FILELIST_HEADER,
+    TRACINGS_HEADER,
+    assign_splits,
+    echonet_tracing_order,
+    write_csv,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -438,14 +447,6 @@ def generate_zoo(
 
     Clip ``i`` is layout ``layouts[i % len(layouts)]`` with seed ``seed * 100_000 + i``, which must
     stay below :data:`HELD_OUT_SEEDS` (the evaluation clips)."""
-    from training.data.synthetic import (
-        FILELIST_HEADER,
-        TRACINGS_HEADER,
-        assign_splits,
-        echonet_tracing_order,
-        write_csv,
-    )
-
     if videos < 1:
         raise ValueError(f"videos must be at least 1, got {videos}")
     if not 0 <= seed * 100_000 + videos < HELD_OUT_SEEDS:
@@ -459,8 +460,6 @@ def generate_zoo(
     if workers == 1:
         results = [_zoo_task(task) for task in tasks]
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_zoo_task, tasks))
     rows = [row for row, _ in results]
@@ -477,8 +476,6 @@ def generate_zoo(
 
 def _zoo_task(args):
     out, name, seed, frames, split = args
-    from echoseg.video import write_avi
-
     clip = render_zoo_clip(name, seed, frames=frames)
     file = f"0XZOO{zlib.crc32(name.encode()) & 0xFFFF:04X}{seed:08X}"
     write_avi(out / "Videos" / f"{file}.avi", clip.frames, fps=clip.fps)
