@@ -50,9 +50,31 @@ FULL_COVER = 0.9  # a fan whose box covers this much of both sides is taken as t
 MIN_FAN_AREA = 0.05  # a detected fan smaller than this share of the frame is not believed
 MIN_SIDE = 8  # pixels: the smallest region side accepted
 MAX_FAN_POINTS = 256  # vertices of a fan polygon (client or detected)
-VARIANCE_LEVEL = 4.0  # gray levels of temporal std that mark live image (speckle) over static furniture
-INTENSITY_LEVEL = 12.0  # gray levels above which a (smoothed) pixel is image rather than background
-MIN_DARK_OUTSIDE = 0.6  # share of the pixels around a fan that must be black (a scanner's background)
+# Live image versus furniture, relative to each clip's own levels (detect_region, _live_area):
+LIVE_WINDOW = 5  # work pixels: the window the cue (frame-to-frame change, or texture) is smoothed over
+BACKGROUND_PERCENTILE = 10.0  # the frame's background level of the cue (a screen is mostly furniture)
+IMAGE_PERCENTILE = 97.0  # and its image level
+LIVE_LEVEL = 0.12  # live: this far from the background level to the image level
+FAINT_LEVEL = 0.04  # and, next to live image, this far
+MIN_LIT_FRAMES = 4  # with this many frames, pixels bright now and then but mostly off are not image
+FLASH_PERCENTILE = 99.5  # a flash is brighter than half this level of the first frame (a bright trace)
+FLASH_SHARE = 0.02  # mostly off: the median over the frames this near the background level
+MIN_CONTRAST = 0.25  # gray levels between the two below which nothing is live (a black or still frame)
+# The fan's geometry (_fit_geometry):
+FIT_OPENING = 3  # the geometry is fitted to the live area opened this much: lines touching it (an ECG) go
+MIN_SPREAD = 0.05  # edge slopes (dx/dy) closer than this are parallel: a linear array
+VERTICAL_SIDE = 0.2  # share of the rows ending in one column that make it a vertical side
+MAX_ASYMMETRY = 0.02  # edge slopes whose sum exceeds this share of their spread lean: one is shadowed
+FLAT_PREFERENCE = 2.0  # a sector's edge is flat only where a line fits its extremes this much better
+EDGE_BINS = 48  # beams the far and near edges are sampled on
+NEAR_POINT = 0.2  # a live area starting nearer than this share of its depth starts at the transducer
+GAP_LEVELS = 1.5  # gray levels above the background that make a gap above the image a dark near field
+GAP_SHARE = 0.04  # or this share of the image's level above the background, whichever is more
+EDGE_REACH = 6.0  # work pixels: how far each side of a fitted edge its half level is looked for
+ARC_POINTS = 24  # vertices of each arc of a fitted fan
+MIN_FIT_QUALITY = 0.75  # below this fit quality (IoU with the live area) the geometry is not used
+MIN_SHADOWED_FIT = 0.5  # or above this quality when it holds 85 % of the live area
+POOR_FIT = 0.8  # below this quality of the fan used, the region's notes say it may be wrong
 DICOM_MIN_OVERLAP = 0.8  # share of the detected fan a DICOM region must contain, else it is stale
 # Factors a stale DICOM box may be brought back by: the simple fractions of resampled files
 # (x1/2, x2/3, x3/4, ...), largest first. One factor serves both axes (a resample keeps the aspect).
@@ -73,6 +95,7 @@ class Region:
     source: str = "full"
     fan: tuple[tuple[int, int], ...] | None = None  # polygon (x, y) in source pixels; None = whole box
     notes: tuple[str, ...] = field(default=(), compare=False)  # why it was chosen, for the response
+    fit_quality: float | None = field(default=None, compare=False)  # detected: IoU of the fitted fan
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -117,15 +140,21 @@ def full_region(height: int, width: int, note: str | None = None) -> Region:
 # -- detection from the clip -------------------------------------------------------------------------
 def detect_region(frames: np.ndarray) -> Region:
     """The fan of ``(n, H, W) uint8`` frames (the first few of a clip, :data:`DETECT_FRAMES` by
-    default and at most :data:`MAX_DETECT_FRAMES` are used; one frame works too).
+    default and at most :data:`MAX_DETECT_FRAMES` are used; two frames, a stream's first window,
+    or one frame work too).
 
-    With several frames, the image is where pixels vary over time (speckle moves; text, menus
-    and depth scales are static) and are lit in most frames (a scrolling ECG trace or a cursor
-    lights a pixel now and then); a single or static clip falls back to intensity. Thin lines
-    left over are removed by an opening, the largest connected component is kept and its convex
-    hull is the fan (which fills in the dark blood pools). When nothing sensible is found, the
-    fan fills the frame anyway, or what surrounds it is not mostly black (a scanner draws its fan
-    on black; a clip that is image all over is already cropped), the region is the full frame.
+    Live image is told from furniture by the clip's own statistics, never by absolute gray levels
+    (:func:`_live_area`): with several frames by how much a pixel changes from frame to frame
+    (speckle moves; text, menus, a frozen panel or the desktop around a screen capture do not),
+    with one frame (or a still clip) by its local texture (speckle is grainy, backgrounds are
+    flat), each thresholded between the frame's own background and image levels. The largest live
+    area is then fitted with the geometry scanners draw (:func:`_fit_geometry`): two straight
+    edges meeting at the transducer (or parallel: a linear array), a far arc or flat bottom, and a
+    near point, arc or flat top, so that a dark near field, a dark cavity at the apex or bright
+    deep structures give the same fan. The fit's agreement with the live area is the region's
+    ``fit_quality``; where the geometry does not fit (e.g. a zoomed window), the live area's
+    convex hull is the fan, and a poor fit is said in the region's notes. When nothing is found,
+    or the fan fills the frame (an already cropped clip), the region is the full frame.
     """
     if frames.ndim != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (n, H, W) with n >= 1, got shape {frames.shape}")
@@ -133,55 +162,372 @@ def detect_region(frames: np.ndarray) -> Region:
     _, height, width = frames.shape
     step = max(1, math.ceil(max(height, width) / WORK_SIZE))
     small = frames[:, ::step, ::step].astype(np.float32)  # (n, h, w)
-    image = ndimage.uniform_filter(small.mean(axis=0), 3) > INTENSITY_LEVEL
-    if small.shape[0] > 1:
-        live = (small.std(axis=0) > VARIANCE_LEVEL) & ((small > INTENSITY_LEVEL).mean(axis=0) >= 0.5)
-        if live.mean() > 0.01:  # a clip that moves: furniture is what does not
-            image = live
-    square = np.ones((3, 3), bool)
-    opened = ndimage.binary_opening(image, square, iterations=2)  # drops thin lines and small text
-    labels, count = ndimage.label(ndimage.binary_closing(opened, square, iterations=2))
-    if count == 0:
-        return full_region(height, width, "no ultrasound image found; the whole frame is used")
-    sizes = np.bincount(labels.ravel())[1:]
-    component = labels == (int(np.argmax(sizes)) + 1)
-    # the opening also shaved the fan's narrow apex and corners: take back what lies next to it
-    component |= ndimage.binary_dilation(component, square, iterations=3) & image
-    if component.sum() * step * step < MIN_FAN_AREA * height * width:
-        return full_region(height, width, "no ultrasound image found; the whole frame is used")
-    dark = ndimage.uniform_filter(small.mean(axis=0), 3) <= INTENSITY_LEVEL
-    outside = ~ndimage.binary_dilation(component, square, iterations=2)
-    if outside.any() and dark[outside].mean() < MIN_DARK_OUTSIDE:
-        return full_region(height, width)  # not a fan on a black background: the frame is the image
-    polygon = _hull(component, step, height, width)
+    nothing = "no ultrasound image found; the whole frame is used"
+    cue, live = _live_area(small)
+    area = _largest_area(live) if live is not None else None
+    if area is None or area.sum() * step * step < MIN_FAN_AREA * height * width:
+        return full_region(height, width, nothing)
+    core = _open(area, 2 * FIT_OPENING + 1)
+    fitted = _fit_geometry(core if core.any() else area, cue, small.mean(axis=0))
+    area = _fill_holes(area)
+    # the fit is used when it agrees with the live area, or holds all of it (a shadowed side
+    # leaves part of a fan dark, which the symmetric edges restore)
+    if fitted is not None and (
+        fitted[1] >= MIN_FIT_QUALITY or (fitted[1] >= MIN_SHADOWED_FIT and fitted[2] >= 0.85)
+    ):
+        outline, quality, _ = fitted
+    else:  # not a fan scanners draw: the live area's hull, its quality how much of the hull is live
+        outline = _hull(area)
+        quality = float(area.sum() / max(_raster(outline, area.shape).sum(), 1))
+    x_lo, x_hi = _straight_sides(area)  # a zoomed window cuts the sector at its sides
+    box = (max(0, (x_lo - 1) * step), 0, min(width, (x_hi + 2) * step), height)
+    polygon = _clip_polygon(outline * step, box)
+    if polygon is None:
+        return full_region(height, width, nothing)
     xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
     x0, y0, x1, y1 = min(xs), min(ys), max(xs) + 1, max(ys) + 1
     if (x1 - x0) >= FULL_COVER * width and (y1 - y0) >= FULL_COVER * height:
         return full_region(height, width)  # the image fills the frame: an already cropped clip
     if min(x1 - x0, y1 - y0) < MIN_SIDE:
-        return full_region(height, width, "no ultrasound image found; the whole frame is used")
-    return Region(x0, y0, x1, y1, height, width, "detected", polygon)
+        return full_region(height, width, nothing)
+    notes: tuple[str, ...] = ()
+    if quality < POOR_FIT:
+        notes = (
+            f"the detected ultrasound image fits a scanner's fan poorly (fit quality {quality:.2f}); "
+            "the region may be wrong",
+        )
+    return Region(x0, y0, x1, y1, height, width, "detected", polygon, notes, round(quality, 3))
 
 
-def _hull(component: np.ndarray, step: int, height: int, width: int) -> tuple[tuple[int, int], ...]:
-    """Convex hull of a work-resolution component, as a polygon in source pixels (cell corners)."""
-    edge = component & ~ndimage.binary_erosion(component)
-    ys, xs = np.nonzero(edge)
-    # each work pixel covers source pixels [i*step, i*step + step - 1]: use its cell's corners
+def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(n, h, w)`` float frames -> ``(cue, live)``, both ``(h, w)``: the cue, and where the image
+    is live (None: nowhere).
+
+    The cue is the mean absolute change between consecutive frames (frames that move), else the
+    local standard deviation of the mean frame (texture). It is smoothed over a small window and
+    thresholded :data:`LIVE_LEVEL` of the way from the frame's background level (a low
+    percentile: a scanner's screen is mostly furniture on black) to its image level (a high
+    percentile), so that a dim or bright gain, a TGC slope or a palette moves both together.
+    """
+    cue, faint = None, FAINT_LEVEL
+    if small.shape[0] > 1:
+        # the mean change (a dim clip's speckle is mostly black, so a median would miss it; a
+        # scrolling ECG trace or cursor is dropped below as flashing)
+        motion = ndimage.uniform_filter(np.abs(np.diff(small, axis=0)).mean(axis=0), LIVE_WINDOW)
+        if np.percentile(motion, IMAGE_PERCENTILE) > MIN_CONTRAST:
+            cue = motion
+    if cue is None:  # one frame, or frames that do not move: fine texture (speckle is grainy; a
+        # step edge gives a thin line that the opening removes, flat furniture nothing)
+        faint = LIVE_LEVEL
+        mean = small.mean(axis=0)
+        grain = np.abs(mean - ndimage.uniform_filter(mean, 3))
+        cue = ndimage.median_filter(grain, 3)  # thin lines stay thin, speckle stays dense
+    low, high = np.percentile(cue, (BACKGROUND_PERCENTILE, IMAGE_PERCENTILE))
+    if high - low < MIN_CONTRAST:
+        return cue, None  # flat: all black, or one uniform level
+    candidate = cue > low + faint * (high - low)
+    if small.shape[0] >= MIN_LIT_FRAMES:  # a sweeping trace or cursor: bright now and then, else off
+        dark, bright = np.percentile(small[0], (BACKGROUND_PERCENTILE, FLASH_PERCENTILE))
+        median, peak = _median(small), small.max(axis=0)
+        flashing = (median <= dark + FLASH_SHARE * (bright - dark)) & (peak > dark + 0.5 * (bright - dark))
+        candidate &= ~ndimage.binary_dilation(flashing)
+    # hysteresis: what is live beyond doubt, grown through what is faintly live next to it
+    # (a shadowed edge, a dim far field)
+    labels, _ = ndimage.label(candidate)
+    sure = np.unique(labels[cue > low + LIVE_LEVEL * (high - low)])
+    return cue, np.isin(labels, sure[sure > 0])
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    """Dilation by a ``size`` x ``size`` square (separable, so cheap at any size)."""
+    return ndimage.maximum_filter(mask, size)
+
+
+def _erode(mask: np.ndarray, size: int) -> np.ndarray:
+    return ndimage.minimum_filter(mask, size, mode="constant", cval=0)
+
+
+def _open(mask: np.ndarray, size: int) -> np.ndarray:
+    """Opening by a square: drops what is thinner than ``size``."""
+    return _dilate(_erode(mask, size), size)
+
+
+def _median(stack: np.ndarray) -> np.ndarray:
+    """``(n, h, w) -> (h, w)``: the (upper) median over the first axis, sorted pixel by pixel."""
+    n = stack.shape[0]
+    flat = np.sort(stack.reshape(n, -1).T, axis=1)  # (h*w, n), contiguous rows
+    return flat[:, n // 2].reshape(stack.shape[1:])
+
+
+def _fill_holes(area: np.ndarray) -> np.ndarray:
+    """``area`` with its holes filled: the background pieces that do not touch the border."""
+    labels, _ = ndimage.label(~area)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return ~np.isin(labels, border[border > 0])
+
+
+def _largest_area(live: np.ndarray) -> np.ndarray | None:
+    """The largest live area: thin lines and small text dropped by an opening, gaps closed, what
+    the opening shaved off its edges given back. Its holes (dark cavities) are left open: a trace
+    crossing the image's edge would close a loop that filling makes solid."""
+    opened = _open(live, 5)
+    labels, count = ndimage.label(_erode(_dilate(opened, 5), 5))
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    area = labels == (int(np.argmax(sizes)) + 1)
+    area |= _dilate(area, 5) & live
+    return area
+
+
+def _fit_geometry(
+    area: np.ndarray, cue: np.ndarray, mean: np.ndarray
+) -> tuple[np.ndarray, float, float] | None:
+    """A scanner's fan fitted to a live area (work resolution): ``(outline (k, 2) x, y, quality,
+    share of the live area inside the fan)``.
+
+    The straight edges are lines through the area's first and last pixel of each row of its upper
+    half (lower down, a sector's edge turns into its arc). Where they meet is the transducer: a
+    sector (phased or curvilinear array) whose far edge is an arc around it; where they do not
+    meet, a linear array's rectangle or trapezoid. Bottom and top are each the arc or the flat
+    line that fits the area's outline better; a top well below the transducer is kept only when
+    the gap above it is as dark as the background (a curvilinear array's skin line), else the
+    fan reaches the transducer (a dark near field). Each edge is then moved to where the cue
+    crosses halfway between its levels inside and outside (:func:`_edge_shift`), which the
+    smoothing of the cue leaves in place. The quality is the IoU of the fitted fan and the live
+    area, below the top of the live area. None when no fan fits.
+    """
+    h, w = area.shape
+    rows = np.flatnonzero(area.any(axis=1))
+    if rows.size < 8:
+        return None
+    top, span = int(rows[0]), float(rows[-1] - rows[0])
+    cols = [np.flatnonzero(area[y]) for y in rows]
+    left = np.array([c[0] for c in cols], np.float64) - 0.5  # pixel edges
+    right = np.array([c[-1] for c in cols], np.float64) + 0.5
+    upper = (rows >= top + 0.08 * span) & (rows <= top + 0.5 * span)
+    y_fit = rows[upper].astype(np.float64)
+    lines = _fit_line(y_fit, left[upper]), _fit_line(y_fit, right[upper])
+    if lines[0] is None or lines[1] is None:
+        return None
+    (al, bl), (ar, br) = lines
+    for _ in range(2):  # the second pass starts nearer the edge: its levels are cleaner
+        shift_l, _ = _edge_shift(cue, al + bl * y_fit, y_fit, -1.0, bl)
+        shift_r, _ = _edge_shift(cue, ar + br * y_fit, y_fit, 1.0, br)
+        al, ar = al - shift_l * math.hypot(1.0, bl), ar + shift_r * math.hypot(1.0, br)
+    if br - bl > MIN_SPREAD and abs(bl + br) > MAX_ASYMMETRY * (br - bl):
+        # a sector is symmetric about the vertical through its transducer: an edge that leans
+        # in runs along a shadow (a rib, a dropout), so the wider edge is mirrored
+        first = rows <= top + 0.05 * span
+        axis = float(np.median((left[first] + right[first]) / 2))
+        if -bl >= br and bl < 0:
+            apex_y = (axis - al) / bl
+            br, ar = -bl, axis + bl * apex_y
+        elif br > -bl and br > 0:
+            apex_y = (axis - ar) / br
+            bl, al = -br, axis + br * apex_y
+    yy, xx = np.mgrid[0:h, 0:w]
+    ys, xs = np.nonzero(area & (xx >= al + bl * yy) & (xx <= ar + br * yy))
+    if ys.size < 0.5 * area.sum():
+        return None  # most of the live area lies outside the edges: not a fan
+    if br - bl > MIN_SPREAD:  # the edges meet: a sector around the transducer
+        apex = ((al * br - ar * bl) / (br - bl), (al - ar) / (br - bl))
+        if apex[1] > top + 0.25 * span:
+            return None  # the edges cross inside the image: not a fan
+        depth = np.hypot(xs - apex[0], ys - apex[1])
+        beam = np.arctan2(xs - apex[0], ys - apex[1])
+        angles = (math.atan(bl), math.atan(br))
+    else:  # parallel edges: a linear array
+        apex, depth, beam, angles = None, ys.astype(np.float64), xs.astype(np.float64), None
+    far = _far_edge(cue, apex, depth, beam, ys)
+    near = _near_edge(cue, apex, depth, beam, ys, area, mean, (al, bl, ar, br))
+    if near is None and apex is None:  # a linear array starts where its image does
+        near = ("flat", top - 0.5)
+    outline = _outline(apex, angles, (al, bl, ar, br), near, far)
+    if outline is None:
+        return None
+    fan = _raster(outline, (h, w))
+    below = np.zeros_like(area)
+    below[top:] = True
+    filled = _fill_holes(area)
+    quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
+    contained = float((fan & filled).sum() / max(filled.sum(), 1))
+    return outline, quality, contained
+
+
+def _straight_sides(area: np.ndarray) -> tuple[float, float]:
+    """The area's leftmost and rightmost columns where it ends in a vertical side (many rows end
+    there: a zoomed window's edge), else +-inf (a sector's corner touches its extreme column in a
+    few rows only, and a shadowed corner must not cut the fan)."""
+    rows = np.flatnonzero(area.any(axis=1))
+    first = np.argmax(area[rows], axis=1)
+    last = area.shape[1] - 1 - np.argmax(area[rows, ::-1], axis=1)
+    lo, hi = float(first.min()), float(last.max())
+    lo = lo if (first == lo).mean() > VERTICAL_SIDE else -math.inf
+    hi = hi if (last == hi).mean() > VERTICAL_SIDE else math.inf
+    return lo, hi
+
+
+def _fit_line(ys: np.ndarray, xs: np.ndarray) -> tuple[float, float] | None:
+    """``x = a + b * y`` through edge points, refitted twice on the points nearest the last fit."""
+    if ys.size < 4:
+        return None
+    keep = np.ones(ys.size, bool)
+    a = b = 0.0
+    for _ in range(3):
+        b, a = np.polyfit(ys[keep], xs[keep], 1)
+        residual = np.abs(xs - (a + b * ys))
+        keep = residual <= max(1.5, float(np.percentile(residual, 70)))
+        if keep.sum() < 4:
+            break
+    return float(a), float(b)
+
+
+def _edge_shift(cue: np.ndarray, xs, ys, nx, ny) -> tuple[float, float]:
+    """How far (work pixels, outwards along the normal ``(nx, ny)``, per point or shared) an edge
+    through points ``(xs, ys)`` lies from where the cue, averaged along it, crosses halfway between
+    its level inside (3-6 pixels in) and outside (3-6 pixels out), and the step between those
+    levels: ``(shift, step)``; the shift is 0 without a clear step."""
+    nx, ny = np.broadcast_to(nx, np.shape(xs)), np.broadcast_to(ny, np.shape(xs))
+    norm = np.hypot(nx, ny)
+    nx, ny = nx / norm, ny / norm
+    offsets = np.arange(-EDGE_REACH, EDGE_REACH + 0.25, 0.5)
+    px = xs[None, :] + offsets[:, None] * nx[None, :]
+    py = ys[None, :] + offsets[:, None] * ny[None, :]
+    profile = ndimage.map_coordinates(cue, [py.ravel(), px.ravel()], order=1, mode="nearest")
+    profile = profile.reshape(offsets.size, -1).mean(axis=1)  # (offsets,)
+    inside = float(np.median(profile[offsets <= -EDGE_REACH / 2]))
+    outside = float(np.median(profile[offsets >= EDGE_REACH / 2]))
+    step = inside - outside
+    if step <= 0.25 * max(inside, 1e-6):
+        return 0.0, step
+    mid = 0.5 * (inside + outside)
+    below = np.flatnonzero((profile < mid) & (offsets > -EDGE_REACH / 2))
+    if below.size == 0:
+        return 0.0, step
+    i = int(below[0])
+    p0, p1 = profile[i - 1], profile[i]
+    return float(offsets[i - 1] + 0.5 * (p0 - mid) / max(p0 - p1, 1e-9)), step
+
+
+def _beam_extremes(depth, beam, ys, far: bool) -> np.ndarray:
+    """The area's farthest (or nearest) ``depth`` on each of :data:`EDGE_BINS` beams (``beam``:
+    the angle around the transducer, or the column of a linear array): ``(k, 3)`` depth, beam, row;
+    the beams at the sides (which run into the straight edges) and empty beams left out."""
+    span = max(float(np.ptp(beam)), 1e-9)
+    bins = np.clip(((beam - beam.min()) / span * EDGE_BINS).astype(int), 0, EDGE_BINS - 1)
+    rank = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-9) * 0.999
+    order = np.argsort(bins + (rank if far else 0.999 - rank))  # by bin, the extreme last
+    last = np.flatnonzero(np.diff(bins[order], append=EDGE_BINS))
+    pick = order[last]
+    out = np.stack([depth[pick], beam[pick], ys[pick]], axis=1)
+    margin = int(0.15 * len(out))
+    return out[margin : len(out) - margin] if len(out) > 2 * margin + 3 else out
+
+
+def _far_edge(cue, apex, depth, beam, ys) -> tuple[str, float]:
+    """The fan's far edge: ``("arc", radius)`` around the transducer or ``("flat", row)``,
+    whichever fits the area's outline better, moved to the cue's half level."""
+    ext = _beam_extremes(depth, beam, ys, far=True)
+    return _edge(cue, apex, ext, outward=1.0)
+
+
+def _edge(cue, apex, ext: np.ndarray, outward: float) -> tuple[str, float]:
+    """An arc around the transducer or a flat row through the extreme points ``ext`` (see
+    :func:`_beam_extremes`), whichever fits them better, moved to the cue's half level;
+    ``outward``: +1 for the far edge, -1 for the near one."""
+    # a live area falls short of its fan (a dim far field, a dark near field) more often than it
+    # overshoots: the edge is placed at the upper (far) or lower (near) quartile of the extremes
+    quartile = 50.0 + 15.0 * outward
+    row = float(np.percentile(ext[:, 2], quartile))
+    flat_err = float(np.median(np.abs(ext[:, 2] - np.median(ext[:, 2]))))
+    if apex is not None:  # a sector's edge is an arc unless a flat line fits it much better
+        radius = float(np.percentile(ext[:, 0], quartile))
+        if float(np.median(np.abs(ext[:, 0] - np.median(ext[:, 0])))) <= FLAT_PREFERENCE * flat_err:
+            theta = ext[:, 1]
+            xs, ys = apex[0] + radius * np.sin(theta), apex[1] + radius * np.cos(theta)
+            shift, _ = _edge_shift(cue, xs, ys, outward * np.sin(theta), outward * np.cos(theta))
+            return "arc", radius + outward * shift
+    # the columns of the extreme points (a linear array's beams are columns)
+    xs = ext[:, 1] if apex is None else apex[0] + ext[:, 0] * np.sin(ext[:, 1])
+    ys = np.full(xs.shape, row)
+    return "flat", row + outward * _edge_shift(cue, xs, ys, 0.0, outward)[0]
+
+
+def _near_edge(cue, apex, depth, beam, ys, area, mean, lines) -> tuple[str, float] | None:
+    """The fan's near edge: None (the transducer itself: a phased array), or an arc or flat line
+    when the live area starts well below the transducer and the gap between is as dark as the
+    background (a dark near field gives None)."""
+    ext = _beam_extremes(depth, beam, ys, far=False)
+    if apex is not None and np.median(ext[:, 0]) < NEAR_POINT * depth.max():
+        return None
+    kind, value = _edge(cue, apex, ext, outward=-1.0)
+    h, w = area.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    al, bl, ar, br = lines
+    wedge = (xx >= al + bl * yy) & (xx <= ar + br * yy)
+    if apex is not None:
+        wedge &= yy >= apex[1]
+        before = np.hypot(xx - apex[0], yy - apex[1]) < value if kind == "arc" else yy < value
+    else:
+        before = yy < value
+    gap = wedge & before & ~area
+    background = ~ndimage.binary_dilation(area | wedge, iterations=3)
+    if gap.sum() < 8 or not background.any():
+        return kind, value
+    black = float(np.median(mean[background]))
+    image = float(np.median(mean[area]))
+    if np.median(mean[gap]) > black + max(GAP_LEVELS, GAP_SHARE * (image - black)):
+        return None  # a dark near field: the fan reaches the transducer
+    return kind, value
+
+
+def _outline(apex, angles, lines, near, far) -> np.ndarray | None:
+    """The fan's outline ``(k, 2)`` (x, y), clockwise from the near left corner (work pixels)."""
+    al, bl, ar, br = lines
+
+    def on_lines(y: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        return (al + bl * y, y), (ar + br * y, y)
+
+    def arc(radius: float, start: float, stop: float) -> list[tuple[float, float]]:
+        return [
+            (apex[0] + radius * math.sin(t), apex[1] + radius * math.cos(t))
+            for t in np.linspace(start, stop, ARC_POINTS)
+        ]
+
+    if near is None:
+        top = [apex]
+    elif near[0] == "arc":
+        top = arc(near[1], angles[0], angles[1])
+    else:
+        top = list(on_lines(near[1]))
+    if far[0] == "arc":
+        bottom = arc(far[1], angles[1], angles[0])
+    else:
+        left, right = on_lines(far[1])
+        bottom = [right, left]
+    outline = np.array(top + bottom, np.float64)
+    return outline if len(outline) >= 3 and np.ptp(outline[:, 1]) > 1 else None
+
+
+def _hull(area: np.ndarray) -> np.ndarray:
+    """The convex hull of a work-resolution area: ``(k, 2)`` (x, y) vertices (pixel corners)."""
+    ys, xs = np.nonzero(area & ~ndimage.binary_erosion(area))
     corners = np.concatenate(
-        [np.stack([xs * step + dx, ys * step + dy], axis=1) for dx in (0, step - 1) for dy in (0, step - 1)]
+        [np.stack([xs + dx, ys + dy], axis=1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]
     )
-    corners = np.unique(corners, axis=0)
-    corners[:, 0] = np.clip(corners[:, 0], 0, width - 1)
-    corners[:, 1] = np.clip(corners[:, 1], 0, height - 1)
     try:
-        vertices = corners[ConvexHull(corners).vertices]
+        return corners[ConvexHull(corners).vertices]
     except Exception:  # degenerate (a line): its bounding box
         lo, hi = corners.min(axis=0), corners.max(axis=0)
-        vertices = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
-    if len(vertices) > MAX_FAN_POINTS:
-        vertices = vertices[np.linspace(0, len(vertices) - 1, MAX_FAN_POINTS).astype(int)]
-    return tuple((int(x), int(y)) for x, y in vertices)
+        return np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+
+
+def _raster(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(k, 2)`` (x, y) polygon -> ``shape`` bool mask (pixels on or inside it)."""
+    img = Image.new("1", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in polygon], fill=1, outline=1)
+    return np.asarray(img, dtype=bool)
 
 
 # -- DICOM -----------------------------------------------------------------------------------------

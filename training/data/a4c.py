@@ -726,6 +726,9 @@ def render_a4c_clip(
     color: bool = False,
     cropped: bool | None = None,
     fps: float | None = None,
+    sector=None,
+    acoustics=None,
+    depth_mm: float | None = None,
 ) -> A4CClip:
     """Render one apical four-chamber clip with its true masks and the fan's geometry.
 
@@ -733,6 +736,11 @@ def render_a4c_clip(
     bounding box stretched over the whole frame, as EchoNet-Dynamic's 112x112 videos are, without
     furniture. ``color`` returns ``(T, H, W, 3)`` RGB frames (furniture in colour, the image in grey
     with a slight tint); the masks are always ``(T, H, W)``.
+
+    Scanner variations (``training.data.zoo``) enter through two hooks: ``sector`` (a function
+    ``(rng, height, width, depth_mm) -> Sector`` replacing the drawn placement) and ``acoustics``
+    (a function ``Acoustics -> Acoustics`` applied to the drawn imaging parameters); ``depth_mm``
+    fixes the image depth (default: drawn from the heart's size, 12-18 cm).
     """
     if frames < 4:
         raise ValueError(f"frames must be at least 4, got {frames}")
@@ -746,15 +754,17 @@ def render_a4c_clip(
     fps = float(fps or geo_rng.choice(FPS_CHOICES))
 
     anatomy = sample_anatomy(geo_rng)
-    depth_mm = anatomy.lv_length + anatomy.la_length + geo_rng.uniform(20.0, 50.0)
-    depth_mm = float(np.clip(depth_mm, 120.0, 180.0))  # 12-18 cm, the atria sometimes cut off
-    make_sector = cropped_sector if cropped else scanner_sector
+    drawn_depth = anatomy.lv_length + anatomy.la_length + geo_rng.uniform(20.0, 50.0)
+    drawn_depth = float(np.clip(drawn_depth, 120.0, 180.0))  # 12-18 cm, the atria sometimes cut off
+    depth_mm = drawn_depth if depth_mm is None else float(depth_mm)
+    make_sector = sector or (cropped_sector if cropped else scanner_sector)
     sector = make_sector(img_rng, height, width, depth_mm)
     apex, angle = _place_heart(geo_rng, anatomy, depth_mm, sector.half_angle)
     curve, starts = contraction_curve(geo_rng, frames, fps)
     flip = bool(geo_rng.random() < 0.25)
     motion = sample_motion(geo_rng, anatomy, curve, fps, apex, angle, flip)
-    tissue, acoustics = sample_tissue(img_rng), sample_acoustics(img_rng)
+    tissue, drawn = sample_tissue(img_rng), sample_acoustics(img_rng)
+    acoustics = acoustics(drawn) if acoustics is not None else drawn
 
     # Polar grid: about 1.5 output pixels per depth sample and 4 per beam line at the deepest arc.
     radius_px = depth_mm / sector.spacing_y

@@ -20,9 +20,10 @@ def register(subparsers) -> None:
     synth.add_argument("--videos", type=int, required=True, help="number of clips")
     synth.add_argument(
         "--mode",
-        choices=("simple", "a4c"),
+        choices=("simple", "a4c", "zoo"),
         default="simple",
-        help="simple: one cavity in a ring, square frames; a4c: apical four-chamber scanner frames",
+        help="simple: one cavity in a ring, square frames; a4c: apical four-chamber scanner frames; "
+        "zoo: A4C clips in the scanner zoo's layouts (training.data.zoo), in turn",
     )
     synth.add_argument(
         "--frames", type=int, default=None, help="frames per clip (default: 96 simple, 48 a4c)"
@@ -32,6 +33,9 @@ def register(subparsers) -> None:
         "--sizes",
         default="112x112,240x320,480x640,600x800,708x1016",
         help="a4c mode: HEIGHTxWIDTH frame sizes drawn per clip (a square <= 128 is an EchoNet-style crop)",
+    )
+    synth.add_argument(
+        "--layouts", default=None, help="zoo mode: comma-separated layout names (default: all of them)"
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
     synth.add_argument("--workers", type=int, default=1, help="a4c mode: processes rendering clips")
@@ -64,7 +68,18 @@ def register(subparsers) -> None:
 
 def run_synth(args) -> int:
     start = time.perf_counter()
-    if args.mode == "a4c":
+    if args.mode == "zoo":
+        from training.data.zoo import LAYOUT_NAMES, generate_zoo
+
+        out = generate_zoo(
+            args.out,
+            args.videos,
+            frames=args.frames or 48,
+            layouts=args.layouts.split(",") if args.layouts else LAYOUT_NAMES,
+            seed=args.seed,
+            workers=args.workers,
+        )
+    elif args.mode == "a4c":
         from training.data.a4c import generate_a4c
 
         out = generate_a4c(

@@ -61,9 +61,15 @@ class Sector:
         return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
 
 
-def scanner_sector(rng: np.random.Generator, height: int, width: int, depth_mm: float) -> Sector:
-    """A sector placed as scanners place it: apex near the top, about two thirds of the frame, offset."""
-    half = math.radians(rng.uniform(30.0, 45.0))
+def scanner_sector(
+    rng: np.random.Generator, height: int, width: int, depth_mm: float, half_angle: float | None = None
+) -> Sector:
+    """A sector placed as scanners place it: apex near the top, about two thirds of the frame, offset.
+
+    ``half_angle`` (radians) fixes the sector's half width (default: drawn, 30-45 degrees).
+    """
+    half = math.radians(rng.uniform(30.0, 45.0))  # drawn either way: a given seed places the same
+    half = half if half_angle is None else half_angle
     top = height * rng.uniform(0.04, 0.12)  # menu bar / text above the transducer
     bottom = height * rng.uniform(0.08, 0.16)  # ECG strip below the fan
     radius = height - top - bottom  # fan depth in pixels

@@ -1,0 +1,56 @@
+"""The fan finder on every layout of the scanner zoo: the detected fan is the true one (IoU) from
+a clip's first frames and from a stream's first window, and the fit quality is reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from echoseg.region import Region, detect_region
+from training.data.zoo import LAYOUT_NAMES, render_zoo_clip
+
+SEED = 31  # a zoo clip the finder was not tuned on (benchmarks/zoo.py scores its own held-out seeds)
+
+
+def fan_area(region: Region) -> np.ndarray:
+    out = np.zeros((region.height, region.width), bool)
+    mask = region.fan_mask
+    out[region.y0 : region.y1, region.x0 : region.x1] = True if mask is None else mask
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module", params=LAYOUT_NAMES)
+def clip(request):
+    return render_zoo_clip(request.param, SEED, frames=8)
+
+
+def test_the_fan_is_found_from_the_first_frames_and_from_a_streams_first_window(clip):
+    for frames in (clip.frames, clip.frames[:2]):  # a clip's first frames; a stream's first window
+        region = detect_region(frames)
+        assert region.source == "detected", (clip.layout, len(frames), region.notes)
+        assert iou(fan_area(region), clip.fan) >= 0.90, (clip.layout, len(frames))
+        assert region.fit_quality is not None and 0.0 < region.fit_quality <= 1.0
+
+
+@pytest.mark.parametrize("name", ["standard", "sepia", "linear"])
+def test_one_frame_gives_a_fan(name):
+    clip = render_zoo_clip(name, SEED, frames=4)
+    region = detect_region(clip.frames[:1])
+    assert region.source == "detected"
+    assert iou(fan_area(region), clip.fan) >= 0.80, name
+
+
+def test_a_poor_fit_is_said_in_the_notes():
+    """Moving speckle in an L-shaped area is no fan a scanner draws: the region says so."""
+    rng = np.random.default_rng(0)
+    shape = np.zeros((240, 320), bool)
+    shape[20:220, 20:80] = True
+    shape[160:220, 20:300] = True
+    frames = (rng.rayleigh(50.0, (4, 240, 320)) * shape).clip(0, 255).astype(np.uint8)
+    region = detect_region(frames)
+    assert region.source == "detected" and region.fit_quality < 0.8
+    assert any("fits a scanner's fan poorly" in n for n in region.notes), region.notes
