@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--max-batch", type=int, dest="max_batch")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the CPUs this process may use)")
+    p.add_argument(
+        "--int8", action="store_const", const=True, help="serve the model quantized to INT8 (ONNX Runtime)"
+    )
     tls = p.add_argument_group("TLS and authentication (default: the ECHOSEG_ settings of the same name)")
     tls.add_argument("--ssl-certfile", help="PEM certificate chain: serve HTTPS and wss://")
     tls.add_argument("--ssl-keyfile", help="PEM private key of the certificate")
@@ -136,6 +139,7 @@ def serve(args: argparse.Namespace) -> int:
             "device": args.device,
             "max_batch": args.max_batch,
             "threads": args.threads,
+            "int8": args.int8,
         }.items()
         if v is not None
     }
