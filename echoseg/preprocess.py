@@ -2,7 +2,11 @@
 
 Frames are uint8 grayscale. The network sees them resized to ``input_size`` (bilinear), scaled
 to [0, 1] and normalised with the preset's mean/std; its masks are brought back to the clip's
-size by resizing the probability map (bilinear) and thresholding it there.
+size by resizing the probability map (bilinear) and thresholding it there. The service's masks
+(:func:`logits_to_masks`) take that resize in 8 bits (:func:`resized_masks`): probabilities
+rounded to 1/255 and resized by Pillow's integer path, several times faster than a float resize
+of a scanner-size frame; only pixels whose interpolated probability lies within about 1/255 of the
+threshold can differ from the float form (:func:`resize_probabilities`, still the reference).
 
 Windows: which frames the model sees for each target frame, the same for a whole clip
 (:func:`clip_windows`) and for a stream (:class:`StreamWindows`). Frames beyond either end of a
@@ -20,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from echoseg.config import ModelConfig
-from echoseg.region import Region, apply_region, map_back
+from echoseg.region import Region, apply_region, map_back_masks
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -54,9 +58,35 @@ def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarra
     return out
 
 
+def resized_masks(
+    prob: np.ndarray,
+    height: int,
+    width: int,
+    threshold: float,
+    box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}``: the bilinear resize of the
+    probabilities, thresholded, computed in 8 bits.
+
+    ``box`` ``(x0, y0, x1, y1)``, in the map's pixels, is the part of the map brought to
+    ``height x width`` (default all of it); it gives the pixels of resizing the whole map to the
+    larger size and cropping (up to the rounding of the box's corners), without the larger map.
+    """
+    if prob.ndim != 3:
+        raise ValueError(f"probabilities must be (T, S, S), got shape {prob.shape}")
+    # (T, S, S) float -> (T, S, S) uint8, probability in 1/255 steps
+    levels = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    level = np.float32(threshold * 255.0)
+    out = np.empty((prob.shape[0], height, width), dtype=np.uint8)
+    for i, p in enumerate(levels):
+        resized = Image.fromarray(p).resize((width, height), Image.BILINEAR, box=box)  # (height, width)
+        np.greater(np.asarray(resized), level, out=out[i])
+    return out
+
+
 def probabilities_to_masks(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
     """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}`` masks at the clip's size."""
-    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
+    return resized_masks(prob, height, width, threshold)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -79,7 +109,7 @@ def logits_to_masks(
         return probabilities_to_masks(prob, height, width, config.threshold)
     if (region.height, region.width) != (height, width):
         raise ValueError(f"the region is for {region.width}x{region.height} frames, not {width}x{height}")
-    return (map_back(prob, region) > config.threshold).astype(np.uint8)
+    return map_back_masks(prob, region, config.threshold)
 
 
 # -- windows -----------------------------------------------------------------------------------

@@ -412,6 +412,30 @@ def map_back(prob: np.ndarray, region: Region) -> np.ndarray:
     return out
 
 
+def map_back_masks(prob: np.ndarray, region: Region, threshold: float) -> np.ndarray:
+    """``(T, S, S)`` model-size probabilities -> ``(T, H, W) uint8 {0, 1}`` masks on the source frame.
+
+    :func:`map_back` thresholded, made at the mask's own resolution: only the box's part of the
+    map is resized (to the box, in 8 bits: :func:`echoseg.preprocess.resized_masks`), never the
+    padded square or a float frame.
+    """
+    from echoseg.preprocess import resized_masks
+
+    if region.is_full:
+        return resized_masks(prob, region.height, region.width, threshold)
+    size = prob.shape[-1]
+    scale = size / square_side(region)  # model pixels per source pixel
+    top, left = _pad_offsets(region)
+    bh, bw = region.y1 - region.y0, region.x1 - region.x0
+    box = (left * scale, top * scale, (left + bw) * scale, (top + bh) * scale)
+    inside = resized_masks(prob, bh, bw, threshold, box)  # (T, S, S) -> (T, bh, bw)
+    if region.fan_mask is not None:
+        inside &= region.fan_mask
+    out = np.zeros((prob.shape[0], region.height, region.width), dtype=np.uint8)
+    out[:, region.y0 : region.y1, region.x0 : region.x1] = inside
+    return out
+
+
 def input_fan(region: Region, size: int) -> np.ndarray | None:
     """``(size, size)`` bool: where the model's input holds image (None: everywhere)."""
     if region.is_full:
