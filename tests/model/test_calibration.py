@@ -227,3 +227,11 @@ def test_invalid_form_and_dilations_are_rejected():
         SemanticCalibration(4, aggregation="hadamard")
     with pytest.raises(ValueError, match="fanin"):
         SemanticCalibration(4, scaling="sqrt")
+
+
+def test_the_default_summary_form_is_the_one_the_export_cache_names():
+    from echoseg.forms import SUMMARY_FORM
+    from training.model.calibration import SUMMARIES, SUMMARY_DEFAULT
+
+    assert SUMMARY_DEFAULT == SUMMARY_FORM and SUMMARY_DEFAULT in SUMMARIES
+    assert SemanticCalibration(4).summary == SUMMARY_DEFAULT

@@ -113,13 +113,18 @@ def slice_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
 
 def summarize_slices(x: torch.Tensor, bins: tuple[int, ...] = BINS) -> torch.Tensor:
     """:func:`summarize` written as a static slice and a max per bin (a slice, a max, a stack per
-    bin and axis: hundreds of graph nodes per summary), the form exported before; kept as the
-    reference :func:`summarize` is tested against and for before/after benchmarks."""
+    bin and axis: about 300 graph nodes per summary); the reference :func:`summarize` is tested
+    against, and the default form (:data:`SUMMARY_DEFAULT`)."""
     return torch.cat([slice_max_pool(x, b).flatten(2) for b in bins], dim=-1)
 
 
 # summary form -> function; the names are those of echoseg.forms.SUMMARY_FORM and the exports' metadata
 SUMMARIES = {"masked-max": summarize, "slices": summarize_slices}
+# The form networks are built with. Measured side by side in ONNX Runtime (CPU, 1 thread;
+# benchmarks/results/graph_ops.json and the single-summary timings in docs/export.md): the masked
+# form has a tenth of the nodes and is about as fast at batch 1, but its (B, C, R, H, W) broadcast
+# and middle-axis maxima are several times slower at batch 16, so the slice form stays the default.
+SUMMARY_DEFAULT = "slices"
 
 
 def calibrate_conv(x: torch.Tensor, kernel: torch.Tensor, dilations: tuple[int, ...]) -> torch.Tensor:
@@ -217,7 +222,7 @@ class SemanticCalibration(nn.Module):
         self.transform_k = nn.Conv2d(channels, channels, 3, padding=transform_padding)  # T_k
         self.warp = nn.Parameter(torch.ones(channels, channels, 3, 3))  # G, ones as in the paper
         self.form = form
-        self.summary = "masked-max"  # how Summarize is written (SUMMARIES); the same numbers either way
+        self.summary = SUMMARY_DEFAULT  # how Summarize is written (SUMMARIES); the same numbers either way
 
     @property
     def form(self) -> str:
