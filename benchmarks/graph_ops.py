@@ -135,10 +135,10 @@ def markdown(doc: dict) -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"ONNX Runtime CPU, {doc['threads']} intra-op thread(s), untrained networks (seed 0), the two "
-        "forms interleaved in one run.",
+        f"forms interleaved in one run; load average at the start {doc['machine'].get('load_average')}.",
         "",
-        "| preset | form | batch | nodes before | nodes after | ms/frame before (p50) | after | speed-up | "
-        "max abs diff |",
+        "| preset | form | batch | nodes, slices | nodes, masked-max | ms/frame p50, slices | masked-max | "
+        "slices / masked-max | max abs diff |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:

@@ -103,3 +103,14 @@ def test_service_quantizes_once_into_its_cache(exported, tmp_path, monkeypatch):
     assert servable_onnx(first, "onnx", settings) == first  # an int8 file is served as it is
     plain = Settings(cache_dir=str(tmp_path))
     assert servable_onnx(exported("tiny", "matmul"), "onnx", plain) == exported("tiny", "matmul")
+
+
+def test_int8_serving_is_refused_on_another_backend():
+    from pathlib import Path
+
+    from service.backends import create_backend
+    from service.core.config import Settings
+
+    bundled = Path(__file__).resolve().parents[2] / "models" / "default"
+    with pytest.raises(ValueError, match="int8 serving runs on ONNX Runtime, not on the torch backend"):
+        create_backend(Settings(model=str(bundled), backend="torch", int8=True))
