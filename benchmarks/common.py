@@ -31,6 +31,7 @@ import numpy as np
 
 from export.onnx import export_onnx
 from export.source import build_untrained, untrained_run_id
+from training.data.a4c import render_a4c_clip
 from training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -438,3 +439,13 @@ def moving_disc_clip(frames: int, height: int, width: int, seed: int = 0) -> np.
         noise = rng.integers(0, 40, size=(height, width))
         out[t] = np.clip(noise + 170 * disc, 0, 255).astype(np.uint8)
     return out
+
+
+def a4c_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``(T, H, W)`` uint8: a clip of the apical four-chamber simulator at a scanner's frame size,
+    with the screen furniture (text, ECG, scales) around the fan that the service crops away."""
+
+    return render_a4c_clip(seed, frames=frames, height=height, width=width).gray()
+
+
+CLIPS = {"disc": moving_disc_clip, "a4c": a4c_clip}  # --clip choices of the streaming benchmarks

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import document, export_preset, moving_disc_clip, served, summarize_ms, write_result
+from benchmarks.common import CLIPS, REPO, document, export_preset, served, summarize_ms, write_result
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ VARIANTS: dict[str, Variant] = {
     ),
     "no_batch_wait": Variant(env={**BEFORE, "ECHOSEG_MAX_BATCH_WAIT_MS": "0"}, note="max_batch_wait_ms=0"),
     "optimised": Variant(note="the new defaults: no per-message deflate, fast path; matmul form, PNG masks"),
+    "before": Variant(
+        note="the new defaults, served by the --before source tree (the product before a change)"
+    ),
 }
 
 
@@ -155,7 +158,7 @@ def run_size(names: list[str], size, args: argparse.Namespace, folder: Path) -> 
     import httpx
 
     count = max(WARMUP_FRAMES + 5, round(args.fps * args.burst_seconds))
-    clip = moving_disc_clip(min(count, 100), *size)
+    clip = CLIPS[args.clip](min(count, 48), *size)
     frames = clip[np.arange(count) % len(clip)]
     pooled: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     batches: dict[str, list[int]] = {n: [] for n in names}
@@ -163,9 +166,13 @@ def run_size(names: list[str], size, args: argparse.Namespace, folder: Path) -> 
         servers = {}
         for n in names:
             v = VARIANTS[n]
-            model = export_preset(args.preset, folder, v.form, "dynamic" if v.form == "matmul" else 1)
-            env = {"ECHOSEG_LOG_LEVEL": "WARNING", **v.env}
-            servers[n] = stack.enter_context(served(model, env, module="benchmarks.stage_server"))
+            model = args.model or export_preset(
+                args.preset, folder, v.form, "dynamic" if v.form == "matmul" else 1
+            )
+            code = args.before if n == "before" else REPO
+            env = {"ECHOSEG_LOG_LEVEL": "WARNING", "ECHOSEG_CACHE_DIR": str(folder / f"cache-{n}"), **v.env}
+            served_ = served(model, env, module="benchmarks.stage_server", code=code)
+            servers[n] = stack.enter_context(served_)
         for r in range(args.rounds):
             for n in names if r % 2 == 0 else names[::-1]:
                 url, v = servers[n].url, VARIANTS[n]
@@ -227,6 +234,16 @@ def parse_size(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks.stages", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="lite")
+    p.add_argument("--model", type=Path, default=None, help="serve this model (else the untrained preset)")
+    p.add_argument(
+        "--clip", choices=sorted(CLIPS), default="disc", help="disc, or a4c: the simulator with furniture"
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a source tree of the product before a change; the 'before' variant is served from it",
+    )
     p.add_argument("--sizes", nargs="+", default=["480x640", "112x112"], help="frame sizes HxW")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument(
@@ -239,6 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--burst-seconds", type=float, default=3.0, help="one visit of the stream to a variant")
     p.add_argument("--rounds", type=int, default=3, help="visits per variant")
     p.add_argument("--out-dir", type=Path, default=None)
+    p.add_argument("--name", default="stages", help="result file name (without .json)")
     return p.parse_args(argv)
 
 
@@ -249,16 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
         for text in args.sizes:
             size = parse_size(text)
-            names = args.variants
+            names = [v for v in args.variants if v != "before" or args.before is not None]
             if text not in args.full_sizes:
-                names = [v for v in names if v in ("baseline", "optimised")] or names
+                names = [v for v in names if v in ("baseline", "optimised", "before")] or names
             rows = run_size(names, size, args, Path(tmp))
             results.append(dict(frame_size=list(size), variants=rows, speedup_vs_baseline=ratios(rows)))
     doc = document(
         "stages",
         argv,
         started,
-        model_source=f"untrained {args.preset} (seed 0)",
+        model_source=str(args.model) if args.model else f"untrained {args.preset} (seed 0)",
+        clip=args.clip,
+        before=str(args.before) if args.before else None,
         fps=args.fps,
         burst_seconds=args.burst_seconds,
         rounds=args.rounds,
@@ -266,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         stages=list(STAGES),
         results=results,
     )
-    print(f"wrote {write_result(doc, args.out_dir)}")
+    print(f"wrote {write_result(doc, args.out_dir, args.name)}")
     return 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import tempfile
@@ -32,12 +33,13 @@ import numpy as np
 
 from benchmarks.common import (
     BUDGET_MS,
+    CLIPS,
+    REPO,
     bucket_quantiles,
     counter_value,
     document,
     histogram_buckets,
     model_for,
-    moving_disc_clip,
     resolve_form,
     scrape,
     served,
@@ -73,11 +75,11 @@ async def _one_stream(url: str, frames: np.ndarray, fps: float, delay_s: float, 
 
 
 def run_scenario(
-    url: str, streams: int, fps: float, seconds: float, size: tuple[int, int], mask_encoding: str
+    url: str, streams: int, fps: float, seconds: float, clip: np.ndarray, mask_encoding: str
 ) -> dict:
-    """``streams`` concurrent clients at ``fps`` for ``seconds``; latency, losses, misses."""
+    """``streams`` concurrent clients at ``fps`` for ``seconds`` sending ``clip`` ``(T, H, W)``
+    (looped); latency, losses, misses."""
     count = max(1, round(fps * seconds))
-    clip = moving_disc_clip(min(count, 100), *size)
     frames = clip[np.arange(count) % len(clip)]  # (count, H, W), the clip looped
     settled_s = wait_idle(url)
     before = scrape(url)
@@ -120,7 +122,7 @@ def run_scenario(
         streams=streams,
         fps=fps,
         seconds=seconds,
-        frame_size=list(size),
+        frame_size=list(clip.shape[1:]),
         mask_encoding=mask_encoding,
         frames_sent=count * streams,
         frames_lost=lost,
@@ -147,7 +149,7 @@ def capacity_search(
     url: str,
     fps: float,
     seconds: float,
-    size,
+    clip: np.ndarray,
     mask_encoding: str,
     max_streams: int,
     max_trials: int,
@@ -166,7 +168,7 @@ def capacity_search(
         if time.monotonic() - started > budget_s:
             stopped_by = "budget_s"
             break
-        row = run_scenario(url, n, fps, seconds, size, mask_encoding)
+        row = run_scenario(url, n, fps, seconds, clip, mask_encoding)
         trials.append(row)
         if row["within_budget"]:
             best = n
@@ -203,6 +205,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each scenario")
     p.add_argument("--size", type=int, nargs=2, default=[112, 112], metavar=("H", "W"), help="frame size")
     p.add_argument("--mask-encoding", choices=("png", "gray8"), default="png")
+    p.add_argument(
+        "--clip",
+        choices=sorted(CLIPS),
+        default="disc",
+        help="frames sent: disc (a beating disc over speckle) or a4c (the simulator at --size, "
+        "with furniture)",
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a source tree of the product before a change (e.g. a git worktree of main): a second server "
+        "runs from it and every scenario runs against both, alternating",
+    )
+    p.add_argument("--before-model", type=Path, default=None, help="the model the --before server serves")
     p.add_argument("--no-capacity", action="store_true")
     p.add_argument("--capacity-seconds", type=float, default=5.0)
     p.add_argument("--capacity-fps", type=float, default=30.0, help="frame rate of each stream in the search")
@@ -218,6 +235,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import httpx
+
     args = parse_args(argv)
     started = time.time()
     scenarios = [parse_scenario(s) for s in args.scenarios]
@@ -227,31 +246,40 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("ECHOSEG_MAX_STREAMS_PER_CLIENT", env["ECHOSEG_MAX_STREAMS"])
     env.setdefault("ECHOSEG_LOG_LEVEL", "WARNING")
     size = tuple(args.size)
-    with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:
+    clip = CLIPS[args.clip](min(max(1, round(max(f for _, f in scenarios) * args.seconds)), 48), *size)
+    with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp, contextlib.ExitStack() as stack:
         model = args.model or model_for(args.preset, Path(tmp), args.backend, args.form, args.device)
         extra = ("--device", args.device, "--backend", args.backend)
-        with served(model, env, extra_args=extra) as server:
-            import httpx
-
-            model_info = httpx.get(f"{server.url}/v1/models", timeout=10).json()["models"][0]
-            rows = [
-                run_scenario(server.url, n, f, args.seconds, size, args.mask_encoding) for n, f in scenarios
-            ]
-            capacity = None
-            if not args.no_capacity:
-                capacity = capacity_search(
+        codes = {"after": REPO} if args.before is None else {"before": args.before.resolve(), "after": REPO}
+        servers, models = {}, {}
+        for code, tree in codes.items():
+            served_model = (args.before_model or model) if code == "before" else model
+            cache = {"ECHOSEG_CACHE_DIR": str(Path(tmp) / f"cache-{code}")}
+            server = served(served_model, {**env, **cache}, extra_args=extra, code=tree)
+            servers[code] = stack.enter_context(server)
+            models[code] = httpx.get(f"{servers[code].url}/v1/models", timeout=10).json()["models"][0]
+        rows = []
+        for i, (n, f) in enumerate(scenarios):
+            for code in list(servers) if i % 2 == 0 else list(servers)[::-1]:
+                row = run_scenario(servers[code].url, n, f, args.seconds, clip, args.mask_encoding)
+                rows.append({"code": code, **row})
+        capacity = None
+        if not args.no_capacity:
+            capacity = {}
+            for code, server in servers.items():
+                capacity[code] = capacity_search(
                     server.url,
                     args.capacity_fps,
                     args.capacity_seconds,
-                    size,
+                    clip,
                     args.mask_encoding,
                     args.max_streams,
                     args.max_trials,
                     args.capacity_budget_s,
                 )
-                print(
-                    f"capacity: {capacity['streams_held']} streams at {args.capacity_fps:.0f} fps", flush=True
-                )
+                held = capacity[code]["streams_held"]
+                print(f"capacity ({code}): {held} streams at {args.capacity_fps:.0f} fps", flush=True)
+    model_info = models["after"]
     doc = document(
         "streaming",
         argv,
@@ -264,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend,
         server_settings=env,
         client="service.client.stream_frames (gray8 frames), all clients in one asyncio process",
+        clip=f"{args.clip} {size[0]}x{size[1]}, {len(clip)} frames looped",
+        before=None if args.before is None else {"tree": str(args.before), "model": models["before"]},
         budget_ms=BUDGET_MS,
         scenarios=rows,
         capacity=capacity,

@@ -51,6 +51,11 @@ METADATA_KEYS = (
     "precision",
     "run_id",
 )
+# Entries that describe the graph rather than how to feed it; files made before them lack them.
+# ``graph``: JSON of how the graph was written (``summaries``: :data:`echoseg.forms.SUMMARY_FORM`,
+# ``nodes``: its node count); ``quantization``: JSON of how an int8 file was quantized.
+DESCRIPTIVE_KEYS = ("graph", "quantization")
+PRECISIONS = ("fp32", "fp16", "int8")
 DIGEST_LENGTH = 12
 
 
@@ -63,8 +68,8 @@ def build_metadata(
     config: ModelConfig, batch: str | int, precision: str, meta: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """The ``echoseg.*`` entries of an artefact (all values are strings)."""
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     meta = meta or {}
     values = {
         "config": config.to_json(),

@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from echoseg.config import CALIBRATION_FORMS
 
+# How the calibration's max-pool summaries are written in exported graphs by default (recorded in
+# every export's metadata and in the export cache's key, so a file says which graph it holds):
+# "slices", a static slice and a max per bin (about 300 ops per summary), or "masked-max", six ops
+# per summary; equal numbers. Must match ``training.model.calibration.SUMMARY_DEFAULT`` (tested).
+SUMMARY_FORM = "slices"
+
 # form -> whether an export of it needs a fixed batch
 NEEDS_STATIC_BATCH: dict[str, bool] = {"conv": True, "matmul": False}
 

@@ -2,7 +2,11 @@
 
 Frames are uint8 grayscale. The network sees them resized to ``input_size`` (bilinear), scaled
 to [0, 1] and normalised with the preset's mean/std; its masks are brought back to the clip's
-size by resizing the probability map (bilinear) and thresholding it there.
+size by resizing the probability map (bilinear) and thresholding it there. The service's masks
+(:func:`logits_to_masks`) take that resize in 8 bits (:func:`resized_masks`): probabilities
+rounded to 1/255 and resized by Pillow's integer path, several times faster than a float resize
+of a scanner-size frame; only pixels whose interpolated probability lies within about 1/255 of the
+threshold can differ from the float form (:func:`resize_probabilities`, still the reference).
 
 Windows: which frames the model sees for each target frame, the same for a whole clip
 (:func:`clip_windows`) and for a stream (:class:`StreamWindows`). Frames beyond either end of a
@@ -19,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from echoseg.config import ModelConfig
-from echoseg.region import Region, apply_region, map_back
-from echoseg.resize import resize_frames, resize_probabilities  # below echoseg.region; also served from here
+from echoseg.region import Region, apply_region, map_back_masks
+from echoseg.resize import resize_frames, resized_masks  # also served from here
 
 
 def normalize(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
@@ -31,7 +35,7 @@ def normalize(frames: np.ndarray, config: ModelConfig) -> np.ndarray:
 
 def probabilities_to_masks(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
     """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}`` masks at the clip's size."""
-    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
+    return resized_masks(prob, height, width, threshold)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -54,7 +58,7 @@ def logits_to_masks(
         return probabilities_to_masks(prob, height, width, config.threshold)
     if (region.height, region.width) != (height, width):
         raise ValueError(f"the region is for {region.width}x{region.height} frames, not {width}x{height}")
-    return (map_back(prob, region) > config.threshold).astype(np.uint8)
+    return map_back_masks(prob, region, config.threshold)
 
 
 # -- windows -----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull  # imported here, not on a stream's first frames (~1-2 s)
 
-from echoseg.resize import resize_frames, resize_probabilities
+from echoseg.resize import resize_frames, resize_probabilities, resized_masks
 
 SOURCES = ("dicom", "dicom_rescaled", "detected", "client", "full")
 DETECT_FRAMES = 8  # frames detection looks at by default (the first ones of a clip or stream)
@@ -903,6 +903,29 @@ def map_back(prob: np.ndarray, region: Region) -> np.ndarray:
     if region.fan_mask is not None:
         box = box * region.fan_mask
     out[:, region.y0 : region.y1, region.x0 : region.x1] = box
+    return out
+
+
+def map_back_masks(prob: np.ndarray, region: Region, threshold: float) -> np.ndarray:
+    """``(T, S, S)`` model-size probabilities -> ``(T, H, W) uint8 {0, 1}`` masks on the source frame.
+
+    :func:`map_back` thresholded, made at the mask's own resolution: only the box's part of the
+    map is resized (to the box, in 8 bits: :func:`echoseg.resize.resized_masks`), never the
+    padded square or a float frame.
+    """
+
+    if region.is_full:
+        return resized_masks(prob, region.height, region.width, threshold)
+    size = prob.shape[-1]
+    scale = size / square_side(region)  # model pixels per source pixel
+    top, left = _pad_offsets(region)
+    bh, bw = region.y1 - region.y0, region.x1 - region.x0
+    box = (left * scale, top * scale, (left + bw) * scale, (top + bh) * scale)
+    inside = resized_masks(prob, bh, bw, threshold, box)  # (T, S, S) -> (T, bh, bw)
+    if region.fan_mask is not None:
+        inside &= region.fan_mask
+    out = np.zeros((prob.shape[0], region.height, region.width), dtype=np.uint8)
+    out[:, region.y0 : region.y1, region.x0 : region.x1] = inside
     return out
 
 

@@ -33,3 +33,29 @@ def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarra
     for i, p in enumerate(prob):
         out[i] = np.asarray(Image.fromarray(p, mode="F").resize((width, height), Image.BILINEAR))
     return out
+
+
+def resized_masks(
+    prob: np.ndarray,
+    height: int,
+    width: int,
+    threshold: float,
+    box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """``(T, S, S) float probabilities -> (T, height, width) uint8 {0, 1}``: the bilinear resize of the
+    probabilities, thresholded, computed in 8 bits.
+
+    ``box`` ``(x0, y0, x1, y1)``, in the map's pixels, is the part of the map brought to
+    ``height x width`` (default all of it); it gives the pixels of resizing the whole map to the
+    larger size and cropping (up to the rounding of the box's corners), without the larger map.
+    """
+    if prob.ndim != 3:
+        raise ValueError(f"probabilities must be (T, S, S), got shape {prob.shape}")
+    # (T, S, S) float -> (T, S, S) uint8, probability in 1/255 steps
+    levels = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    level = np.float32(threshold * 255.0)
+    out = np.empty((prob.shape[0], height, width), dtype=np.uint8)
+    for i, p in enumerate(levels):
+        resized = Image.fromarray(p).resize((width, height), Image.BILINEAR, box=box)  # (height, width)
+        np.greater(np.asarray(resized), level, out=out[i])
+    return out

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 from echoseg.runtime.base import DEFAULT_MAX_BATCH
 
@@ -44,6 +46,11 @@ def _register_onnx(sub) -> None:
         help=f"backend the file is for; picks the default calibration (default {DEFAULT_BACKEND})",
     )
     p.add_argument("--fp16", action="store_true", help="float16 weights, compute, input and output")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize to INT8 (QDQ; ranges from simulated A4C frames): for ONNX Runtime's CPU and TensorRT",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed for --preset (default 0)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
@@ -57,19 +64,27 @@ def run_onnx(args: argparse.Namespace) -> int:
     from export.source import load_source
 
     try:
+        if args.int8 and args.fp16:
+            raise ValueError("--int8 and --fp16 exclude each other (INT8 is quantized from the fp32 graph)")
         batch = parse_batch(args.batch)
         calibration = args.calibration or default_calibration(args.backend, batch)
         model, meta = load_source(checkpoint=args.checkpoint, preset=args.preset, seed=args.seed)
-        path = export_onnx(
-            model,
-            args.out,
-            calibration=calibration,
-            batch=batch,
-            fp16=args.fp16,
-            opset=args.opset,
-            meta=meta,
-            exporter=args.exporter,
-        )
+        with tempfile.TemporaryDirectory(prefix="echoseg-export-") as tmp:
+            fp32_out = Path(tmp) / "fp32.onnx" if args.int8 else Path(args.out)
+            path = export_onnx(
+                model,
+                fp32_out,
+                calibration=calibration,
+                batch=batch,
+                fp16=args.fp16,
+                opset=args.opset,
+                meta=meta,
+                exporter=args.exporter,
+            )
+            if args.int8:
+                from export.quantize import quantize_int8
+
+                path = quantize_int8(path, args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"echoseg export onnx: {e}", file=sys.stderr)
         return 2
@@ -99,7 +114,7 @@ def _register_check(sub) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from export.check import FP16_MIN_DICE, FP32_MAX_ABS, check_parity
+    from export.check import FP16_MIN_DICE, FP32_MAX_ABS, INT8_MIN_DICE, check_parity
     from export.onnx import read_metadata
     from export.source import reference_model
 
@@ -111,7 +126,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"echoseg export check: {e}", file=sys.stderr)
         return 2
     precision = props["echoseg.precision"]
-    rule = f"mask Dice >= {FP16_MIN_DICE}" if precision == "fp16" else f"max-abs <= {FP32_MAX_ABS:g}"
+    rules = {"fp16": f"mask Dice >= {FP16_MIN_DICE}", "int8": f"mask Dice >= {INT8_MIN_DICE}"}
+    rule = rules.get(precision, f"max-abs <= {FP32_MAX_ABS:g}")
     print(f"{args.onnx}: {precision}, {props['echoseg.calibration']} form, batch {props['echoseg.batch']}")
     print(f"  {'inputs':8s} {'windows':>8s} {'max-abs':>10s} {'mean-abs':>10s} {'dice':>8s} {'mask %':>7s}")
     for r in results:

@@ -4,7 +4,8 @@ The graph takes ``frames (B, k, S, S)`` (float32, or float16 for an fp16 export)
 normalised with the model's mean/std, and returns ``logits (B, 1, S, S)`` for the window's target
 frame. Everything the service needs to prepare frames and read masks (preset, window, input
 size, normalisation, threshold, calibration form, batch, precision, training run) is written into
-the file's metadata properties (``echoseg.*``); :func:`read_metadata` reads it back.
+the file's metadata properties (``echoseg.*``), with ``echoseg.graph`` saying how the graph was
+written (the summaries' form, its node count); :func:`read_metadata` reads it back.
 
 The calibration kernels differ per sample, which decides how the graph may be batched:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -59,9 +61,9 @@ EXPORTERS = ("torchscript", "dynamo")
 def _capture(model, example, batch: str | int, opset: int, exporter: str = "torchscript"):
     """Trace ``model`` into an ``onnx.ModelProto``.
 
-    ``torchscript`` (``dynamo=False``) is the default: on the EchoSeg graphs (hundreds of static
-    slices in the calibration summaries) it exports the tiny preset in seconds where the
-    ``torch.export``-based exporter took minutes, with the same numbers.
+    ``torchscript`` (``dynamo=False``) is the default: on the EchoSeg graphs it exports the tiny
+    preset in seconds where the ``torch.export``-based exporter took minutes (measured when the
+    summaries were hundreds of static slices), with the same numbers.
     """
     import onnx
     import torch
@@ -125,6 +127,14 @@ def validate(model_proto, config: ModelConfig, batch: str | int, fp16: bool):
     return inferred
 
 
+def summary_form(net) -> str:
+    """How the network's calibration summaries are written (its ASSC modules' ``summary``)."""
+    from training.model.calibration import SemanticCalibration
+
+    forms = sorted({m.summary for m in net.modules() if isinstance(m, SemanticCalibration)})
+    return ",".join(forms) or "none"  # a network without calibration has no summaries
+
+
 def export_onnx(
     model,
     out_path: str | Path,
@@ -171,6 +181,8 @@ def export_onnx(
     del model_proto.metadata_props[:]
     for key, value in build_metadata(config, batch, "fp16" if fp16 else "fp32", meta).items():
         model_proto.metadata_props.add(key=key, value=value)
+    graph = {"summaries": summary_form(net), "nodes": len(model_proto.graph.node)}
+    model_proto.metadata_props.add(key=METADATA_PREFIX + "graph", value=json.dumps(graph, sort_keys=True))
     validate(model_proto, config, batch, fp16)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,8 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     if settings.fp16 and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 (the pinned line) still has it
+    if props["echoseg.precision"] == "int8":  # explicit quantization: the file's Q/DQ scales rule
+        config.set_flag(trt.BuilderFlag.INT8)
     cache = _load_timing_cache(config, settings.timing_cache)
 
     low, opt, high = _profile_batches(props, settings)
@@ -173,12 +175,12 @@ def check_engine(
     with ONNX Runtime (CPU) on the same windows.
 
     TensorRT may use TF32/fp16 kernels, so the gate is the masks (Dice >= 0.999 on every
-    informative comparison, see :func:`export.check.passes`); the logit differences are reported
-    alongside. The windows come from ``data``'s clips when given (what a trained model's masks
-    are informative on), else random frames.
+    informative comparison, 0.98 for an int8 file, see :func:`export.check.passes`); the logit
+    differences are reported alongside. The windows come from ``data``'s clips when given (what a
+    trained model's masks are informative on), else random frames.
     """
     from echoseg.preprocess import random_windows
-    from export.check import FP16_MIN_DICE, clip_windows_from, compare, passes, run_all
+    from export.check import FP16_MIN_DICE, INT8_MIN_DICE, clip_windows_from, compare, passes, run_all
 
     engine = TensorRTRuntime(plan_path, "cuda", cuda=cuda)
     engine.load()
@@ -203,11 +205,12 @@ def check_engine(
     finally:
         engine.close()
         reference.close()
+    gate = "int8" if reference.precision == "int8" else "fp16"  # an int8 engine vs ORT on the same QDQ file
     return {
         "plan": str(plan_path),
         "onnx": str(onnx_path),
-        "ok": passes(results, "fp16"),
-        "min_dice": FP16_MIN_DICE,
+        "ok": passes(results, gate),
+        "min_dice": INT8_MIN_DICE if gate == "int8" else FP16_MIN_DICE,
         "profile": [low, high],
         "results": [r.to_dict() for r in results],
     }

@@ -32,12 +32,14 @@ def create_backend(settings: Settings) -> Backend:
         raise FileNotFoundError(f"model {path} does not exist (set --model or ECHOSEG_MODEL)")
     kind = model_kind(path)
     name, why = choose_backend(kind, settings.backend, settings.device)
+    if settings.int8 and name != "onnxruntime":
+        raise ValueError(f"int8 serving runs on ONNX Runtime, not on the {name} backend")
     log.info("backend %s on %s (%s)", name, settings.device, why)
     threads = settings.intra_op_threads
     if name == "onnxruntime":
-        from service.export_cache import cache_root, onnx_for
+        from service.export_cache import cache_root, servable_onnx
 
-        onnx_path = path if kind == "onnx" else onnx_for(path, settings)
+        onnx_path = servable_onnx(path, kind, settings)
         runtime = create_runtime(
             "onnxruntime",
             onnx_path,

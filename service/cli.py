@@ -34,6 +34,9 @@ def register(subparsers) -> None:
         "--max-batch", type=int, dest="max_batch", help="largest batch of windows the batcher gathers"
     )
     p.add_argument("--threads", type=int, help="intra-op threads (default: the CPUs this process may use)")
+    p.add_argument(
+        "--int8", action="store_const", const=True, help="serve the model quantized to INT8 (ONNX Runtime)"
+    )
     tls = p.add_argument_group("TLS and authentication (default: the ECHOSEG_ settings of the same name)")
     tls.add_argument("--ssl-certfile", help="PEM certificate chain: serve HTTPS and wss://")
     tls.add_argument("--ssl-keyfile", help="PEM private key of the certificate")
@@ -144,6 +147,7 @@ def serve(args: argparse.Namespace) -> int:
             "device": args.device,
             "max_batch": args.max_batch,
             "threads": args.threads,
+            "int8": args.int8,
         }.items()
         if v is not None
     }

@@ -54,6 +54,9 @@ ALLOWED_INNER: dict[tuple[str, str], str] = {
     ("service.export_cache", "export.onnx"): "the exporter, and through it training's network code, is "
     "loaded only when a checkpoint is exported at start; serving an exported file never imports training",
     ("service.export_cache", "export.source"): "as export.onnx: only when a checkpoint is exported",
+    ("service.export_cache", "export.quantize"): "the INT8 quantizer (ONNX Runtime's quantization tools, "
+    "calibrated on simulator windows) is loaded only when the service is asked to serve INT8 and quantizes "
+    "the model once at start",
 }
 
 # Modules whose functions import what they drive, each for its reason.

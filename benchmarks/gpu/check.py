@@ -15,7 +15,9 @@ service serves with. Parity is measured on trained weights and real-looking fram
   ONNX Runtime on the CPU;
 - ``tensorrt``: an fp16 engine (profile 1/8/32) built from the ONNX export, checked against ONNX
   Runtime (at 1, 16, 32 and 33 windows: the runtime splits beyond the profile), and its latency
-  at batch 1/8/32;
+  at batch 1/8/32; then the same for an INT8 engine built from the INT8 QDQ file
+  (``export.quantize``, explicit quantization), checked against ONNX Runtime on that file, and
+  its speed-up over the fp16 engine;
 - ``serve``: ``echoseg serve`` on the GPU with 32 streams at 50 fps for 20 s (p99, lost frames).
 
 ``--dry-run-cpu`` runs each step's CPU-runnable part with the CPU standing in for the GPU (CI
@@ -199,8 +201,8 @@ def step_ort(args, folder: Path) -> dict:
 
 def step_tensorrt(args, folder: Path) -> dict:
     from echoseg.runtime import RuntimeUnavailable
-    from echoseg.runtime.tensorrt import TensorRTRuntime, require_tensorrt
-    from export.tensorrt import BuildSettings, build_engine, check_engine
+    from echoseg.runtime.tensorrt import require_tensorrt
+    from export.tensorrt import BuildSettings
 
     if args.dry_run_cpu:
         return {"ok": None, "skipped": "TensorRT needs a GPU (the CPU tests drive it with a fake module)"}
@@ -209,10 +211,33 @@ def step_tensorrt(args, folder: Path) -> dict:
     except RuntimeUnavailable as e:
         return {"ok": None, "skipped": str(e)}
     onnx_path = onnx_of_default(folder)
-    plan = folder / "default-fp16.plan"
-    started = time.perf_counter()
     cache = str(folder / "timing.cache")
     settings = BuildSettings(fp16=True, min_batch=1, opt_batch=8, max_batch=32, timing_cache=cache)
+    record = engine_record(onnx_path, folder / "default-fp16.plan", settings, folder)
+    # the INT8 QDQ file (explicit quantization: TensorRT takes the file's scales), fp16 elsewhere
+    from export.quantize import calibration_windows, quantize_int8
+
+    windows = calibration_windows(default_artifact().config, clips=4)
+    int8_path = quantize_int8(onnx_path, folder / "default-int8.onnx", windows)
+    int8 = engine_record(int8_path, folder / "default-int8.plan", settings, folder)
+    fp16_ms, int8_ms = record["latency"], int8["latency"]
+    ratios = {b: round(fp16_ms[b]["p50_ms"] / int8_ms[b]["p50_ms"], 2) for b in fp16_ms}
+    print(f"  int8 engine speed-up over fp16 (p50 ratio per batch): {ratios}")
+    return {
+        "ok": record["check"]["ok"] and int8["check"]["ok"],
+        "tensorrt": trt.__version__,
+        **record,
+        "int8": int8,
+        "int8_speedup_vs_fp16": ratios,
+    }
+
+
+def engine_record(onnx_path: Path, plan: Path, settings, folder: Path) -> dict:
+    """Build ``plan`` from ``onnx_path``, check it against ONNX Runtime, time it at batch 1/8/32."""
+    from echoseg.runtime.tensorrt import TensorRTRuntime
+    from export.tensorrt import build_engine, check_engine
+
+    started = time.perf_counter()
     build_engine(onnx_path, plan, settings)
     build_s = time.perf_counter() - started
     report = check_engine(plan, onnx_path, data=synthetic_root(folder))
@@ -236,14 +261,8 @@ def step_tensorrt(args, folder: Path) -> dict:
                 "p99_ms": float(np.percentile(times, 99)),
                 "frame_ms": p50 / batch,
             }
-            print(f"  tensorrt batch {batch}: {p50:.3f} ms p50 (host windows in, host logits out)")
-    return {
-        "ok": report["ok"],
-        "tensorrt": trt.__version__,
-        "build_s": round(build_s, 1),
-        "check": report,
-        "latency": latency,
-    }
+            print(f"  {plan.name} batch {batch}: {p50:.3f} ms p50 (host windows in, host logits out)")
+    return {"build_s": round(build_s, 1), "check": report, "latency": latency}
 
 
 def step_serve(args, folder: Path) -> dict:

@@ -3,9 +3,10 @@
 #   env       versions, GPU, ONNX Runtime providers, TensorRT                        30 s
 #   torch     torch CUDA fp32/fp16 (eager and CUDA graphs) vs CPU, trained weights    100 s
 #   ort       ONNX Runtime CUDA / TensorRT provider vs CPU (skipped without them)      60 s
-#   tensorrt  engine build + parity + latency at batch 1/8/32 (skipped without TRT)  150 s
+#   tensorrt  fp16 and INT8 (QDQ) engines: build + parity + latency at batch 1/8/32   240 s
+#             (skipped without TensorRT)
 #   serve     echoseg serve on the GPU, 32 streams x 50 fps for 20 s                   90 s
-# The timeouts add up to 430 s (< 8 minutes). Each step appends one JSON line to
+# The timeouts add up to 520 s (< 9 minutes). Each step appends one JSON line to
 # $OUT/gpu_check.jsonl as soon as it ends (a step cut by its timeout gets a line saying so),
 # and $OUT/gpu_check.json gathers them at the end. Nothing is installed: it runs with the system
 # python3 (torch with CUDA, onnx, onnxruntime). Imports are checked first.
@@ -45,7 +46,7 @@ run_step() {  # run_step NAME TIMEOUT_S
 run_step env 30
 run_step torch 100
 run_step ort 60
-run_step tensorrt 150
+run_step tensorrt 240
 run_step serve 90
 "$PYTHON" -m benchmarks.gpu.check summary --out "$OUT" || status=1
 echo "== done (status $status); results in $OUT/gpu_check.json"

@@ -195,6 +195,8 @@ class OnnxRuntime(Runtime):
         self.input_name = inp.name
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         self.precision = "fp16" if self.input_dtype == np.float16 else "fp32"
+        if artifact.precision == "int8":  # a QDQ graph: float input and output, int8 inside
+            self.precision = "int8"
         batch_dim = inp.shape[0]
         if isinstance(batch_dim, int) and batch_dim > 0:
             self.model_min_batch = self.model_max_batch = batch_dim

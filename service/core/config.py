@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "cuda or tensorrt to insist on one",
     )
     fp16: bool = Field(False, description="let ONNX Runtime's TensorRT provider use fp16 kernels (GPU only)")
+    int8: bool = Field(
+        False,
+        description="serve the model quantized to INT8 (QDQ, calibrated on simulated frames; quantized once "
+        "into the cache) on ONNX Runtime; an int8 .onnx file is served as it is",
+    )
     export_calibration: Literal["conv", "matmul"] = Field(
         "matmul",
         description="calibration form when a checkpoint is exported to ONNX at startup (matmul: dynamic "

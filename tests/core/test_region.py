@@ -85,7 +85,7 @@ def test_apply_region_crops_blanks_pads_and_map_back_inverts_it(shape):
 
 def test_full_region_is_the_plain_resize():
     frames = np.random.default_rng(1).integers(0, 256, (3, 48, 40), dtype=np.uint8)
-    from echoseg.preprocess import resize_frames, resize_probabilities
+    from echoseg.resize import resize_frames, resize_probabilities
 
     region = full_region(48, 40)
     np.testing.assert_array_equal(apply_region(frames, region, 32), resize_frames(frames, 32))

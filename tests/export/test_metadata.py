@@ -16,7 +16,10 @@ def test_metadata_read_back_from_the_file_alone(untrained, exported):
     config, props = read_metadata(exported("tiny", "matmul"))
     assert isinstance(config, ModelConfig)
     assert config == model.config.replace(calibration="matmul")
-    assert set(props) == {f"echoseg.{k}" for k in METADATA_KEYS}
+    assert set(props) == {f"echoseg.{k}" for k in METADATA_KEYS} | {"echoseg.graph"}
+    graph = json.loads(props["echoseg.graph"])  # what the file holds: the summaries' form, its size
+    assert graph["summaries"] == "slices"  # the default form (training.model.calibration.SUMMARY_DEFAULT)
+    assert graph["nodes"] == len(onnx.load(str(exported("tiny", "matmul"))).graph.node)
     assert json.loads(props["echoseg.config"])["input_size"] == model.config.input_size
     assert props["echoseg.preset"] == "tiny"
     assert props["echoseg.batch"] == "dynamic"

@@ -1,4 +1,5 @@
-"""ASSC: the static-slice Summarize, and the conv and matmul forms of the per-sample kernels."""
+"""ASSC: the masked-max Summarize (against the static-slice form it replaced), and the conv and
+matmul forms of the per-sample kernels."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import torch.nn.functional as F
 from training.model.calibration import (
     SUMMARY_LENGTH,
     SemanticCalibration,
-    adaptive_max_pool,
     aggregate,
     bin_edges,
+    bin_masks,
     calibrate_conv,
     calibrate_matmul,
+    slice_max_pool,
     summarize,
+    summarize_slices,
 )
 
 
@@ -29,11 +32,34 @@ def reference_calibration(x: torch.Tensor, kernel: torch.Tensor, dilations: tupl
 
 @pytest.mark.parametrize("size", [1, 3, 7, 9, 14, 16, 28, 56, 5])
 @pytest.mark.parametrize("bins", [1, 3, 5, 7])
-def test_static_pool_equals_adaptive_max_pool(size, bins):
+def test_slice_pool_equals_adaptive_max_pool(size, bins):
     torch.manual_seed(size * 10 + bins)
     x = torch.randn(2, 3, size, size + 3)  # also non-square, with sizes that do and do not divide
-    expected = F.adaptive_max_pool2d(x, bins)
-    assert torch.equal(adaptive_max_pool(x, bins), expected)
+    assert torch.equal(slice_max_pool(x, bins), F.adaptive_max_pool2d(x, bins))
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (3, 4), (7, 7), (14, 14), (9, 13), (28, 28), (5, 2)])
+@pytest.mark.parametrize("bins", [(1, 3, 5, 7), (2,), (3, 1)])
+def test_summarize_equals_the_slice_form(height, width, bins):
+    torch.manual_seed(height * 100 + width)
+    x = torch.randn(3, 5, height, width) * 10
+    assert torch.allclose(summarize(x, bins), summarize_slices(x, bins), rtol=0, atol=1e-5)
+    assert torch.equal(summarize(x, bins), summarize_slices(x, bins))  # maxima and + 0 are exact
+
+
+def test_summarize_gradient_reaches_only_the_maxima():
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    summarize(x).sum().backward()
+    ref = x.detach().clone().requires_grad_(True)
+    summarize_slices(ref).sum().backward()
+    assert torch.equal(x.grad, ref.grad)
+
+
+def test_bin_masks_are_zero_inside_each_bin_and_minus_inf_outside():
+    mask = bin_masks(7, (1, 3))
+    assert mask.shape == (4, 7)
+    assert torch.equal(mask[0], torch.zeros(7))
+    assert mask[2].tolist() == [float("-inf")] * 2 + [0.0] * 3 + [float("-inf")] * 2  # bin (2, 5)
 
 
 def test_bin_edges_cover_the_axis_with_adaptive_pooling_rule():
@@ -201,3 +227,11 @@ def test_invalid_form_and_dilations_are_rejected():
         SemanticCalibration(4, aggregation="hadamard")
     with pytest.raises(ValueError, match="fanin"):
         SemanticCalibration(4, scaling="sqrt")
+
+
+def test_the_default_summary_form_is_the_one_the_export_cache_names():
+    from echoseg.forms import SUMMARY_FORM
+    from training.model.calibration import SUMMARIES, SUMMARY_DEFAULT
+
+    assert SUMMARY_DEFAULT == SUMMARY_FORM and SUMMARY_DEFAULT in SUMMARIES
+    assert SemanticCalibration(4).summary == SUMMARY_DEFAULT

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,13 +53,57 @@ def bin_edges(size: int, bins: int) -> list[tuple[int, int]]:
     return [((i * size) // bins, -((-(i + 1) * size) // bins)) for i in range(bins)]
 
 
-def adaptive_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, C, bins, bins)``, equal to ``F.adaptive_max_pool2d(x, bins)``.
+def bin_masks(size: int, bins: tuple[int, ...] = BINS) -> torch.Tensor:
+    """``(sum(bins), size)``: row ``r`` is 0 inside the ``r``-th bin (all bin counts in turn) and
+    -inf outside, so ``max(x + mask[r])`` over the axis is the maximum over that bin."""
+    edges = [edge for b in bins for edge in bin_edges(size, b)]
+    mask = np.full((len(edges), size), -np.inf, dtype=np.float32)  # built outside torch: a graph constant
+    for r, (a, b) in enumerate(edges):
+        mask[r, a:b] = 0.0
+    return torch.from_numpy(mask)
 
-    Written as static slices and maxima, so it exports to ONNX for any H, W (the ONNX exporters
-    reject adaptive pooling whose output does not divide the input). A max over a rectangle is a
-    max over its rows of the max over its columns, so rows are reduced first.
+
+def summary_layout(bins: tuple[int, ...] = BINS) -> tuple[list[int], list[int]]:
+    """For each summary entry (bin count ``b``, row bin ``i``, column bin ``j``, row-major in ``b``
+    then ``i`` then ``j``, as ``adaptive_max_pool2d(x, b).flatten()``): its row and its column in
+    :func:`bin_masks` (both axes list the bins of every count in the same order)."""
+    rows, cols, offset = [], [], 0
+    for b in bins:
+        for i in range(b):
+            for j in range(b):
+                rows.append(offset + i)
+                cols.append(offset + j)
+        offset += b
+    return rows, cols
+
+
+def summarize(x: torch.Tensor, bins: tuple[int, ...] = BINS) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C, sum(b*b))``: max-pool summaries to each bin count in ``bins``
+    (``adaptive_max_pool2d``'s bins, flattened and concatenated), in six graph operations.
+
+    A max over a rectangle is the max over its rows of the max over its columns. Rows first: one
+    broadcast add of a 0/-inf mask per row bin of every count and one max over H give every row
+    bin's column profile; a gather lines those up with the summary's entries and a second masked
+    max over W finishes each entry. Sums with 0 and maxima are exact, so this equals adaptive
+    pooling bit for bit; the masks are constants once H and W are fixed, so it exports to ONNX
+    for any H, W (the exporters reject adaptive pooling whose output does not divide the input)
+    as a handful of nodes instead of a slice and a max per bin.
     """
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    row_of, col_of = summary_layout(bins)
+    row_mask = bin_masks(height, bins).unsqueeze(-1).to(x)  # (R, H, 1), R = sum(bins)
+    col_mask = bin_masks(width, bins)[col_of].to(x)  # (M, W), M = sum(b*b): each entry's column bin
+    row_index = torch.from_numpy(np.asarray(row_of, dtype=np.int64)).to(x.device)  # (M,)
+    # (B, C, 1, H, W) + (R, H, 1) -> (B, C, R, H, W) -> max over H -> (B, C, R, W)
+    rows = (x.unsqueeze(2) + row_mask).amax(dim=3)
+    # (B, C, R, W) -> (B, C, M, W): each entry's row bin
+    rows = rows.index_select(2, row_index)
+    # (B, C, M, W) + (M, W) -> max over W -> (B, C, M)
+    return (rows + col_mask).amax(dim=-1)
+
+
+def slice_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C, bins, bins)`` as static slices and maxima, rows then columns."""
     height, width = int(x.shape[-2]), int(x.shape[-1])
     # (B, C, H, W) -> (B, C, bins, W)
     rows = torch.stack([x[..., a:b, :].amax(dim=-2) for a, b in bin_edges(height, bins)], dim=-2)
@@ -66,9 +111,20 @@ def adaptive_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.stack([rows[..., a:b].amax(dim=-1) for a, b in bin_edges(width, bins)], dim=-1)
 
 
-def summarize(x: torch.Tensor, bins: tuple[int, ...] = BINS) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, C, sum(b*b))``: multi-scale max-pool summaries, flattened and concatenated."""
-    return torch.cat([adaptive_max_pool(x, b).flatten(2) for b in bins], dim=-1)
+def summarize_slices(x: torch.Tensor, bins: tuple[int, ...] = BINS) -> torch.Tensor:
+    """:func:`summarize` written as a static slice and a max per bin (a slice, a max, a stack per
+    bin and axis: about 300 graph nodes per summary); the reference :func:`summarize` is tested
+    against, and the default form (:data:`SUMMARY_DEFAULT`)."""
+    return torch.cat([slice_max_pool(x, b).flatten(2) for b in bins], dim=-1)
+
+
+# summary form -> function; the names are those of echoseg.forms.SUMMARY_FORM and the exports' metadata
+SUMMARIES = {"masked-max": summarize, "slices": summarize_slices}
+# The form networks are built with. Measured side by side in ONNX Runtime (CPU, 1 thread;
+# benchmarks/results/graph_ops.json and the single-summary timings in docs/export.md): the masked
+# form has a tenth of the nodes and is about as fast at batch 1, but its (B, C, R, H, W) broadcast
+# and middle-axis maxima are several times slower at batch 16, so the slice form stays the default.
+SUMMARY_DEFAULT = "slices"
 
 
 def calibrate_conv(x: torch.Tensor, kernel: torch.Tensor, dilations: tuple[int, ...]) -> torch.Tensor:
@@ -166,6 +222,7 @@ class SemanticCalibration(nn.Module):
         self.transform_k = nn.Conv2d(channels, channels, 3, padding=transform_padding)  # T_k
         self.warp = nn.Parameter(torch.ones(channels, channels, 3, 3))  # G, ones as in the paper
         self.form = form
+        self.summary = SUMMARY_DEFAULT  # how Summarize is written (SUMMARIES); the same numbers either way
 
     @property
     def form(self) -> str:
@@ -179,8 +236,9 @@ class SemanticCalibration(nn.Module):
 
     def attention(self, neighbour: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``A = sigmoid(Q' K'^T)`` (``/ sqrt(84)`` inside when fan-in scaled): ``(B, C, C)``."""
-        q = summarize(self.transform_q(neighbour))  # (B, C, H', W') -> (B, C, 84)
-        k = summarize(self.transform_k(target))  # (B, C, H', W') -> (B, C, 84)
+        summarize_ = SUMMARIES[self.summary]
+        q = summarize_(self.transform_q(neighbour))  # (B, C, H', W') -> (B, C, 84)
+        k = summarize_(self.transform_k(target))  # (B, C, H', W') -> (B, C, 84)
         logits = torch.matmul(q, k.transpose(1, 2))  # (B, C, 84) @ (B, 84, C) -> (B, C, C)
         if self.scaling == "fanin":
             logits = logits * (1.0 / math.sqrt(SUMMARY_LENGTH))
