@@ -60,6 +60,7 @@ MIN_LIT_FRAMES = 4  # with this many frames, pixels bright now and then but most
 FLASH_PERCENTILE = 99.5  # a flash is brighter than half this level of the first frame (a bright trace)
 FLASH_SHARE = 0.02  # mostly off: the median over the frames this near the background level
 MIN_CONTRAST = 0.25  # gray levels between the two below which nothing is live (a black or still frame)
+STILL_SHARE = 0.05  # a background moving this share of the image level is no furniture: all is image
 # The fan's geometry (_fit_geometry):
 FIT_OPENING = 3  # the geometry is fitted to the live area opened this much: lines touching it (an ECG) go
 MIN_SPREAD = 0.05  # edge slopes (dx/dy) closer than this are parallel: a linear array
@@ -164,6 +165,8 @@ def detect_region(frames: np.ndarray) -> Region:
     small = frames[:, ::step, ::step].astype(np.float32)  # (n, h, w)
     nothing = "no ultrasound image found; the whole frame is used"
     cue, live = _live_area(small)
+    if live is not None and live.all():
+        return full_region(height, width)  # the image fills the frame: an already cropped clip
     area = _largest_area(live) if live is not None else None
     if area is None or area.sum() * step * step < MIN_FAN_AREA * height * width:
         return full_region(height, width, nothing)
@@ -225,6 +228,10 @@ def _live_area(small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     low, high = np.percentile(cue, (BACKGROUND_PERCENTILE, IMAGE_PERCENTILE))
     if high - low < MIN_CONTRAST:
         return cue, None  # flat: all black, or one uniform level
+    if faint == FAINT_LEVEL and low >= STILL_SHARE * high:
+        # frames that move everywhere, their quietest tenth included: no static furniture or black
+        # around an image (a scanner's screen always has some), so the image fills the frame
+        return cue, np.ones(cue.shape, bool)
     candidate = cue > low + faint * (high - low)
     if small.shape[0] >= MIN_LIT_FRAMES:  # a sweeping trace or cursor: bright now and then, else off
         dark, bright = np.percentile(small[0], (BACKGROUND_PERCENTILE, FLASH_PERCENTILE))

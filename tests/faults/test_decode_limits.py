@@ -24,6 +24,7 @@ from benchmarks.hostile import (
 from service.client import stream_frames
 
 MP4 = {"Content-Type": "video/mp4"}
+REGION_WARNINGS = ("the detected ultrasound image", "the whole-frame region was used", "the detected region")
 
 
 def test_growing_frames_are_refused_at_the_first_large_frame(fake):
@@ -56,9 +57,10 @@ def test_truncated_avi_is_refused_or_says_how_many_frames_were_decoded(fake, kee
         return
     assert resp.status_code == 200, resp.text
     assert 0 < body["frames"] < declared
-    assert body["warnings"] == [
-        f"truncated: decoded {body['frames']} of the {declared} frames the file declares"
-    ]
+    # the disc on flat gray may also get region warnings (a moving rim looks like a small fan): the
+    # truncation is said once, first among the decoder's words, whatever the region work adds
+    truncation = [w for w in body["warnings"] if not w.startswith(REGION_WARNINGS)]
+    assert truncation == [f"truncated: decoded {body['frames']} of the {declared} frames the file declares"]
 
 
 @pytest.mark.slow
