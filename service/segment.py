@@ -21,7 +21,6 @@ and a flag (``echoseg.quality``), and the clip a ``quality`` block; EF is withhe
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from echoseg.region import Region, input_fan
 from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import ClipSource, Limits, open_clip
-from service.codecs.rle import rle_decode
+from service.codecs.rle import rle_area, rle_decode, rle_encode
 from service.core.config import Settings
 from service.core.metrics import Metrics
 from service.regions import choose_region_judged
@@ -77,19 +76,6 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def rle_counts(mask: np.ndarray) -> np.ndarray:
-    """``(H, W)`` mask -> run lengths as an int64 array (same format as ``codecs.rle.rle_encode``)."""
-    flat = mask.reshape(-1) != 0
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # where a new run starts
-    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
-    return np.concatenate([[0], counts]) if flat[0] else counts
-
-
-def rle_area(counts: np.ndarray) -> int:
-    """Set pixels of an RLE mask: the sum of its odd-indexed runs."""
-    return int(counts[1::2].sum())
-
-
 @dataclass
 class _Stages:
     decode: float = 0.0
@@ -109,7 +95,7 @@ def _encode_masks(
     out = []
     for lg, frame in zip(logits, targets, strict=True):
         mask = logits_to_masks(lg[None], height, width, config, region)[0]
-        out.append((rle_counts(mask), assess_frame(lg, frame, config, fan, run.limits)))
+        out.append((rle_encode(mask), assess_frame(lg, frame, config, fan, run.limits)))
     return out
 
 
@@ -293,43 +279,6 @@ async def segment_upload(
     )
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
-
-
 def model_ref(backend: Backend) -> dict:
     """The ``model`` block of a result: what the JSON, the NPZ summary and the DICOM outputs name."""
     return {"id": backend.model_id, "preset": backend.config.preset, "backend": backend.name}
-
-
-def result_json(result: SegmentResult, backend: Backend, *, masks: bool = True) -> dict:
-    """The JSON body of ``POST /v1/segment`` (documented field by field in docs/service.md)."""
-    h, w = result.height, result.width
-    mm = result.spacing is not None
-    return {
-        "model": model_ref(backend),
-        "frames": result.frames,
-        "height": h,
-        "width": w,
-        "fps": _finite(result.fps),
-        "spacing": {"row": result.spacing[0], "col": result.spacing[1], "unit": "mm"} if mm else None,
-        "masks": {
-            "encoding": "rle",
-            "order": "row-major",
-            "first_run": 0,
-            "size": [h, w],
-            "counts": [c.tolist() for c in result.counts],
-        }
-        if masks
-        else None,
-        "area": [round(float(a), 3) for a in result.areas],
-        "area_unit": "mm2" if mm else "pixel",
-        "volume_unit": "mm3" if mm else "pixel3",
-        **result.summary,
-        "region": result.region.to_dict() if result.region is not None else None,
-        "confidence": [q.confidence for q in result.frame_quality],
-        "flags": [q.flag for q in result.frame_quality],
-        "quality": result.quality,
-        "warnings": result.warnings,
-        "timings_ms": result.timings_ms,
-    }

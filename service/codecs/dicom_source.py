@@ -16,7 +16,6 @@ import io
 from service.codecs.clip import dicom_spacing, require_pydicom
 from service.core.errors import ServiceError
 
-DICOM_OUTPUTS = ("dicom-seg", "dicom-sr")
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
 # Patient module (C.7.1.1) and General Study module (C.7.2.1), Type 1 and 2 attributes.
 PATIENT_STUDY = (

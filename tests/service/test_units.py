@@ -25,8 +25,8 @@ from .conftest import fake_backend, moving_disc_clip
 
 
 def test_rle_documented_example():
-    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])) == [1, 3, 2]
-    assert rle_encode(np.array([[1, 1], [0, 1]])) == [0, 2, 1, 1]
+    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])).tolist() == [1, 3, 2]
+    assert rle_encode(np.array([[1, 1], [0, 1]])).tolist() == [0, 2, 1, 1]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (48, 40)])
