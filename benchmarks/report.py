@@ -412,35 +412,49 @@ def faults_section(runs: list[dict]) -> list[str]:
 def soak_section(soak: dict | None) -> list[str]:
     if not soak:
         return []
-    r, st, rest = soak["rss_mb"], soak["stream"], soak["rest"]
+    if "phases" not in soak:  # one phase (results written before the quiet/hostile comparison)
+        soak = {**soak, "phases": {"hostile": {**soak, "hostile_actions": soak["hostile"]}}}
+    minutes = soak.get("minutes_per_phase", soak.get("minutes"))
     out = [
         f"## Soak: streams, REST and a hostile mix together ({soak['streams']}×{soak['fps']:g} fps)",
         "",
         f"`{soak['command']}`: {soak['streams']} streams of {soak['size'][0]}×{soak['size'][1]} "
-        f"at {soak['fps']:g} fps (reconnecting "
-        "every 250 frames), a 32-frame REST upload every 2 s, and one hostile action a second "
-        f"for {soak['minutes']:g} min. Load average at the end: {soak['machine']['load_average']} "
-        "(2 cores shared with other sessions).",
+        f"at {soak['fps']:g} fps (reconnecting every 250 frames) and a 32-frame REST upload every 2 s, "
+        f"{' then '.join(soak['phases'])} for {minutes:g} min each (hostile: one hostile action a "
+        f"second). Load average at the end: {soak['machine']['load_average']} (2 cores shared with "
+        "other sessions).",
         "",
     ]
+    if "comparison" in soak:
+        c = soak["comparison"]
+        ratios = ", ".join(f"{k}: ×{v}" for k, v in c["p99_ratio_per_stream"].items())
+        out += [f"Each good stream's p99, hostile over quiet: {ratios}; frames lost: {c['frames_lost']}.", ""]
+    for name, ph in soak["phases"].items():
+        r, st, rest = ph["rss_mb"], ph["stream"], ph["rest"]
+        lat, rest_lat = st["latency_ms"], rest["latency_ms"]
+        rows = [
+            ["RSS start / after warm-up / end / max (MB)",
+             f"{r['start']} / {r['after_warmup']} / {r['end']} / {r['max']}"],
+            [f"RSS slope after {r['warmup_s']:g} s warm-up (MB/min)", r["slope_after_warmup_mb_per_min"]],
+            ["streams completed; frames sent / answered / lost",
+             f"{st['completed']}; {st['frames_sent']} / {st['frames_answered']} / {st['frames_lost']}"],
+            ["stream closes", ", ".join(f"{k}: {v}" for k, v in st["closes"].items())],
+            ["stream latency p50 / p99 (ms)", f"{lat.get('p50')} / {lat.get('p99')}"],
+            ["REST answers", ", ".join(f"{k}: {v}" for k, v in rest["status"].items())],
+            ["REST latency p50 / p99 (ms)", f"{rest_lat.get('p50')} / {rest_lat.get('p99')}"],
+            ["5xx answers (all clients)", ", ".join(f"{k}: {v}" for k, v in ph["http_5xx"].items()) or "0"],
+            ["1011 closes", ph["ws_1011"]],
+        ]  # fmt: skip
+        out += [f"**{name}**", "", *_table(["", "value"], rows)]
+        actions = ph["hostile_actions"].items()
+        hostile = [[k, ", ".join(f"{o}: {n}" for o, n in v.items())] for k, v in actions]
+        if hostile:
+            out += _table(["hostile action", "answers"], hostile)
     rows = [
-        ["RSS start / after warm-up / end / max (MB)",
-         f"{r['start']} / {r['after_warmup']} / {r['end']} / {r['max']}"],
-        [f"RSS slope after {r['warmup_s']:g} s warm-up (MB/min)", r["slope_after_warmup_mb_per_min"]],
-        ["streams completed; frames sent / answered / lost",
-         f"{st['completed']}; {st['frames_sent']} / {st['frames_answered']} / {st['frames_lost']}"],
-        ["stream closes", ", ".join(f"{k}: {v}" for k, v in st["closes"].items())],
-        ["stream latency p50 / p99 (ms)", f"{st['latency_ms'].get('p50')} / {st['latency_ms'].get('p99')}"],
-        ["REST answers", ", ".join(f"{k}: {v}" for k, v in rest["status"].items())],
-        ["REST latency p50 / p99 (ms)", f"{rest['latency_ms'].get('p50')} / {rest['latency_ms'].get('p99')}"],
-        ["5xx answers (all clients)", ", ".join(f"{k}: {v}" for k, v in soak["http_5xx"].items()) or "0"],
-        ["1011 closes", soak["ws_1011"]],
         ["server error counters", ", ".join(f"{k} {v:g}" for k, v in soak["server_counters"].items()) or "–"],
         ["tracebacks in the server log", soak["tracebacks_in_server_log"]],
     ]  # fmt: skip
-    out += _table(["", "value"], rows)
-    hostile = [[k, ", ".join(f"{o}: {n}" for o, n in v.items())] for k, v in soak["hostile"].items()]
-    out += _table(["hostile action", "answers"], hostile)
+    out += _table(["whole run", "value"], rows)
     return out
 
 

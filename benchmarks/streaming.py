@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [parse_scenario(s) for s in args.scenarios]
     env = dict(kv.split("=", 1) for kv in args.env)
     env.setdefault("ECHOSEG_MAX_STREAMS", str(max([args.max_streams, *(n for n, _ in scenarios)])))
+    # every stream comes from this one anonymous client: its per-caller quota is the whole server
+    env.setdefault("ECHOSEG_MAX_STREAMS_PER_CLIENT", env["ECHOSEG_MAX_STREAMS"])
     env.setdefault("ECHOSEG_LOG_LEVEL", "WARNING")
     size = tuple(args.size)
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-") as tmp:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service.api.errors import install_error_handlers
-from service.api.middleware import RequestCounter
+from service.api.middleware import RequestCounter, ViewerHeaders
 from service.api.routes import health, metrics, models, segment, stream
 from service.backends import Backend, create_backend
 from service.core.audit import AuditRequests
@@ -70,5 +70,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RequestCounter, metrics=service.metrics)
     app.add_middleware(AuditRequests, service=service)
+    app.add_middleware(ViewerHeaders)  # CSP, nosniff, no framing, no referrer; relative redirects
     app.add_middleware(PeerCertificates, tls=service.tls)  # outermost: the others see the cert subject
     return app

@@ -20,6 +20,7 @@ import sys
 import uvicorn
 
 from service.core.config import Settings
+from service.core.connections import http_protocol
 from service.core.logging import install_redaction
 from service.core.tls import ServerTLS
 from service.main import create_app
@@ -54,12 +55,12 @@ def uvicorn_config(
     app, settings: Settings, host: str, port: int, tls: ServerTLS | None = None
 ) -> uvicorn.Config:
     """The server's uvicorn config; with ``tls`` (the service's, when ``ssl_certfile`` is set) it
-    serves HTTPS and wss:// from that live, reloadable context (see :mod:`service.core.tls`)."""
-    extra = {}
+    serves HTTPS and wss:// from that live, reloadable context (see :mod:`service.core.tls`).
+    Every connection gets the limits of :mod:`service.core.connections`."""
+    protocol, extra = http_protocol(settings)  # head size, header count, head timeout, connection cap
     if tls is not None:
-        from uvicorn.protocols.http.auto import AutoHTTPProtocol
-
-        extra = {"ssl_context_factory": tls.context_factory, "http": tls.protocol(AutoHTTPProtocol)}
+        extra["ssl_context_factory"] = tls.context_factory
+        protocol = tls.protocol(protocol)
     config = uvicorn.Config(
         app,
         host=host,
@@ -71,6 +72,8 @@ def uvicorn_config(
         # the drain has already waited drain_timeout_s and cancelled what was left; uvicorn
         # then only waits this long for connections to close
         timeout_graceful_shutdown=UVICORN_GRACE_S,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        http=protocol,
         **extra,
     )
     install_redaction()  # after uvicorn.Config configured its loggers: no key in any log line

@@ -54,6 +54,7 @@ class Service:
         self.drain_cancelled: set[asyncio.Task] = set()
         # who may call (re-read when the key file changes), the live TLS context, the audit trail
         self.keys = KeyRing.load(settings.keys, settings.api_key_file)
+        self._warn_if_locked()
         self.tls = ServerTLS(settings) if settings.tls else None
         self.audit = AuditTrail(settings.audit_log)
         self._stamps = self._file_stamps()
@@ -74,11 +75,11 @@ class Service:
         cfg = backend.config
         self.metrics.model_info.labels(backend.model_id, cfg.preset, backend.name).set(1)
         self.warmed = True
-        self._publish_ready()
+        self.publish_ready()
 
     def close(self) -> None:
         self.warmed = False
-        self._publish_ready()
+        self.publish_ready()
         if self.batcher is not None:
             self.batcher.close()
         if self.backend is not None:
@@ -125,8 +126,8 @@ class Service:
                 self._stamps = stamps
                 if forced or "keys" in changed:
                     await self.reload_keys()
-                if self.tls is not None and (forced or "tls" in changed):
-                    self.tls.reload()
+                if self.tls is not None and (forced or "tls" in changed) and self.tls.reload():
+                    await self.close_revoked_certificates()
             except Exception:  # the watcher must outlive any one failed reload
                 log.exception("reloading keys or certificates failed; the previous ones stay in force")
 
@@ -139,6 +140,8 @@ class Service:
             return False
         self.keys = ring
         log.info("keys reloaded: %d keys", len(ring.entries))
+        self._warn_if_locked()
+        self.publish_ready()
         revoked = [s for s in list(self.streams) if not ring.still_valid(s.principal, "stream")]
         for stream in revoked:
             log.info("closing a stream of %s: its key was revoked", stream.principal.name)
@@ -146,11 +149,40 @@ class Service:
         await asyncio.gather(*(s.close_with(err) for s in revoked), return_exceptions=True)
         return True
 
+    async def close_revoked_certificates(self) -> None:
+        """Close open streams whose client certificate is now on the deny-list."""
+        revoked = [s for s in list(self.streams) if self.tls is not None and self.tls.revoked(s.principal)]
+        for stream in revoked:
+            log.info("closing a stream of %s: its certificate was revoked", stream.principal.name)
+        err = ServiceError("unauthorized", "the client certificate of this stream was revoked")
+        await asyncio.gather(*(s.close_with(err) for s in revoked), return_exceptions=True)
+
+    def _warn_if_locked(self) -> None:
+        if self.keys.locked:
+            log.error(
+                "api_key_file %s holds no keys: every caller is refused and /readyz reports not ready "
+                "until a key is added",
+                self.settings.api_key_file,
+            )
+
+    def problems(self) -> list[str]:
+        """Why the server is not ready (empty: ready); checks the audit trail's file now."""
+        found = []
+        if not self.warmed:
+            found.append("model_loading")
+        if self.draining:
+            found.append("draining")
+        if self.keys.locked:
+            found.append("no_api_keys")
+        if not self.audit.check():
+            found.append("audit_unwritable")
+        return found
+
     @property
     def ready(self) -> bool:
-        return self.warmed and not self.draining
+        return self.warmed and not self.draining and not self.keys.locked and self.audit.ok
 
-    def _publish_ready(self) -> None:
+    def publish_ready(self) -> None:
         self.metrics.ready.set(1 if self.ready else 0)
 
     async def drain(self, timeout_s: float | None = None) -> None:
@@ -163,7 +195,7 @@ class Service:
         """
         timeout_s = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         self.draining = True
-        self._publish_ready()
+        self.publish_ready()
         log.info("draining: %d streams, %d requests in progress", len(self.streams), len(self.requests))
         deadline = time.monotonic() + timeout_s
         while (self.streams or self.requests) and time.monotonic() < deadline:
@@ -217,4 +249,9 @@ class Service:
             )
         if not self.warmed or self.backend is None or self.batcher is None:
             raise ServiceError("not_ready", "the model is still loading")
+        if not self.audit.check() and self.settings.audit_on_failure == "refuse":
+            self.publish_ready()
+            raise ServiceError(
+                "not_ready", "the audit trail cannot be written; no work is taken until it can"
+            )
         return self.backend, self.batcher

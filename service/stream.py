@@ -159,6 +159,7 @@ class StreamSession:
         self._pending: asyncio.Queue | None = None
         self._closing: ServiceError | None = None  # set by the drain or a key revocation
         self.principal = Principal("none", "anonymous", frozenset())
+        self.caller = ""  # whose share of the streams this one counts against
         self.bytes_in = 0
         self.outcome: tuple[str, str | None, int | None] = ("client_closed", None, None)
         self._finished = asyncio.Event()
@@ -230,6 +231,20 @@ class StreamSession:
             raise ServiceError(
                 "too_many_streams", f"max_streams={self.settings.max_streams} streams are open"
             )
+        # one caller's share: its key or certificate, or its address when anonymous
+        client = self.ws.client.host if self.ws.client else "?"
+        self.caller = self.principal.name if self.principal.kind != "none" else f"address {client}"
+        quota = self.settings.max_streams_per_client
+        if sum(s.caller == self.caller for s in self.service.streams) >= quota:
+            raise ServiceError(
+                "too_many_streams", f"{self.caller} already holds max_streams_per_client={quota} streams"
+            )
+
+    def _progress_deadline(self, deadline: float) -> float:
+        """After a valid frame: each buys 1/stream_min_fps s, banked up to stream_idle_timeout_s."""
+        s = self.settings
+        limit = time.monotonic() + s.stream_idle_timeout_s
+        return limit if s.stream_min_fps <= 0 else min(limit, deadline + 1.0 / s.stream_min_fps)
 
     async def _serve(self) -> None:
         try:
@@ -292,12 +307,11 @@ class StreamSession:
             await asyncio.wait_for(self._finished.wait(), SEND_TIMEOUT_S * 2)
 
     # -- receiving -----------------------------------------------------------------------------
-    async def _receive(self, timeout_s: float, code: str) -> dict:
+    async def _receive(self, timeout_s: float, code: str, detail: str = "") -> dict:
         try:
             msg = await asyncio.wait_for(self.ws.receive(), timeout_s)
         except TimeoutError:
-            what = "start" if code == "start_timeout" else "a message"
-            raise ServiceError(code, f"no {what} within {timeout_s:g} s") from None
+            raise ServiceError(code, detail or f"no start within {timeout_s:g} s") from None
         if msg["type"] == "websocket.disconnect":
             raise _Disconnected()
         return msg
@@ -336,8 +350,14 @@ class StreamSession:
         windows = StreamWindows(backend.config)
         if start.region is not None:
             self._use_region(start.region, backend.config)
+        s = self.settings
+        slow = (
+            f"no valid frame for stream_idle_timeout_s={s.stream_idle_timeout_s:g} s, or fewer than "
+            f"stream_min_fps={s.stream_min_fps:g} a second"
+        )
+        deadline = time.monotonic() + s.stream_idle_timeout_s  # moved on by valid frames only
         while True:
-            msg = await self._receive(self.settings.stream_idle_timeout_s, "idle_timeout")
+            msg = await self._receive(max(0.0, deadline - time.monotonic()), "idle_timeout", slow)
             arrival = time.perf_counter()
             payload = msg.get("bytes")
             if payload is not None:
@@ -356,6 +376,7 @@ class StreamSession:
                 continue
             frame = await self._decode(payload, start)
             self.received += 1
+            deadline = self._progress_deadline(deadline)
             if self.region is None:  # held until the region is detected from the first frames
                 self._held.append((frame, arrival))
                 if len(self._held) >= self.detect_frames:

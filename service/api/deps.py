@@ -17,7 +17,7 @@ from starlette.requests import HTTPConnection
 from service.core.audit import audit_state
 from service.core.errors import ServiceError
 from service.core.keys import ANONYMOUS, Principal
-from service.core.tls import client_cert_name
+from service.core.tls import client_certificate
 from service.state import Service
 
 
@@ -38,6 +38,13 @@ def bearer_token(authorization: str | None) -> str | None:
 def identify(conn: HTTPConnection, service: Service, allow_query_token: bool) -> Principal:
     """Who is calling; raises ``unauthorized`` when keys are configured and none valid was shown."""
     ring = service.keys
+    if ring.locked:  # every key was removed from the key file: nobody, not even a certificate
+        raise ServiceError("unauthorized", "the server's key file holds no keys: no caller is accepted")
+    peer = client_certificate(conn.scope)
+    if peer is not None and service.tls is not None and service.tls.is_denied(peer):
+        raise ServiceError(
+            "unauthorized", "this client certificate was revoked (it is on the server's ssl_client_denylist)"
+        )
     tokens = conn.query_params.getlist("token") if allow_query_token else []
     if len(tokens) > 1:  # ambiguous: never pick one of several presented keys
         raise ServiceError("unauthorized", "send one API key, not several 'token' parameters")
@@ -47,9 +54,8 @@ def identify(conn: HTTPConnection, service: Service, allow_query_token: bool) ->
         if principal is None:
             raise ServiceError("unauthorized", "the API key is not valid (unknown, removed or mistyped)")
         return principal
-    subject = client_cert_name(conn.scope)
-    if subject:
-        return Principal("cert", subject, frozenset(service.settings.cert_scopes))
+    if peer is not None:
+        return Principal("cert", peer.subject, frozenset(service.settings.cert_scopes), peer.sha256)
     if ring.enabled:
         where = "'Authorization: Bearer <key>'" + (" or ?token=<key>" if allow_query_token else "")
         raise ServiceError("unauthorized", f"send a valid API key as {where}")

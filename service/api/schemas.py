@@ -80,6 +80,7 @@ class Readiness(BaseModel):
     ready: bool
     model_loaded: bool
     draining: bool
+    problems: list[Literal["model_loading", "draining", "no_api_keys", "audit_unwritable"]] = []
 
 
 class Spacing(BaseModel):

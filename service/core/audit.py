@@ -8,6 +8,11 @@ Fields (docs/service.md, "Audit trail"): ``time`` (UTC, ISO 8601), ``event`` (``
 ``model_id``. Nothing else: no pixels, no file names, no query strings, no DICOM fields, no
 client addresses, no keys. Rotation is the platform's (the file is reopened when it is moved,
 as logrotate does).
+
+The trail fails closed: when its file cannot be written (the disk is full, its folder was
+removed or remounted read-only), :meth:`AuditTrail.check` says so before work is taken, the
+service refuses API requests and new streams (``audit_on_failure=refuse``, the default) or only
+reports not ready, and an error is logged; both end as soon as the file can be written again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import time
 from datetime import UTC, datetime
 
@@ -31,11 +37,32 @@ FIELDS = (
 SKIPPED_ROUTES = ("/healthz", "/readyz")  # probes: every few seconds, no data
 
 
+log = logging.getLogger(__name__)
+
+
+class _TrailFile(logging.handlers.WatchedFileHandler):
+    """The trail's file; a line it cannot write is noted (``failed``), not printed as a traceback."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:  # reopening a moved file happens before the base class's own error handling
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+        self.stream = None  # reopened at the next line
+
+
 class AuditTrail:
     """Writes audit lines to ``path`` (a file of its own) or, when empty, to the ``echoseg.audit`` logger."""
 
     def __init__(self, path: str = "") -> None:
-        self.handler: logging.Handler | None = None
+        self.path = path
+        self.ok = True  # the last write (or check) of the file succeeded
+        self.handler: _TrailFile | None = None
         if path:
             try:  # refuse to start without a writable trail, rather than lose lines later
                 with open(path, "a", encoding="utf-8"):
@@ -44,7 +71,7 @@ class AuditTrail:
                 raise OSError(f"audit_log {path}: cannot append to it ({exc.strerror})") from None
             # not registered in the logging tree: its lines reach this file only
             self.logger = logging.Logger(AUDIT_LOGGER, logging.INFO)
-            self.handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8", delay=True)
+            self.handler = _TrailFile(path, encoding="utf-8", delay=True)
             self.handler.setFormatter(logging.Formatter("%(message)s"))
             self.handler.addFilter(RedactSecrets())
             self.logger.addHandler(self.handler)
@@ -63,6 +90,35 @@ class AuditTrail:
         unknown = set(fields) - set(FIELDS)
         assert not unknown, f"not an audit field: {unknown}"
         self.logger.info("%s", json.dumps(line, separators=(",", ":")))
+        if self.handler is not None:
+            self._note(not self.handler.failed, "an audit line was lost")
+            self.handler.failed = False
+
+    def check(self) -> bool:
+        """Whether the trail's file can be appended to now (recreated if it was removed)."""
+        if self.handler is None:
+            return True
+        try:
+            os.stat(self.path)  # the handler reopens a moved or recreated file by itself
+            writable = os.access(self.path, os.W_OK)
+        except FileNotFoundError:
+            try:  # removed (rotation without a new file): create it again, or its folder is gone
+                with open(self.path, "a", encoding="utf-8"):
+                    pass
+                writable = True
+            except OSError:
+                writable = False
+        except OSError:
+            writable = False
+        self._note(writable, "it cannot be appended to")
+        return writable
+
+    def _note(self, ok: bool, why: str) -> None:
+        if ok and not self.ok:
+            log.warning("audit trail %s is writable again", self.path)
+        elif not ok and self.ok:
+            log.error("audit trail %s fails: %s; see audit_on_failure", self.path, why)
+        self.ok = ok
 
     def close(self) -> None:
         if self.handler is not None:

@@ -113,6 +113,30 @@ class Settings(BaseSettings):
         32, ge=1, description="frames one stream may have in flight before 'overloaded'"
     )
     stream_summary_frames: int = Field(1500, ge=1, description="latest frames the stream summary covers")
+    max_streams_per_client: int = Field(
+        8,
+        ge=1,
+        description="streams one caller may hold open: per API key, per client certificate, or per client "
+        "address when the caller is anonymous",
+    )
+
+    # -- connections (each client's share of the event loop) ---------------------------------
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="open HTTP/WebSocket connections; at the cap, the oldest connection that has not "
+        "sent a complete request head is closed to make room, else the new one is",
+    )
+    max_head_kb: float = Field(
+        64.0, gt=0, description="largest request head (request line, URL and headers), KiB; more gets 431"
+    )
+    max_headers: int = Field(100, ge=1, description="most header lines in a request; more gets 431")
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="longest a connection may take to send a complete request head (408)"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this long"
+    )
 
     # -- real clips: region and quality -------------------------------------------------------
     region_frames: int = Field(
@@ -153,7 +177,14 @@ class Settings(BaseSettings):
         10.0, gt=0, description="longest a new WebSocket may wait before sending start"
     )
     stream_idle_timeout_s: float = Field(
-        30.0, gt=0, description="longest a started stream may wait between messages"
+        30.0, gt=0, description="longest a started stream may go without a valid frame"
+    )
+    stream_min_fps: float = Field(
+        1.0,
+        ge=0,
+        description="useful progress a started stream must make: each valid frame buys 1/stream_min_fps "
+        "seconds, banked up to stream_idle_timeout_s; a stream below this rate ends idle_timeout "
+        "(0 = only the idle timeout)",
     )
 
     # -- security, lifecycle, telemetry -------------------------------------------------------
@@ -181,6 +212,18 @@ class Settings(BaseSettings):
         description="client certificates (needs ssl_ca_certs): required = mutual TLS, every client; "
         "optional = verified when sent; a verified certificate authenticates as its subject",
     )
+    ssl_max_client_chain_kb: float = Field(
+        32.0,
+        gt=0,
+        le=1024,
+        description="largest client certificate chain a TLS client may send, KiB (OpenSSL's max_cert_list; "
+        "its default is 100): a larger one is refused before it is parsed or verified",
+    )
+    ssl_client_denylist: str = Field(
+        "",
+        description="file of revoked client certificates, one SHA-256 fingerprint of the certificate a "
+        "line ('#' comments); re-read when it changes or on SIGHUP, open streams of a listed one closed",
+    )
     client_cert_scopes: str = Field(
         "segment,stream", description="scopes a verified client certificate holds, comma-separated"
     )
@@ -188,6 +231,11 @@ class Settings(BaseSettings):
         "",
         description="file of the audit trail (one JSON line per request and stream); empty = the "
         "'echoseg.audit' logger (stderr with the other logs)",
+    )
+    audit_on_failure: Literal["refuse", "not_ready"] = Field(
+        "refuse",
+        description="when the audit_log file cannot be written: refuse = API requests and new streams get "
+        "503 not_ready and /readyz is 503; not_ready = only /readyz turns 503 (lines are lost meanwhile)",
     )
     drain_timeout_s: float = Field(
         10.0,
@@ -214,6 +262,8 @@ class Settings(BaseSettings):
     def _check_tls(self) -> Settings:
         if (self.ssl_keyfile or self.ssl_ca_certs) and not self.ssl_certfile:
             raise ValueError("ssl_keyfile and ssl_ca_certs need ssl_certfile (the server's certificate)")
+        if self.ssl_client_denylist and self.ssl_client_cert == "none":
+            raise ValueError("ssl_client_denylist needs ssl_client_cert=optional or required")
         if self.ssl_client_cert != "none" and not self.ssl_ca_certs:
             raise ValueError(f"ssl_client_cert={self.ssl_client_cert} needs ssl_ca_certs (the CA bundle)")
         unknown = set(self.cert_scopes) - set(SCOPES)
@@ -251,6 +301,10 @@ class Settings(BaseSettings):
     @property
     def max_body_buffer_bytes(self) -> int:
         return int(self.max_body_buffer_mb * 1024 * 1024)
+
+    @property
+    def max_head_bytes(self) -> int:
+        return int(self.max_head_kb * 1024)
 
     @property
     def max_decoded_bytes(self) -> int:

@@ -76,7 +76,11 @@ ERRORS: dict[str, ErrorSpec] = {
         413, WS_TOO_BIG, "a binary message is larger than a frame can be, or a text message above 64 KiB"
     ),
     "start_timeout": ErrorSpec(408, WS_POLICY, "no start message within stream_start_timeout_s"),
-    "idle_timeout": ErrorSpec(408, WS_POLICY, "no message for stream_idle_timeout_s on a started stream"),
+    "idle_timeout": ErrorSpec(
+        408,
+        WS_POLICY,
+        "a started stream sent no valid frame for stream_idle_timeout_s, or fewer than stream_min_fps",
+    ),
     # capacity, lifecycle, security
     "unauthorized": ErrorSpec(
         401, WS_POLICY, "missing or wrong API key (or client certificate), or the stream's key was revoked"
@@ -87,6 +91,10 @@ ERRORS: dict[str, ErrorSpec] = {
     "not_ready": ErrorSpec(503, WS_TRY_AGAIN, "the model is not loaded yet"),
     "shutting_down": ErrorSpec(503, WS_GOING_AWAY, "the server is draining before shutdown"),
     "not_found": ErrorSpec(404, WS_POLICY, "no such route"),
+    "head_too_large": ErrorSpec(
+        431, WS_POLICY, "the request head is larger than max_head_kb or has more than max_headers lines"
+    ),
+    "head_timeout": ErrorSpec(408, WS_POLICY, "the request head did not arrive within head_timeout_s"),
     "drain_timeout": ErrorSpec(
         503, WS_GOING_AWAY, "the work was still running when the shutdown drain timed out; retry elsewhere"
     ),

@@ -51,7 +51,7 @@ class Principal:
     kind: str  # "key" | "cert" | "none"
     id: str
     scopes: frozenset[str]
-    sha256: str = field(default="", repr=False)  # kind "key": which key, to notice its revocation
+    sha256: str = field(default="", repr=False)  # key: its digest; cert: its fingerprint (revocation)
 
     @property
     def name(self) -> str:
@@ -74,10 +74,15 @@ class KeyFileError(ValueError):
 
 
 class KeyRing:
-    """The keys a server accepts at one moment; replaced whole when the key file changes."""
+    """The keys a server accepts at one moment; replaced whole when the key file changes.
 
-    def __init__(self, entries: list[KeyEntry]) -> None:
+    ``from_file``: a key file is configured. Authentication is then on whatever the file holds:
+    a file with no keys (every key removed) lets nobody in, it never turns authentication off.
+    """
+
+    def __init__(self, entries: list[KeyEntry], from_file: bool = False) -> None:
         self.entries = entries
+        self.from_file = from_file
 
     @classmethod
     def load(cls, api_keys: list[str], key_file: str = "") -> KeyRing:
@@ -88,12 +93,17 @@ class KeyRing:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise KeyFileError(f"key ids must be unique; repeated: {dupes}")
-        return cls(entries)
+        return cls(entries, from_file=bool(key_file))
 
     @property
     def enabled(self) -> bool:
-        """Whether any key is configured (otherwise the service is open)."""
-        return bool(self.entries)
+        """Whether callers must authenticate: a key is configured, or a key file is (even an empty one)."""
+        return bool(self.entries) or self.from_file
+
+    @property
+    def locked(self) -> bool:
+        """A key file is configured and holds no key: nobody may call (and the server is not ready)."""
+        return self.from_file and not self.entries
 
     def authenticate(self, presented: str | None) -> Principal | None:
         """The principal of a presented key, or None. Compares with every digest, no early exit."""

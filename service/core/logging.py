@@ -3,7 +3,8 @@
 uvicorn's access log prints the path with its query string (REST and WebSocket), and the
 websockets library prints request headers at DEBUG. :class:`RedactSecrets` rewrites every record
 that passes a handler it is attached to: the value of a ``token`` (or ``access_token``,
-``api_key``) query parameter and of an ``Authorization`` header become ``<redacted>``.
+``api_key``) query parameter, its name matched once percent-decoded as the server decodes it,
+and of an ``Authorization`` header become ``<redacted>``.
 :func:`install_redaction` attaches it to the root and uvicorn handlers and drops the
 websockets library's per-header and per-frame DEBUG records, so headers are never printed.
 
@@ -17,9 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 REDACTED = "<redacted>"
-_QUERY_SECRET = re.compile(r"((?:^|[?&;\s])(?:token|access_token|api_key|apikey)=)[^&;\s\"']*", re.IGNORECASE)
+SECRET_PARAMS = frozenset({"token", "access_token", "api_key", "apikey"})
+# any name=value pair of a query string; the name is compared once percent-decoded (``%74oken``
+# is ``token`` to the server, so it is to the redaction too)
+_QUERY_PAIR = re.compile(r"((?:^|[?&;\s])([^=&;\s?\"']+)=)[^&;\s\"']*")
 _AUTH_HEADER = re.compile(r"(authorization[\"']?\s*[:=,]\s*[\"']?)[^\"'\r\n)]*", re.IGNORECASE)
 HEADER_LOGGERS = ("websockets", "websockets.server", "websockets.client", "httpcore", "hpack")
 # What the websockets library logs at DEBUG (through uvicorn.error): one record per header and
@@ -27,9 +32,23 @@ HEADER_LOGGERS = ("websockets", "websockets.server", "websockets.client", "httpc
 DROPPED_FORMATS = frozenset({"< %s: %s", "> %s: %s", "< %s", "> %s"})
 
 
+def _param_name(raw: str) -> str:
+    name = raw
+    for _ in range(3):  # decoded as the server decodes it, and then some (double encoding)
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower()
+
+
+def _redact_pair(match: re.Match) -> str:
+    return match[1] + REDACTED if _param_name(match[2]) in SECRET_PARAMS else match[0]
+
+
 def redact(text: str) -> str:
     """``text`` with query-string secrets and Authorization values replaced by ``<redacted>``."""
-    return _AUTH_HEADER.sub(rf"\1{REDACTED}", _QUERY_SECRET.sub(rf"\1{REDACTED}", text))
+    return _AUTH_HEADER.sub(rf"\1{REDACTED}", _QUERY_PAIR.sub(_redact_pair, text))
 
 
 class RedactSecrets(logging.Filter):

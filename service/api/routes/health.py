@@ -21,9 +21,22 @@ async def healthz() -> dict:
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
-    responses={503: {"model": Readiness, "description": "loading, or draining before shutdown"}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "loading, draining, no API keys, or the audit trail cannot be written",
+        }
+    },
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
-    """200 when the model is loaded and warmed and the server is not draining; 503 otherwise."""
-    body = {"ready": service.ready, "model_loaded": service.warmed, "draining": service.draining}
-    return JSONResponse(body, status_code=200 if service.ready else 503)
+    """200 when the model is loaded and warmed, the server is not draining, its key file (if any)
+    holds a key and its audit trail (if a file) can be written; 503 otherwise, ``problems`` says why."""
+    problems = service.problems()
+    service.publish_ready()
+    body = {
+        "ready": not problems,
+        "model_loaded": service.warmed,
+        "draining": service.draining,
+        "problems": problems,
+    }
+    return JSONResponse(body, status_code=200 if not problems else 503)
