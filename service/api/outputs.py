@@ -3,28 +3,25 @@ and ``echoseg segment --output``.
 
 A row names the media type, the file suffix a client saves it under, whether it needs a DICOM
 upload to reference, and its encoder: a function of the :class:`Answer` (the segmented clip and
-what it came from) to the body's bytes, run in a worker thread. Adding an output is its codec
-module plus one row of :data:`OUTPUTS`.
+what it came from) to the body's bytes, run in a worker thread, named by import path and imported
+when first asked for (so ``echoseg segment --help`` reads the table without loading the codecs).
+Adding an output is its codec module (with its encoder) plus one row of :data:`OUTPUTS`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import logging
 import math
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.codecs.clip import Limits, open_clip
-from service.codecs.dicom_seg import segmentation_dicom
-from service.codecs.dicom_sr import report_dicom
-from service.codecs.outputs import masks_npz, overlay_mp4
-from service.codecs.rle import rle_decode, rle_json_chars
+from service.codecs.rle import rle_json_chars
 from service.core.errors import ServiceError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the clip codec loads the region code (scipy): not for reading the table
+    from service.codecs.clip import Limits
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,10 @@ class Answer:
     max_json_bytes: int
     source: Any = None  # the DICOM header (service.codecs.dicom_source.read_source) when the row needs one
 
+    def json(self, *, masks: bool = True) -> dict:
+        """The JSON answer (:func:`result_json`); without masks, the NPZ's ``summary``."""
+        return result_json(self.result, self.model, masks=masks)
+
 
 @dataclass(frozen=True)
 class Output:
@@ -46,10 +47,18 @@ class Output:
     media_type: str
     suffix: str  # of the file a client saves the answer in
     needs_dicom: bool  # refused, before any inference, unless the upload is DICOM and referenceable
-    encode: Callable[[Answer], bytes]
+    encoder: str  # "module:function" of ``Answer -> bytes``, imported when the output is first asked for
     summary: str  # for the ``output`` parameter's description
     body: str  # what the 200 answer holds, for its description
     filename: str | None = None  # ``Content-Disposition: attachment`` name; None: answered inline
+
+    def encode(self, answer: Answer) -> bytes:
+        return _load(self.encoder)(answer)
+
+
+def _load(target: str) -> Callable[[Answer], bytes]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def result_json(result, model: dict, *, masks: bool = True) -> dict:
@@ -85,10 +94,9 @@ def result_json(result, model: dict, *, masks: bool = True) -> dict:
     }
 
 
-def _json(a: Answer) -> bytes:
+def json_answer(a: Answer) -> bytes:
     _check_json_size(a.result, a.max_json_bytes)
-    body = result_json(a.result, a.model)
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(a.json(), separators=(",", ":"), allow_nan=False).encode()
 
 
 def _check_json_size(result, max_bytes: int) -> None:
@@ -105,61 +113,13 @@ def _check_json_size(result, max_bytes: int) -> None:
         )
 
 
-def _npz(a: Answer) -> bytes:
-    r = a.result
-    summary = result_json(r, a.model, masks=False)
-    return masks_npz(r.mask_chunks(), (r.frames, r.height, r.width), r.areas, summary)
-
-
-def _mp4(a: Answer) -> bytes:
-    frames = open_clip(a.data, a.media_type, a.limits).chunks()  # decoded again, chunk by chunk
-    return overlay_mp4(frames, a.result.mask_chunks(), a.result.fps)
-
-
-def _dicom_seg(a: Answer) -> bytes:
-    r = a.result
-    return _dicom(
-        "dicom-seg",
-        lambda: segmentation_dicom(a.source, r.mask_chunks(), (r.frames, r.height, r.width), a.model),
-    )
-
-
-def _dicom_sr(a: Answer) -> bytes:
-    r = a.result
-    mask_at = lambda i: rle_decode(r.counts[i], r.height, r.width)  # noqa: E731
-    return _dicom("dicom-sr", lambda: report_dicom(a.source, r.summary, r.areas, mask_at, r.spacing, a.model))
-
-
-def _dicom(output: str, build: Callable[[], bytes]) -> bytes:
-    """A DICOM output's bytes. The source's patient and study values were checked by ``read_source``;
-    should highdicom still refuse one, its message (which quotes the value) is neither answered
-    nor logged: the client gets 422 naming the output, the log the error's type and where it arose."""
-    try:
-        return build()
-    except ServiceError:
-        raise
-    except ValueError as e:
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        log.warning(
-            "output=%s refused by the DICOM library: %s at %s:%d",
-            output,
-            type(e).__name__,
-            where.filename.rsplit("/", 1)[-1],
-            where.lineno,
-        )
-        raise ServiceError(
-            "invalid_metadata",
-            f"output={output} could not be built from this file's attributes ({type(e).__name__})",
-        ) from None
-
-
 _ROWS = (
     Output(
         name="json",
         media_type="application/json",
         suffix="json",
         needs_dicom=False,
-        encode=_json,
+        encoder="service.api.outputs:json_answer",
         summary="the result with RLE masks",
         body="the result",
     ),
@@ -168,7 +128,7 @@ _ROWS = (
         media_type="application/x-npz",
         suffix="npz",
         needs_dicom=False,
-        encode=_npz,
+        encoder="service.codecs.outputs:npz_answer",
         summary="the masks as NPZ",
         body="the masks as NPZ (`masks` uint8 (T, H, W), `area`, `summary` JSON)",
         filename="masks.npz",
@@ -178,7 +138,7 @@ _ROWS = (
         media_type="video/mp4",
         suffix="mp4",
         needs_dicom=False,
-        encode=_mp4,
+        encoder="service.codecs.outputs:mp4_answer",
         summary="the masks over the clip as a video",
         body="an H.264 overlay",
         filename="overlay.mp4",
@@ -188,7 +148,7 @@ _ROWS = (
         media_type="application/dicom",
         suffix="seg.dcm",
         needs_dicom=True,
-        encode=_dicom_seg,
+        encoder="service.codecs.dicom_seg:segmentation_answer",
         summary="for a DICOM upload, a DICOM Segmentation of the left-ventricle cavity that references "
         "the uploaded instance frame by frame",
         body="a DICOM Part 10 Segmentation",
@@ -199,7 +159,7 @@ _ROWS = (
         media_type="application/dicom",
         suffix="sr.dcm",
         needs_dicom=True,
-        encode=_dicom_sr,
+        encoder="service.codecs.dicom_sr:report_answer",
         summary="for a DICOM upload, a TID 1500 measurement report with EDV, ESV and EF per beat and "
         "for the clip",
         body="a DICOM Part 10 Comprehensive SR (TID 1500)",
