@@ -52,13 +52,12 @@ class Output:
     body: str  # what the 200 answer holds, for its description
     filename: str | None = None  # ``Content-Disposition: attachment`` name; None: answered inline
 
+    def load_encoder(self) -> Callable[[Answer], bytes]:
+        module, _, name = self.encoder.partition(":")
+        return getattr(importlib.import_module(module), name)
+
     def encode(self, answer: Answer) -> bytes:
-        return _load(self.encoder)(answer)
-
-
-def _load(target: str) -> Callable[[Answer], bytes]:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+        return self.load_encoder()(answer)
 
 
 def result_json(result, model: dict, *, masks: bool = True) -> dict:
