@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from echoseg.runtime import BACKENDS, DEVICES
+from service.api.outputs import OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=".", help="directory for the result (default: current)")
     p.add_argument(
         "--output",
-        choices=["json", "npz", "mp4", "dicom-seg", "dicom-sr"],
+        choices=list(OUTPUTS),
         default="json",
-        help="dicom-seg / dicom-sr: a DICOM Segmentation / measurement report (DICOM uploads only)",
+        help="; ".join(f"{row.name}: {row.summary}" for row in OUTPUTS.values()),
     )
     p.add_argument("--api-key", default=None, help="bearer key (default: ECHOSEG_API_KEY)")
     _tls_client_args(p)
@@ -213,8 +214,7 @@ def segment(args: argparse.Namespace) -> int:
         print(f"error {resp.status_code}: {resp.text}")
         return 1
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = {"dicom-seg": "seg.dcm", "dicom-sr": "sr.dcm"}.get(args.output, args.output)
-    out = out_dir / f"{path.stem}.{suffix}"
+    out = out_dir / f"{path.stem}.{OUTPUTS[args.output].suffix}"
     out.write_bytes(resp.content)
     print(f"saved {out}")
     if args.output == "json":

@@ -5,7 +5,7 @@ time and preprocessed to the model size at once; only the preprocessed frames a 
 still needs are kept. Each batch of windows goes to the micro-batcher as soon as its look-ahead
 frames have arrived, and each mask is brought back to the clip's size, measured (area) and
 run-length encoded one frame at a time. ED/ES and EF come from the area curve plus the masks of
-the ED/ES frames, decoded back from their RLE (:func:`summarize_areas`). So a request's peak
+the ED/ES frames, decoded back from their RLE (``service.readout.gated_summary``). So a request's peak
 memory is its body, one decoded chunk, the in-flight batches and the RLE counts, whatever its
 length (docs/performance.md, "Memory").
 
@@ -21,7 +21,6 @@ and a flag (``echoseg.quality``), and the clip a ``quality`` block; EF is withhe
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,16 +28,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from echoseg.arbitration import first_frames
-from echoseg.cardiac import summarize_areas
-from echoseg.preprocess import logits_to_masks, preprocess, window_indices
-from echoseg.quality import ClipQuality, FrameQuality, assess_frame, gate_summary
-from echoseg.region import Region, input_fan
+from echoseg.preprocess import preprocess, window_indices
+from echoseg.quality import FrameQuality
+from echoseg.region import Region
 from service.backends import Backend
 from service.batcher import MicroBatcher
 from service.codecs.clip import ClipSource, Limits, open_clip
-from service.codecs.rle import rle_decode
+from service.codecs.rle import rle_area, rle_decode, rle_encode
 from service.core.config import Settings
 from service.core.metrics import Metrics
+from service.readout import Readout, gated_summary
 from service.regions import choose_region_judged
 
 BATCHES_IN_FLIGHT = 2  # an upload keeps this many batches queued, so streams interleave
@@ -77,19 +76,6 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def rle_counts(mask: np.ndarray) -> np.ndarray:
-    """``(H, W)`` mask -> run lengths as an int64 array (same format as ``codecs.rle.rle_encode``)."""
-    flat = mask.reshape(-1) != 0
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # where a new run starts
-    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
-    return np.concatenate([[0], counts]) if flat[0] else counts
-
-
-def rle_area(counts: np.ndarray) -> int:
-    """Set pixels of an RLE mask: the sum of its odd-indexed runs."""
-    return int(counts[1::2].sum())
-
-
 @dataclass
 class _Stages:
     decode: float = 0.0
@@ -105,12 +91,11 @@ def _encode_masks(
 ) -> list[tuple[np.ndarray, FrameQuality]]:
     """``(n, S, S)`` logits and the target frames they saw -> n (RLE counts, quality), one full-size
     mask at a time."""
-    config, region, fan = run.config, run.region, run.fan
-    out = []
-    for lg, frame in zip(logits, targets, strict=True):
-        mask = logits_to_masks(lg[None], height, width, config, region)[0]
-        out.append((rle_counts(mask), assess_frame(lg, frame, config, fan, run.limits)))
-    return out
+    readout = run.readout
+    return [
+        (rle_encode(readout.mask(lg, height, width)), readout.quality(lg, frame))
+        for lg, frame in zip(logits, targets, strict=True)
+    ]
 
 
 class _ClipRun:
@@ -127,7 +112,7 @@ class _ClipRun:
         self.region_frames = first_frames(self.config.lookahead, settings.region_frames)
         self.loop: asyncio.AbstractEventLoop | None = None  # where the batcher is awaited
         self.region: Region | None = None  # chosen from the first chunk
-        self.fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
+        self.readout: Readout | None = None  # reads the masks and flags, once the region is known
         self.warnings: list[str] = []
         self.quality: dict[int, FrameQuality] = {}
         self.norm: dict[int, np.ndarray] = {}  # preprocessed frames a pending window still needs
@@ -190,7 +175,7 @@ class _ClipRun:
             if source.stale_spacing is not None or source.declared_region is not None:
                 warnings.append("the pixel spacing of the stale DICOM region is not used")
         self.region, self.warnings = region, warnings
-        self.fan = input_fan(region, self.config.input_size)
+        self.readout = Readout.within(region, self.config, self.limits)
 
     def _raise_failed(self) -> None:
         if self.error is not None:
@@ -256,15 +241,14 @@ async def segment_upload(
     t1 = time.perf_counter()
     spacing = source.spacing or (1.0, 1.0)
     areas = np.array([rle_area(c) for c in counts], np.float64) * float(spacing[0] * spacing[1])
-    summary = await asyncio.to_thread(
-        lambda: summarize_areas(areas, lambda i: rle_decode(counts[i], h, w), spacing, source.fps).to_dict()
-    )
     per_frame = [clip_run.quality[t] for t in range(t_total)]
-    quality = ClipQuality(settings.quality_thresholds)
+    mask_at = lambda i: rle_decode(counts[i], h, w)  # noqa: E731
+    limits = settings.quality_thresholds
+    summary, quality = await asyncio.to_thread(
+        gated_summary, areas, mask_at, per_frame, limits, spacing, source.fps
+    )
     for q in per_frame:
-        quality.add(q)
         metrics.observe_flag("rest", q.flag)
-    summary = gate_summary(summary, quality)
     stages.postprocess += time.perf_counter() - t1
     for latency in stages.frame_latencies:
         metrics.observe_frame("rest", latency, settings.budget_s)
@@ -293,43 +277,6 @@ async def segment_upload(
     )
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
-
-
 def model_ref(backend: Backend) -> dict:
     """The ``model`` block of a result: what the JSON, the NPZ summary and the DICOM outputs name."""
     return {"id": backend.model_id, "preset": backend.config.preset, "backend": backend.name}
-
-
-def result_json(result: SegmentResult, backend: Backend, *, masks: bool = True) -> dict:
-    """The JSON body of ``POST /v1/segment`` (documented field by field in docs/service.md)."""
-    h, w = result.height, result.width
-    mm = result.spacing is not None
-    return {
-        "model": model_ref(backend),
-        "frames": result.frames,
-        "height": h,
-        "width": w,
-        "fps": _finite(result.fps),
-        "spacing": {"row": result.spacing[0], "col": result.spacing[1], "unit": "mm"} if mm else None,
-        "masks": {
-            "encoding": "rle",
-            "order": "row-major",
-            "first_run": 0,
-            "size": [h, w],
-            "counts": [c.tolist() for c in result.counts],
-        }
-        if masks
-        else None,
-        "area": [round(float(a), 3) for a in result.areas],
-        "area_unit": "mm2" if mm else "pixel",
-        "volume_unit": "mm3" if mm else "pixel3",
-        **result.summary,
-        "region": result.region.to_dict() if result.region is not None else None,
-        "confidence": [q.confidence for q in result.frame_quality],
-        "flags": [q.flag for q in result.frame_quality],
-        "quality": result.quality,
-        "warnings": result.warnings,
-        "timings_ms": result.timings_ms,
-    }

@@ -31,18 +31,9 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
 from echoseg.arbitration import first_frames
-from echoseg.cardiac import summarize_areas
-from echoseg.preprocess import StreamWindows, logits_to_masks, preprocess
-from echoseg.quality import (
-    FLAG_CODES,
-    FLAGS,
-    ClipQuality,
-    FrameQuality,
-    assess_frame,
-    gate_summary,
-)
-from echoseg.region import Region, input_fan, region_from_json
-from service.api.deps import websocket_principal
+from echoseg.preprocess import StreamWindows, preprocess
+from echoseg.quality import FLAG_CODES, FLAGS, FrameQuality, QualityThresholds
+from echoseg.region import Region, region_from_json
 from service.codecs.clip import MAX_FPS
 from service.codecs.frames import (
     FRAME_ENCODINGS,
@@ -55,6 +46,7 @@ from service.codecs.frames import (
 from service.core.errors import WS_NORMAL, ServiceError
 from service.core.keys import Principal
 from service.core.stages import timed
+from service.readout import Readout, gated_summary
 from service.regions import choose_region_judged
 from service.state import Service
 
@@ -145,8 +137,65 @@ def parse_control(text: str) -> dict:
     return msg
 
 
+class StreamSummary:
+    """What a stream keeps for its ``summary`` message: per-frame areas, flags and each mask as a
+    1-bit PNG (a few KB for an LV mask), at most ``max_frames`` of them and SUMMARY_MASK_BYTES in
+    all; only the ED/ES masks are decoded again, for their volumes. Memory stays flat however long
+    the stream."""
+
+    def __init__(self, max_frames: int, limits: QualityThresholds) -> None:
+        self.max_frames = max_frames
+        self.limits = limits
+        self._areas: deque[float] = deque()
+        self._masks: deque[bytes] = deque()
+        self._flags: deque[FrameQuality] = deque()
+        self._mask_bytes = 0
+
+    def keep(self, area: float, png: bytes, quality: FrameQuality) -> None:
+        self._areas.append(area)
+        self._masks.append(png)
+        self._flags.append(quality)
+        self._mask_bytes += len(png)
+        while len(self._masks) > self.max_frames or (
+            self._mask_bytes > SUMMARY_MASK_BYTES and len(self._masks) > 1
+        ):
+            self._areas.popleft()
+            self._flags.popleft()
+            self._mask_bytes -= len(self._masks.popleft())
+
+    def message(self, sent: int, start: StartParams, region: Region | None) -> dict:
+        """The ``summary`` message after ``sent`` masks: it covers the latest frames only."""
+        first = sent - len(self._areas)
+        masks = list(self._masks)
+
+        def mask_at(i: int) -> np.ndarray:
+            return decode_mask(masks[i], "png", start.width, start.height)
+
+        areas = np.asarray(self._areas, np.float64)
+        cardiac, quality = gated_summary(areas, mask_at, self._flags, self.limits, fps=start.fps)
+        shift = lambda xs: [first + x for x in xs]  # noqa: E731
+        beats = [{**b, "ed": first + b["ed"], "es": first + b["es"]} for b in cardiac.get("beats", [])]
+        return {
+            "type": "summary",
+            "frames": sent,
+            "first_frame": first,
+            "ed_frames": shift(cardiac.get("ed_frames", [])),
+            "es_frames": shift(cardiac.get("es_frames", [])),
+            "beats": beats,
+            "ef": cardiac.get("ef"),
+            "ef_null_reason": cardiac["ef_null_reason"],
+            "area": [round(a, 1) for a in self._areas],
+            "area_unit": "pixel",
+            "volume_unit": "pixel3",
+            "region": region.to_dict() if region is not None else None,
+            "quality": quality.block(),
+        }
+
+
 class StreamSession:
-    def __init__(self, websocket: WebSocket, service: Service) -> None:
+    """One stream of an authenticated caller (the route authenticates and hands ``principal`` over)."""
+
+    def __init__(self, websocket: WebSocket, service: Service, principal: Principal | None = None) -> None:
         self.ws = websocket
         self.service = service
         self.settings = service.settings
@@ -158,22 +207,15 @@ class StreamSession:
         self._serve_task: asyncio.Task | None = None
         self._pending: asyncio.Queue | None = None
         self._closing: ServiceError | None = None  # set by the drain or a key revocation
-        self.principal = Principal("none", "anonymous", frozenset())
+        self.principal = principal or Principal("none", "anonymous", frozenset())
         self.caller = ""  # whose share of the streams this one counts against
         self.bytes_in = 0
         self.outcome: tuple[str, str | None, int | None] = ("client_closed", None, None)
         self._finished = asyncio.Event()
-        # The summary keeps per-frame areas and each mask as a 1-bit PNG (a few KB for an LV
-        # mask), at most stream_summary_frames of them and SUMMARY_MASK_BYTES in all; only the
-        # ED/ES masks are decoded again, for their volumes. Memory stays flat however long the stream.
-        self._areas: deque[float] = deque()
-        self._masks: deque[bytes] = deque()
-        self._flags: deque[FrameQuality] = deque()
-        self._mask_bytes = 0
+        self._summary = StreamSummary(self.settings.stream_summary_frames, self.settings.quality_thresholds)
         self.region: Region | None = None  # the region in use, once known
-        self._fan: np.ndarray | None = None  # (S, S) bool: where the model's input holds image
+        self._readout: Readout | None = None  # reads the masks and flags, once the region is known
         self._held: list[tuple[np.ndarray, float]] = []  # (frame, arrival) until the region is known
-        self._limits = self.settings.quality_thresholds
 
     @property
     def detect_frames(self) -> int:
@@ -184,10 +226,14 @@ class StreamSession:
         return first_frames(self.service.backend.config.lookahead, self.settings.region_frames)
 
     # -- entry point ---------------------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, refused: ServiceError | None = None) -> None:
+        """Serve the stream; ``refused``: the route did not authenticate the caller, who is told
+        why after the handshake (as every stream error is), and the refusal is audited."""
         began = time.perf_counter()
         await self.ws.accept()
         try:
+            if refused is not None:
+                raise refused
             self._admit()
         except ServiceError as err:
             await self._fail(err)
@@ -225,7 +271,6 @@ class StreamSession:
         )
 
     def _admit(self) -> None:
-        self.principal = websocket_principal(self.ws, self.service, "stream")
         self.service.require_ready()
         if len(self.service.streams) >= self.settings.max_streams:
             raise ServiceError(
@@ -254,7 +299,7 @@ class StreamSession:
             pending: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stream_queue)
             self._pending = pending
             recv = asyncio.create_task(self._receive_loop(start, pending, backend, batcher))
-            send = asyncio.create_task(self._send_loop(start, pending, backend))
+            send = asyncio.create_task(self._send_loop(start, pending))
             self._tasks = [recv, send]
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in self._tasks:
@@ -392,7 +437,7 @@ class StreamSession:
 
     def _use_region(self, region: Region, config) -> None:
         self.region = region
-        self._fan = input_fan(region, config.input_size)
+        self._readout = Readout.within(region, config, self.settings.quality_thresholds)
 
     async def _release_held(self, pending, batcher, windows, config) -> None:
         """Choose the region from the held frames (once per stream, off the event loop; the model
@@ -439,7 +484,7 @@ class StreamSession:
         pending.put_nowait((target, arrival, future, window[batcher.backend.config.offsets.index(0)]))
 
     # -- sending -------------------------------------------------------------------------------
-    async def _send_loop(self, start: StartParams, pending: asyncio.Queue, backend) -> None:
+    async def _send_loop(self, start: StartParams, pending: asyncio.Queue) -> None:
         while True:
             item = await pending.get()
             if item is _END:
@@ -451,18 +496,9 @@ class StreamSession:
                 self.hook("queue_wait", result.queue_s * 1e3)
                 self.hook("inference", result.inference_s * 1e3)
                 self.hook("batch", result.batch_size)
-            # (S, S) -> (H, W)
-            mask = timed(
-                self.hook,
-                "resize_back",
-                logits_to_masks,
-                result.logits,
-                start.height,
-                start.width,
-                backend.config,
-                self.region,
-            )[0]
-            quality = assess_frame(result.logits[0], seen, backend.config, self._fan, self._limits)
+            logits = result.logits[0]  # (1, S, S) -> (S, S)
+            mask = timed(self.hook, "resize_back", self._readout.mask, logits, start.height, start.width)
+            quality = self._readout.quality(logits, seen)
             if self.settings.stream_fast_path:  # a zlib 1-bit PNG costs less than a thread hop
                 payload = timed(
                     self.hook, "encode", encode_mask, mask, start.mask_encoding, png_encoder="zlib"
@@ -479,7 +515,7 @@ class StreamSession:
             self.metrics.observe_frame("ws", time.perf_counter() - arrival, self.settings.budget_s)
             self.metrics.observe_flag("ws", quality.flag)
             stored = payload if start.mask_encoding == "png" and self.settings.stream_fast_path else None
-            self._keep_for_summary(float(mask.sum()), stored or png_1bit(mask), quality)
+            self._summary.keep(float(mask.sum()), stored or png_1bit(mask), quality)
 
     @staticmethod
     def _header(target: int, quality: FrameQuality, mask_format: int) -> bytes:
@@ -489,52 +525,10 @@ class StreamSession:
         return struct.pack("<IBB", target, FLAG_CODES[quality.flag], round(quality.confidence * 255))
 
     async def _send_summary(self, start: StartParams) -> None:
-        summary = await asyncio.to_thread(self._summary, start)
+        summary = await asyncio.to_thread(self._summary.message, self.sent, start, self.region)
         await self.ws.send_json(summary)
         await self.ws.close(WS_NORMAL)
         self.outcome = ("ok", None, WS_NORMAL)
-
-    def _keep_for_summary(self, area: float, png: bytes, quality: FrameQuality) -> None:
-        self._areas.append(area)
-        self._masks.append(png)
-        self._flags.append(quality)
-        self._mask_bytes += len(png)
-        limit = self.settings.stream_summary_frames
-        while len(self._masks) > limit or (self._mask_bytes > SUMMARY_MASK_BYTES and len(self._masks) > 1):
-            self._areas.popleft()
-            self._flags.popleft()
-            self._mask_bytes -= len(self._masks.popleft())
-
-    def _summary(self, start: StartParams) -> dict:
-        first = self.sent - len(self._areas)  # the summary covers the latest frames only
-        masks = list(self._masks)
-
-        def mask_at(i: int) -> np.ndarray:
-            return decode_mask(masks[i], "png", start.width, start.height)
-
-        areas = np.asarray(self._areas, np.float64)
-        cardiac = summarize_areas(areas, mask_at, fps=start.fps).to_dict() if len(areas) else {}
-        quality = ClipQuality(self._limits)
-        for q in self._flags:
-            quality.add(q)
-        cardiac = gate_summary(cardiac, quality)
-        shift = lambda xs: [first + x for x in xs]  # noqa: E731
-        beats = [{**b, "ed": first + b["ed"], "es": first + b["es"]} for b in cardiac.get("beats", [])]
-        return {
-            "type": "summary",
-            "frames": self.sent,
-            "first_frame": first,
-            "ed_frames": shift(cardiac.get("ed_frames", [])),
-            "es_frames": shift(cardiac.get("es_frames", [])),
-            "beats": beats,
-            "ef": cardiac.get("ef"),
-            "ef_null_reason": cardiac["ef_null_reason"],
-            "area": [round(a, 1) for a in self._areas],
-            "area_unit": "pixel",
-            "volume_unit": "pixel3",
-            "region": self.region.to_dict() if self.region is not None else None,
-            "quality": quality.block(),
-        }
 
     # -- failing -------------------------------------------------------------------------------
     async def _fail(self, err: ServiceError) -> None:

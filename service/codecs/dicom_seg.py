@@ -34,7 +34,7 @@ from datetime import datetime
 import numpy as np
 
 import echoseg
-from service.codecs.dicom_source import copy_patient_study
+from service.codecs.dicom_source import built_or_refused, copy_patient_study
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SEGMENT_LABEL = "Left ventricle cavity"
@@ -234,3 +234,12 @@ def segmentation_dicom(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def segmentation_answer(answer) -> bytes:
+    """``output=dicom-seg`` of a ``service.api.outputs.Answer`` (its ``source`` read by ``read_source``)."""
+    r = answer.result
+    shape = (r.frames, r.height, r.width)
+    return built_or_refused(
+        "dicom-seg", lambda: segmentation_dicom(answer.source, r.mask_chunks(), shape, answer.model)
+    )

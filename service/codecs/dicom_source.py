@@ -12,11 +12,15 @@ None of these values is ever logged.
 from __future__ import annotations
 
 import io
+import logging
+import traceback
+from collections.abc import Callable
 
 from service.codecs.clip import dicom_spacing, require_pydicom
 from service.core.errors import ServiceError
 
-DICOM_OUTPUTS = ("dicom-seg", "dicom-sr")
+log = logging.getLogger(__name__)
+
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
 # Patient module (C.7.1.1) and General Study module (C.7.2.1), Type 1 and 2 attributes.
 PATIENT_STUDY = (
@@ -102,3 +106,27 @@ def copy_patient_study(source, target) -> None:
         target.SpecificCharacterSet = source.SpecificCharacterSet
     for name in PATIENT_STUDY:
         setattr(target, name, getattr(source, name, None) or "")
+
+
+def built_or_refused(output: str, build: Callable[[], bytes]) -> bytes:
+    """A DICOM output's bytes. The source's patient and study values were checked by
+    :func:`read_source`; should highdicom still refuse one, its message (which quotes the value) is
+    neither answered nor logged: the client gets 422 naming the output, the log the error's type
+    and where it arose."""
+    try:
+        return build()
+    except ServiceError:
+        raise
+    except ValueError as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        log.warning(
+            "output=%s refused by the DICOM library: %s at %s:%d",
+            output,
+            type(e).__name__,
+            where.filename.rsplit("/", 1)[-1],
+            where.lineno,
+        )
+        raise ServiceError(
+            "invalid_metadata",
+            f"output={output} could not be built from this file's attributes ({type(e).__name__})",
+        ) from None

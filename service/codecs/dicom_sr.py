@@ -38,7 +38,8 @@ import numpy as np
 import echoseg
 from echoseg.cardiac import volume_method_of_discs
 from service.codecs.dicom_seg import MANUFACTURER, SERIES_NUMBER
-from service.codecs.dicom_source import PATIENT_STUDY, copy_patient_study
+from service.codecs.dicom_source import PATIENT_STUDY, built_or_refused, copy_patient_study
+from service.codecs.rle import rle_decode
 from service.core.errors import ServiceError
 
 ML_PER_MM3 = 1e-3
@@ -196,3 +197,12 @@ def report_dicom(
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def report_answer(answer) -> bytes:
+    """``output=dicom-sr`` of a ``service.api.outputs.Answer`` (its ``source`` read by ``read_source``)."""
+    r = answer.result
+    mask_at = lambda i: rle_decode(r.counts[i], r.height, r.width)  # noqa: E731
+    return built_or_refused(
+        "dicom-sr", lambda: report_dicom(answer.source, r.summary, r.areas, mask_at, r.spacing, answer.model)
+    )

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from service.codecs.clip import open_clip
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,20 @@ def masks_npz(mask_chunks: Iterable[np.ndarray], shape: tuple[int, int, int], ar
             with zf.open(f"{name}.npy", "w") as f:
                 np.lib.format.write_array(f, array, allow_pickle=False)
     return buf.getvalue()
+
+
+def npz_answer(answer) -> bytes:
+    """``output=npz`` of a ``service.api.outputs.Answer``: the masks, the areas and the JSON answer
+    without masks as ``summary``."""
+    r = answer.result
+    return masks_npz(r.mask_chunks(), (r.frames, r.height, r.width), r.areas, answer.json(masks=False))
+
+
+def mp4_answer(answer) -> bytes:
+    """``output=mp4`` of a ``service.api.outputs.Answer``: the upload decoded again, chunk by chunk,
+    under the masks."""
+    frames = open_clip(answer.data, answer.media_type, answer.limits).chunks()
+    return overlay_mp4(frames, answer.result.mask_chunks(), answer.result.fps)
 
 
 def video_encoder() -> str:

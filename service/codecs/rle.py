@@ -11,15 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def rle_encode(mask: np.ndarray) -> list[int]:
-    """``(H, W)`` mask (nonzero = set) -> run lengths, zeros first, row-major."""
+def rle_encode(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` mask (nonzero = set) -> run lengths as an int64 array, zeros first, row-major."""
     flat = np.asarray(mask).reshape(-1) != 0
     if flat.size == 0:
-        return []
+        return np.zeros(0, np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # indices where a new run starts
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return [0, *counts] if flat[0] else counts
+    counts = np.diff(np.concatenate([[0], change, [flat.size]])).astype(np.int64, copy=False)
+    return np.concatenate([np.zeros(1, np.int64), counts]) if flat[0] else counts
+
+
+def rle_area(counts: np.ndarray) -> int:
+    """Set pixels of an RLE mask: the sum of its odd-indexed runs."""
+    return int(np.asarray(counts)[1::2].sum())
 
 
 def rle_json_chars(counts: np.ndarray) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -25,8 +26,29 @@ from .conftest import fake_backend, moving_disc_clip
 
 
 def test_rle_documented_example():
-    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])) == [1, 3, 2]
-    assert rle_encode(np.array([[1, 1], [0, 1]])) == [0, 2, 1, 1]
+    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])).tolist() == [1, 3, 2]
+    assert rle_encode(np.array([[1, 1], [0, 1]])).tolist() == [0, 2, 1, 1]
+
+
+def test_every_output_names_an_encoder_that_imports():
+    from service.api.outputs import DICOM_OUTPUTS, OUTPUTS
+
+    assert list(OUTPUTS) == ["json", "npz", "mp4", "dicom-seg", "dicom-sr"]
+    assert DICOM_OUTPUTS == ("dicom-seg", "dicom-sr")
+    for row in OUTPUTS.values():
+        assert callable(row.load_encoder()), row.name
+
+
+def test_a_dicom_library_refusal_names_the_output_and_never_the_value(caplog):
+    from service.codecs.dicom_source import built_or_refused
+
+    def build():
+        raise ValueError("Invalid value for VR PN: 'Doe^Jane'")
+
+    with pytest.raises(ServiceError) as err, caplog.at_level(logging.WARNING):
+        built_or_refused("dicom-sr", build)
+    assert err.value.code == "invalid_metadata" and "output=dicom-sr" in err.value.detail
+    assert "Doe" not in err.value.detail and "Doe" not in caplog.text and "ValueError" in caplog.text
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (48, 40)])
