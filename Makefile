@@ -9,6 +9,7 @@ PORT ?= 8000
 MODEL ?= models/default
 
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
+OHIF_SEG_TOOLS := tools/ohif-seg/node_modules/.installed
 
 .PHONY: venv install serve test lint format bench image clean
 
@@ -37,6 +38,14 @@ $(ASYNCAPI_TOOLS): tools/asyncapi/package.json
 		echo "npm not found: the AsyncAPI validation test will skip"; \
 	fi
 
+# The OHIF v3 viewer's SEG loader (@cornerstonejs/adapters) reads our DICOM SEG in the tests (npm).
+$(OHIF_SEG_TOOLS): tools/ohif-seg/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tools/ohif-seg --no-audit --no-fund --silent && touch $@; \
+	else \
+		echo "npm not found: the OHIF SEG loading test will skip"; \
+	fi
+
 venv install: $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -50,7 +59,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(VENV)/.installed $(ASYNCAPI_TOOLS) lint
+test: $(VENV)/.installed $(ASYNCAPI_TOOLS) $(OHIF_SEG_TOOLS) lint
 	$(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed

@@ -80,9 +80,32 @@ class StartParams:
 MASK_FORMATS = (1, 2)
 
 
+def _json_int(value):
+    """A JSON integer as an ``int``: ``160`` and ``160.0`` alike (JSON Schema's ``integer`` counts
+    a number with a zero fraction as one, so a schema-valid client may send either); anything else
+    unchanged, for the caller to refuse."""
+    if isinstance(value, float) and value.is_integer():  # False for inf and nan
+        return int(value)
+    return value
+
+
+def _region_ints(region):
+    """The start's ``region`` with its integer fields (x0, y0, x1, y1, the fan's points) as ints."""
+    if not isinstance(region, dict):
+        return region
+    out = {k: _json_int(v) for k, v in region.items()}
+    fan = out.get("fan")
+    if isinstance(fan, list):
+        out["fan"] = [[_json_int(c) for c in p] if isinstance(p, list) else p for p in fan]
+    return out
+
+
 def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
-    """Validate a ``start`` message; raise ``invalid_start`` / ``dimensions_too_large``."""
-    w, h = msg.get("width"), msg.get("height")
+    """Validate a ``start`` message; raise ``invalid_start`` / ``dimensions_too_large``.
+
+    Integer fields take any JSON number with a zero fraction (``"width": 160.0``), as the
+    AsyncAPI schema's ``type: integer`` allows; ``160.5``, ``"160"`` and ``true`` are refused."""
+    w, h = _json_int(msg.get("width")), _json_int(msg.get("height"))
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
         raise ServiceError("invalid_start", "start needs positive integer 'width' and 'height'")
     if w > max_width or h > max_height:
@@ -100,7 +123,7 @@ def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
     valid = isinstance(fps, int | float) and not isinstance(fps, bool) and math.isfinite(fps)
     if fps is not None and not (valid and 0 < fps <= MAX_FPS):
         raise ServiceError("invalid_start", f"fps must be a finite number in (0, {MAX_FPS:g}], got {fps!r}")
-    mask_format = msg.get("mask_format", 1)
+    mask_format = _json_int(msg.get("mask_format", 1))
     if mask_format not in MASK_FORMATS or isinstance(mask_format, bool):
         raise ServiceError(
             "invalid_start", f"mask_format must be one of {list(MASK_FORMATS)}, got {mask_format!r}"
@@ -108,7 +131,7 @@ def parse_start(msg: dict, max_width: int, max_height: int) -> StartParams:
     region = None
     if msg.get("region") is not None:
         try:
-            region = region_from_json(msg["region"], h, w)
+            region = region_from_json(_region_ints(msg["region"]), h, w)
         except ValueError as e:
             raise ServiceError("invalid_start", f"{e} (the frames are {w}x{h})") from None
     return StartParams(w, h, enc, menc, float(fps) if fps else None, region, mask_format)

@@ -22,7 +22,9 @@ What the object says:
 - dimensions: Referenced Segment Number, then Temporal Position Index (= the source frame
   number), so every frame has a distinct index;
 - no Frame of Reference: the source has none, and a Frame of Reference in a SEG would require
-  plane positions in patient space, which a 2-D echo frame does not have.
+  plane positions in patient space, which a 2-D echo frame does not have;
+- a shared Plane Orientation (Patient) of ``[1, 0, 0, 0, 1, 0]`` (or the source's own Image
+  Orientation (Patient), where it has one). See :data:`IDENTITY_ORIENTATION`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SEGMENT_LABEL = "Left ventricle cavity"
 MANUFACTURER = "EchoSeg"
 SERIES_NUMBER = 9901  # a derived series; scanners number theirs from 1
+# The OHIF v3 viewer's SEG loader (@cornerstonejs/adapters) reads the SEG's Image Orientation
+# (Patient) from the shared or the first per-frame functional group and refuses a SEG without
+# one; it compares it with the source image's plane, which Cornerstone takes as rows along
+# [1, 0, 0] and columns along [0, 1, 0] for an image without orientation (an echo cine has none).
+# Stating the same here says only that SEG rows and columns run along the source's rows and
+# columns, which is true: the masks are drawn on the source's pixel grid. It places nothing in
+# patient space: there is no Frame of Reference, no Plane Position (Patient) and no Pixel
+# Measures, so no viewer can derive a position, a size or an anatomical direction from it.
+IDENTITY_ORIENTATION = (1, 0, 0, 0, 1, 0)
 
 
 def _algorithm_identification(model: dict):
@@ -146,6 +157,17 @@ def _references(ds, source) -> None:
     ds.SourceImageSequence = Sequence([image])
 
 
+def _orientation(source) -> list[float]:
+    """The source's own Image Orientation (Patient) where it has a well-formed one (6 finite
+    values), else :data:`IDENTITY_ORIENTATION`: the plane a viewer already displays the cine in."""
+    try:
+        values = [float(v) for v in source.get("ImageOrientationPatient") or ()]
+    except (TypeError, ValueError):
+        values = []
+    ok = len(values) == 6 and all(np.isfinite(values))
+    return values if ok else [float(v) for v in IDENTITY_ORIENTATION]
+
+
 def _pack(mask_chunks: Iterable[np.ndarray]) -> bytes:
     """``(n, H, W)`` {0,1} chunks -> BINARY pixel data: one bit per pixel, frames back to back.
 
@@ -226,6 +248,9 @@ def segmentation_dicom(
     segment = Dataset()
     segment.ReferencedSegmentNumber = 1
     shared.SegmentIdentificationSequence = Sequence([segment])
+    plane = Dataset()
+    plane.ImageOrientationPatient = _orientation(source)
+    shared.PlaneOrientationSequence = Sequence([plane])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     ds.PerFrameFunctionalGroupsSequence = Sequence([_frame_group(source, t + 1) for t in range(frames)])
     _dimensions(ds)

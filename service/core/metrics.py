@@ -6,7 +6,21 @@ can live in one process. Labels are low-cardinality only: no stream, request or 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# No ``*_created`` series: prometheus_client adds one per counter and histogram child (a Unix
+# timestamp, in the text format a gauge-like sample named e.g. ``echoseg_frames_created``) which
+# reads like a count and which Prometheus does not need (it detects counter resets itself). The
+# switch is the client library's, process-wide and read when a registry is collected; the
+# service's process exports only these metrics.
+disable_created_metrics()
 
 # 1 ms .. 100 ms resolved finely (the 32 ms budget is an edge), a few coarse buckets beyond.
 LATENCY_BUCKETS = (

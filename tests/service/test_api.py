@@ -43,6 +43,17 @@ def test_health_models_and_metrics_names(fake_server):
     assert m[("echoseg_http_requests_total", (("route", "/v1/models"), ("status", "200")))] == 1
 
 
+def test_metrics_have_no_created_series(fake_server):
+    """Counters and histograms export their samples, and no ``*_created`` timestamp beside them."""
+    assert httpx.get(f"{fake_server.url}/v1/models").status_code == 200
+    text = httpx.get(f"{fake_server.url}/metrics").text
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+    assert "echoseg_http_requests_total" in names  # a counter with a child: the check means something
+    assert "echoseg_batch_size_bucket" in names  # and a histogram
+    assert not [n for n in names if n.endswith("_created")], sorted(names)
+    assert "_created" not in text
+
+
 @pytest.mark.parametrize("how", ["raw-npy", "multipart-npy", "raw-avi", "multipart-octet-avi"])
 def test_rest_masks_equal_offline(fake_server, clip, how):
     backend = fake_server.service.backend

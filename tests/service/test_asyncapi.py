@@ -97,3 +97,38 @@ def test_a_refused_key_is_an_error_message_and_1008(make_server):
     error = json.loads(received[-1])
     assert_valid("Error", error)
     assert error["code"] == "unauthorized" and code == 1008
+
+
+def test_integral_numbers_are_integers_on_both_sides(make_server):
+    """``"width": 24.0`` is an integer to the schema (JSON Schema) and to the server alike; 24.5 to
+    neither. The ready message answers in integers; masks carry the mask_format 2 layout."""
+    server = make_server(fake_backend(), max_batch=8)
+    url = server.url.replace("http", "ws") + "/v1/stream"
+    w, h = 24, 16
+    start = {
+        "type": "start",
+        "width": float(w),
+        "height": float(h),
+        "mask_encoding": "gray8",
+        "mask_format": 2.0,
+        "region": {"x0": 0.0, "y0": 0.0, "x1": 24.0, "y1": 16.0, "fan": [[0.0, 0], [23, 0.0], [12.0, 15.0]]},
+    }
+    assert_valid("Start", start)
+    frames = [np.full((h, w), 40 * i, np.uint8).tobytes() for i in range(3)]
+    received, code = asyncio.run(exchange(url, [json.dumps(start), *frames, json.dumps({"type": "end"})]))
+    texts = [json.loads(m) for m in received if isinstance(m, str)]
+    assert code == 1000 and [t["type"] for t in texts] == ["ready", "summary"], texts
+    ready = texts[0]
+    assert_valid("Ready", ready)
+    assert (ready["width"], ready["height"], ready["mask_format"]) == (w, h, 2)
+    assert all(type(ready[k]) is int for k in ("width", "height", "mask_format"))
+    assert ready["region"]["fan"] == [[0, 0], [23, 0], [12, 15]]
+    masks = [m for m in received if isinstance(m, bytes)]
+    assert len(masks) == 3 and all(len(m) == 4 + 1 + 1 + w * h for m in masks)  # index, flag, confidence
+
+    for field, value in (("width", 24.5), ("mask_format", 2.5)):
+        bad = {**start, field: value}
+        assert list(validator("Start").iter_errors(bad)), f"{field}={value} should break the schema"
+        received, code = asyncio.run(exchange(url, [json.dumps(bad)]))
+        error = json.loads(received[-1])
+        assert error["code"] == "invalid_start" and field in error["detail"] and code == 1003

@@ -241,12 +241,34 @@ def test_mask_codecs(encoding):
         ({"width": 4, "height": 4, "mask_encoding": "rle"}, "invalid_start"),
         ({"width": 4, "height": 4, "fps": -1}, "invalid_start"),
         ({"width": 65, "height": 4}, "dimensions_too_large"),
+        ({"width": 4.5, "height": 4}, "invalid_start"),
+        ({"width": True, "height": 4}, "invalid_start"),
+        ({"width": float("inf"), "height": 4}, "invalid_start"),
+        ({"width": float("nan"), "height": 4}, "invalid_start"),
+        ({"width": 65.0, "height": 4}, "dimensions_too_large"),
+        ({"width": 4, "height": 4, "mask_format": 1.5}, "invalid_start"),
+        ({"width": 16, "height": 16, "region": {"x0": 0, "y0": 0, "x1": 8.5, "y1": 8}}, "invalid_start"),
     ],
 )
 def test_parse_start_errors(msg, code):
     with pytest.raises(ServiceError) as e:
         parse_start({"type": "start", **msg}, 64, 64)
     assert e.value.code == code
+
+
+def test_parse_start_takes_integral_numbers_as_integers():
+    """``160.0`` is a JSON Schema integer (docs/asyncapi.yaml): the same start as ``160``, as ints."""
+    region = {"x0": 0, "y0": 2, "x1": 16, "y1": 12, "fan": [[0, 2], [15, 2], [8, 11]]}
+    ints = {"type": "start", "width": 16, "height": 12, "mask_format": 2, "region": region}
+    as_ints = parse_start(ints, 64, 64)
+    float_region = {k: float(v) for k, v in region.items() if k != "fan"}
+    float_region["fan"] = [[float(c) for c in p] for p in region["fan"]]
+    floats = {**ints, "width": 16.0, "height": 12.0, "mask_format": 2.0, "region": float_region}
+    as_floats = parse_start(floats, 64, 64)
+    assert as_floats == as_ints
+    assert all(type(v) is int for v in (as_floats.width, as_floats.height, as_floats.mask_format))
+    assert all(type(c) is int for p in as_floats.region.fan for c in p)
+    assert type(as_floats.region.x1) is int
 
 
 def test_settings_from_environment(monkeypatch):
