@@ -63,6 +63,8 @@ MIN_CONTRAST = 0.25  # gray levels between the two below which nothing is live (
 # The fan's geometry (_fit_geometry):
 FIT_OPENING = 3  # the geometry is fitted to the live area opened this much: lines touching it (an ECG) go
 MIN_SPREAD = 0.05  # edge slopes (dx/dy) closer than this are parallel: a linear array
+LINEAR_SLOPE = 0.2  # edges steeper than this (|dx/dy|, about 11 degrees) both ways: a linear array
+SIDE_PERCENTILE = 10.0  # a linear array's side: this outer percentile of the live area's row ends
 VERTICAL_SIDE = 0.2  # share of the rows ending in one column that make it a vertical side
 MAX_ASYMMETRY = 0.02  # edge slopes whose sum exceeds this share of their spread lean: one is shadowed
 FLAT_PREFERENCE = 2.0  # a sector's edge is flat only where a line fits its extremes this much better
@@ -326,6 +328,10 @@ def _fit_geometry(
         elif br > -bl and br > 0:
             apex_y = (axis - ar) / br
             bl, al = -br, axis + br * apex_y
+    if br - bl <= MIN_SPREAD or max(abs(bl), abs(br)) < LINEAR_SLOPE:
+        # no sector a scanner draws (its edges open by 20 degrees and more): a linear array,
+        # whose beams are columns
+        al, bl, ar, br = _vertical_sides(cue, rows, left, right, top, span)
     yy, xx = np.mgrid[0:h, 0:w]
     ys, xs = np.nonzero(area & (xx >= al + bl * yy) & (xx <= ar + br * yy))
     if ys.size < 0.5 * area.sum():
@@ -353,6 +359,21 @@ def _fit_geometry(
     quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
     contained = float((fan & filled).sum() / max(filled.sum(), 1))
     return outline, quality, contained
+
+
+def _vertical_sides(cue, rows, left, right, top: int, span: float) -> tuple[float, float, float, float]:
+    """A linear array's sides ``(al, 0, ar, 0)``: vertical lines at the outer
+    :data:`SIDE_PERCENTILE` of the live area's ends over the rows of its middle (a dark chamber
+    or a shadow against a side pulls a few rows in, never out), each moved to the cue's half
+    level along the whole side."""
+    middle = (rows >= top + 0.05 * span) & (rows <= top + 0.95 * span)
+    y_side = rows[middle].astype(np.float64)
+    al = float(np.percentile(left[middle], SIDE_PERCENTILE))
+    ar = float(np.percentile(right[middle], 100.0 - SIDE_PERCENTILE))
+    for _ in range(2):
+        al -= _edge_shift(cue, np.full(y_side.shape, al), y_side, -1.0, 0.0)[0]
+        ar += _edge_shift(cue, np.full(y_side.shape, ar), y_side, 1.0, 0.0)[0]
+    return al, 0.0, ar, 0.0
 
 
 def _straight_sides(area: np.ndarray) -> tuple[float, float]:
