@@ -64,6 +64,12 @@ STILL_SHARE = 0.05  # a background moving this share of the image level is no fu
 # The fan's geometry (_fit_geometry):
 FIT_OPENING = 3  # the geometry is fitted to the live area opened this much: lines touching it (an ECG) go
 MIN_SPREAD = 0.05  # edge slopes (dx/dy) closer than this are parallel: a linear array
+LINEAR_SLOPE = 0.2  # edges steeper than this (|dx/dy|, about 11 degrees) both ways: a linear array
+DIM_SHARE = 0.34  # a clip whose live area's hull is this much black in every frame is dim
+MIN_DIM_CONTAINED = 0.85  # a dim clip's sector is used when it holds this share of the live area
+DIM_FAR_PERCENTILE = 99.5  # a dim clip's far arc: this percentile of the live area's depth
+DIM_SIDE_PERCENTILE = 25.0  # a dim clip's sector edges: through this outer percentile of the row ends
+SIDE_PERCENTILE = 10.0  # a linear array's side: this outer percentile of the live area's row ends
 VERTICAL_SIDE = 0.2  # share of the rows ending in one column that make it a vertical side
 MAX_ASYMMETRY = 0.02  # edge slopes whose sum exceeds this share of their spread lean: one is shadowed
 FLAT_PREFERENCE = 2.0  # a sector's edge is flat only where a line fits its extremes this much better
@@ -154,8 +160,12 @@ def detect_region(frames: np.ndarray) -> Region:
     near point, arc or flat top, so that a dark near field, a dark cavity at the apex or bright
     deep structures give the same fan. The fit's agreement with the live area is the region's
     ``fit_quality``; where the geometry does not fit (e.g. a zoomed window), the live area's
-    convex hull is the fan, and a poor fit is said in the region's notes. When nothing is found,
-    or the fan fills the frame (an already cropped clip), the region is the full frame.
+    convex hull is the fan, and a poor fit is said in the region's notes. A dim clip (much of the
+    live area's hull black in every frame, :func:`_dark_share`) is lit only near the transducer
+    and along the heart's walls: its fan is the sector from the live area's tip through the outer
+    row ends (:func:`_dim_sector`), used when it holds the live area, whatever its (low) quality.
+    When nothing is found, or the fan fills the frame (an already cropped clip), the region is the
+    full frame.
     """
     if frames.ndim != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (n, H, W) with n >= 1, got shape {frames.shape}")
@@ -172,17 +182,24 @@ def detect_region(frames: np.ndarray) -> Region:
         return full_region(height, width, nothing)
     core = _open(area, 2 * FIT_OPENING + 1)
     fitted = _fit_geometry(core if core.any() else area, cue, small.mean(axis=0))
+    fitted_dim = False
+    if _dark_share(small, area) >= DIM_SHARE:  # a dim clip: the fan from its bright near field
+        dim = _dim_sector(area, cue)
+        if dim is not None and dim[2] >= MIN_DIM_CONTAINED:  # it holds the live area: used
+            fitted = dim
+            fitted_dim = True
     area = _fill_holes(area)
     # the fit is used when it agrees with the live area, or holds all of it (a shadowed side
     # leaves part of a fan dark, which the symmetric edges restore)
     if fitted is not None and (
-        fitted[1] >= MIN_FIT_QUALITY or (fitted[1] >= MIN_SHADOWED_FIT and fitted[2] >= 0.85)
+        fitted_dim or fitted[1] >= MIN_FIT_QUALITY or (fitted[1] >= MIN_SHADOWED_FIT and fitted[2] >= 0.85)
     ):
         outline, quality, _ = fitted
     else:  # not a fan scanners draw: the live area's hull, its quality how much of the hull is live
         outline = _hull(area)
         quality = float(area.sum() / max(_raster(outline, area.shape).sum(), 1))
-    x_lo, x_hi = _straight_sides(area)  # a zoomed window cuts the sector at its sides
+    # a zoomed window cuts the sector at its sides (a dim clip's ragged row ends say nothing of it)
+    x_lo, x_hi = (-math.inf, math.inf) if fitted_dim else _straight_sides(area)
     box = (max(0, (x_lo - 1) * step), 0, min(width, (x_hi + 2) * step), height)
     polygon = _clip_polygon(outline * step, box)
     if polygon is None:
@@ -333,6 +350,10 @@ def _fit_geometry(
         elif br > -bl and br > 0:
             apex_y = (axis - ar) / br
             bl, al = -br, axis + br * apex_y
+    if br - bl <= MIN_SPREAD or max(abs(bl), abs(br)) < LINEAR_SLOPE:
+        # no sector a scanner draws (its edges open by 20 degrees and more): a linear array,
+        # whose beams are columns
+        al, bl, ar, br = _vertical_sides(cue, rows, left, right, top, span)
     yy, xx = np.mgrid[0:h, 0:w]
     ys, xs = np.nonzero(area & (xx >= al + bl * yy) & (xx <= ar + br * yy))
     if ys.size < 0.5 * area.sum():
@@ -360,6 +381,75 @@ def _fit_geometry(
     quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
     contained = float((fan & filled).sum() / max(filled.sum(), 1))
     return outline, quality, contained
+
+
+def _dark_share(small: np.ndarray, area: np.ndarray) -> float:
+    """Share of the live area's convex hull that is black in every frame (at the frame's
+    background level): the blood pools and the tissue between the walls of a dim clip, whose
+    fan is lit only near the transducer and along the heart's walls."""
+    hull = _raster(_hull(_fill_holes(area)), area.shape)
+    low = float(np.percentile(small.mean(axis=0), BACKGROUND_PERCENTILE))
+    black = (small.max(axis=0) <= low + GAP_LEVELS) & hull & ~area
+    return float(black.sum() / max(hull.sum(), 1))
+
+
+def _dim_sector(area: np.ndarray, cue: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """A phased array's sector fitted to the live area of a dim clip, as :func:`_fit_geometry`
+    returns it. Only the bright tissue next to the transducer and the heart's walls are lit, so
+    the straight edges fitted to the row ends run inside the fan: the transducer is the live
+    area's top (its tip, which the opening for the other fit shaves off), the edges are the rays
+    from it through the outer :data:`DIM_SIDE_PERCENTILE` of the row ends (mirrored: a sector is
+    symmetric about its vertical), the far edge an arc through the live area's deepest reach
+    (:data:`DIM_FAR_PERCENTILE`), since a dim far field ends short of the fan."""
+    h, w = area.shape
+    rows = np.flatnonzero(area.any(axis=1))
+    if rows.size < 8:
+        return None
+    top, span = int(rows[0]), float(rows[-1] - rows[0])
+    cols = [np.flatnonzero(area[y]) for y in rows]
+    left = np.array([c[0] for c in cols], np.float64) - 0.5
+    right = np.array([c[-1] for c in cols], np.float64) + 0.5
+    first = rows <= top + 0.3 * span
+    apex = (float(np.median((left[first] + right[first]) / 2)), top - 0.5)
+    upper = (rows >= top + 0.15 * span) & (rows <= top + 0.6 * span)
+    dy = rows[upper] - apex[1]
+    slope = max(
+        -float(np.percentile((left[upper] - apex[0]) / dy, DIM_SIDE_PERCENTILE)),
+        float(np.percentile((right[upper] - apex[0]) / dy, 100.0 - DIM_SIDE_PERCENTILE)),
+    )
+    if slope < LINEAR_SLOPE:
+        return None
+    lines = (apex[0] + slope * apex[1], -slope, apex[0] - slope * apex[1], slope)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ys, xs = np.nonzero(area & (xx >= lines[0] + lines[1] * yy) & (xx <= lines[2] + lines[3] * yy))
+    if ys.size < 0.5 * area.sum():
+        return None
+    depth = np.hypot(xs - apex[0], ys - apex[1])
+    far = ("arc", float(np.percentile(depth, DIM_FAR_PERCENTILE)) + 0.5)
+    outline = _outline(apex, (-math.atan(slope), math.atan(slope)), lines, None, far)
+    if outline is None:
+        return None
+    fan = _raster(outline, (h, w))
+    below = np.zeros_like(area)
+    below[top:] = True
+    filled = _fill_holes(area)
+    quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
+    return outline, quality, float((fan & filled).sum() / max(filled.sum(), 1))
+
+
+def _vertical_sides(cue, rows, left, right, top: int, span: float) -> tuple[float, float, float, float]:
+    """A linear array's sides ``(al, 0, ar, 0)``: vertical lines at the outer
+    :data:`SIDE_PERCENTILE` of the live area's ends over the rows of its middle (a dark chamber
+    or a shadow against a side pulls a few rows in, never out), each moved to the cue's half
+    level along the whole side."""
+    middle = (rows >= top + 0.05 * span) & (rows <= top + 0.95 * span)
+    y_side = rows[middle].astype(np.float64)
+    al = float(np.percentile(left[middle], SIDE_PERCENTILE))
+    ar = float(np.percentile(right[middle], 100.0 - SIDE_PERCENTILE))
+    for _ in range(2):
+        al -= _edge_shift(cue, np.full(y_side.shape, al), y_side, -1.0, 0.0)[0]
+        ar += _edge_shift(cue, np.full(y_side.shape, ar), y_side, 1.0, 0.0)[0]
+    return al, 0.0, ar, 0.0
 
 
 def _straight_sides(area: np.ndarray) -> tuple[float, float]:

@@ -36,6 +36,31 @@ def test_the_fan_is_found_from_the_first_frames_and_from_a_streams_first_window(
         assert region.fit_quality is not None and 0.0 < region.fit_quality <= 1.0
 
 
+# More clips of the layouts where the fit is hardest (seeds below the benchmark's held-out ones,
+# fixed here): a linear array's rectangle with dark chambers against its sides, and dim clips
+# whose fan (mean gray 4-9) is black but for the tissue next to the transducer and the walls.
+MORE_SEEDS = (16, 17, 19, 23, 27)
+
+
+@pytest.mark.parametrize("seed", MORE_SEEDS)
+def test_a_linear_arrays_rectangle_is_found_on_more_clips(seed):
+    clip = render_zoo_clip("linear", seed, frames=8)
+    for frames in (clip.frames, clip.frames[:2]):
+        region = detect_region(frames)
+        assert iou(fan_area(region), clip.fan) >= 0.90, (seed, len(frames), region.box)
+
+
+@pytest.mark.parametrize("seed", MORE_SEEDS)
+def test_a_dim_clips_fan_is_found_on_more_clips(seed):
+    """The dim fan is found from the bright tissue next to the transducer and the heart's walls.
+    Its sides are black in every frame, so the fan is inferred, not seen: from 8 frames it holds
+    at 0.85 on these clips (0.87-0.91; 0.58-0.75 before the dim clip's own fit), from a stream's
+    2-frame window at 0.70 (0.73-0.91), short of the 0.90 the other layouts reach."""
+    clip = render_zoo_clip("dim", seed, frames=8)
+    assert iou(fan_area(detect_region(clip.frames)), clip.fan) >= 0.85, seed
+    assert iou(fan_area(detect_region(clip.frames[:2])), clip.fan) >= 0.70, seed
+
+
 @pytest.mark.parametrize("name", ["standard", "sepia", "linear"])
 def test_one_frame_gives_a_fan(name):
     clip = render_zoo_clip(name, SEED, frames=4)
