@@ -50,6 +50,13 @@ PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow", "fasta
 
 
 # -- the machine -------------------------------------------------------------------------------
+def shown_path(path: Path) -> str:
+    """A path as a result file shows it: relative to the repository when inside it (no user's
+    folders in committed results)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

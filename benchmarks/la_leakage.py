@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from benchmarks.common import document, write_result
+from benchmarks.common import document, shown_path, write_result
 from echoseg.preprocess import clip_windows, logits_to_masks, preprocess
 from echoseg.region import Region, choose_region, full_region
 from service.backends import create_backend
@@ -131,12 +131,6 @@ def _summarize(rows: list[dict]) -> dict:
     return out
 
 
-def _shown(path: Path) -> str:
-    """The model's path as the result file shows it: relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=REPO / "models" / "default")
@@ -153,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "la_leakage",
         argv,
         started,
-        model=_shown(args.model),
+        model=shown_path(args.model),
         backend=backend.name,
         seeds=list(SEEDS[: args.clips]),
         leak_share=LEAK_SHARE,

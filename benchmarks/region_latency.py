@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from benchmarks.common import document, summarize_ms, write_result
+from benchmarks.common import document, shown_path, summarize_ms, write_result
 from echoseg.arbitration import first_frames
 from echoseg.preprocess import clip_windows, logits_to_masks, preprocess, window_indices
 from echoseg.region import detect_region, full_region, region_candidates
@@ -117,7 +117,7 @@ async def _measure(args) -> dict:
         batcher.close()
     return {
         "accuracy": accuracy,
-        "model": _shown(args.model),
+        "model": shown_path(args.model),
         "backend": backend.name,
         "threads": args.threads,
         "reps": args.reps,
@@ -179,12 +179,6 @@ def _accuracy(backend, settings, batcher, loop, seeds: int) -> dict:
         "before_upload_and_stream_same_region": sum(r["before_upload_equals_stream"] for r in rows),
         "rows": rows,
     }
-
-
-def _shown(path: Path) -> str:
-    """The model's path as the result file shows it: relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -372,15 +372,19 @@ def _fit_geometry(
     if near is None and apex is None:  # a linear array starts where its image does
         near = ("flat", top - 0.5)
     outline = _outline(apex, angles, (al, bl, ar, br), near, far)
-    if outline is None:
-        return None
-    fan = _raster(outline, (h, w))
+    return None if outline is None else _scored(outline, area, top)
+
+
+def _scored(outline: np.ndarray, area: np.ndarray, top: int) -> tuple[np.ndarray, float, float]:
+    """``(outline, quality, contained)``: the fitted fan's IoU with the live area (holes filled)
+    from row ``top`` down (above it a dark near field is no disagreement), and the share of the
+    live area it holds."""
+    fan = _raster(outline, area.shape)
     below = np.zeros_like(area)
     below[top:] = True
     filled = _fill_holes(area)
     quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
-    contained = float((fan & filled).sum() / max(filled.sum(), 1))
-    return outline, quality, contained
+    return outline, quality, float((fan & filled).sum() / max(filled.sum(), 1))
 
 
 def _dark_share(small: np.ndarray, area: np.ndarray) -> float:
@@ -427,14 +431,7 @@ def _dim_sector(area: np.ndarray, cue: np.ndarray) -> tuple[np.ndarray, float, f
     depth = np.hypot(xs - apex[0], ys - apex[1])
     far = ("arc", float(np.percentile(depth, DIM_FAR_PERCENTILE)) + 0.5)
     outline = _outline(apex, (-math.atan(slope), math.atan(slope)), lines, None, far)
-    if outline is None:
-        return None
-    fan = _raster(outline, (h, w))
-    below = np.zeros_like(area)
-    below[top:] = True
-    filled = _fill_holes(area)
-    quality = float((fan & filled & below).sum() / max(((fan | filled) & below).sum(), 1))
-    return outline, quality, float((fan & filled).sum() / max(filled.sum(), 1))
+    return None if outline is None else _scored(outline, area, top)
 
 
 def _vertical_sides(cue, rows, left, right, top: int, span: float) -> tuple[float, float, float, float]:
