@@ -31,7 +31,6 @@ import numpy as np
 
 from export.onnx import export_onnx
 from export.source import build_untrained, untrained_run_id
-from training.data.a4c import render_a4c_clip
 from training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -451,6 +450,7 @@ def moving_disc_clip(frames: int, height: int, width: int, seed: int = 0) -> np.
 def a4c_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """``(T, H, W)`` uint8: a clip of the apical four-chamber simulator at a scanner's frame size,
     with the screen furniture (text, ECG, scales) around the fan that the service crops away."""
+    from training.data.a4c import render_a4c_clip  # see ALLOWED_INNER in tests/test_import_graph.py
 
     return render_a4c_clip(seed, frames=frames, height=height, width=width).gray()
 

@@ -54,6 +54,9 @@ ALLOWED_INNER: dict[tuple[str, str], str] = {
     ("service.export_cache", "export.onnx"): "the exporter, and through it training's network code, is "
     "loaded only when a checkpoint is exported at start; serving an exported file never imports training",
     ("service.export_cache", "export.source"): "as export.onnx: only when a checkpoint is exported",
+    ("benchmarks.common", "training.data.a4c"): "the data-pipeline benchmark's baseline child imports "
+    "benchmarks.common beside an older commit's training package, which has no A4C simulator: only the "
+    "A4C clip helper loads it",
     ("service.export_cache", "export.quantize"): "the INT8 quantizer (ONNX Runtime's quantization tools, "
     "calibrated on simulator windows) is loaded only when the service is asked to serve INT8 and quantizes "
     "the model once at start",
