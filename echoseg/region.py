@@ -322,13 +322,10 @@ def _fit_geometry(
     area, below the top of the live area. None when no fan fits.
     """
     h, w = area.shape
-    rows = np.flatnonzero(area.any(axis=1))
-    if rows.size < 8:
+    ends = _row_ends(area)
+    if ends is None:
         return None
-    top, span = int(rows[0]), float(rows[-1] - rows[0])
-    cols = [np.flatnonzero(area[y]) for y in rows]
-    left = np.array([c[0] for c in cols], np.float64) - 0.5  # pixel edges
-    right = np.array([c[-1] for c in cols], np.float64) + 0.5
+    rows, top, span, left, right = ends
     upper = (rows >= top + 0.08 * span) & (rows <= top + 0.5 * span)
     y_fit = rows[upper].astype(np.float64)
     lines = _fit_line(y_fit, left[upper]), _fit_line(y_fit, right[upper])
@@ -397,6 +394,18 @@ def _dark_share(small: np.ndarray, area: np.ndarray) -> float:
     return float(black.sum() / max(hull.sum(), 1))
 
 
+def _row_ends(area: np.ndarray) -> tuple[np.ndarray, int, float, np.ndarray, np.ndarray] | None:
+    """The live area's rows and their outer ends: ``(rows, top, span, left, right)``, the ends at
+    pixel edges (x - 0.5, x + 0.5); None when fewer than 8 rows are live (nothing to fit)."""
+    rows = np.flatnonzero(area.any(axis=1))
+    if rows.size < 8:
+        return None
+    cols = [np.flatnonzero(area[y]) for y in rows]
+    left = np.array([c[0] for c in cols], np.float64) - 0.5
+    right = np.array([c[-1] for c in cols], np.float64) + 0.5
+    return rows, int(rows[0]), float(rows[-1] - rows[0]), left, right
+
+
 def _dim_sector(area: np.ndarray, cue: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     """A phased array's sector fitted to the live area of a dim clip, as :func:`_fit_geometry`
     returns it. Only the bright tissue next to the transducer and the heart's walls are lit, so
@@ -406,13 +415,10 @@ def _dim_sector(area: np.ndarray, cue: np.ndarray) -> tuple[np.ndarray, float, f
     symmetric about its vertical), the far edge an arc through the live area's deepest reach
     (:data:`DIM_FAR_PERCENTILE`), since a dim far field ends short of the fan."""
     h, w = area.shape
-    rows = np.flatnonzero(area.any(axis=1))
-    if rows.size < 8:
+    ends = _row_ends(area)
+    if ends is None:
         return None
-    top, span = int(rows[0]), float(rows[-1] - rows[0])
-    cols = [np.flatnonzero(area[y]) for y in rows]
-    left = np.array([c[0] for c in cols], np.float64) - 0.5
-    right = np.array([c[-1] for c in cols], np.float64) + 0.5
+    rows, top, span, left, right = ends
     first = rows <= top + 0.3 * span
     apex = (float(np.median((left[first] + right[first]) / 2)), top - 0.5)
     upper = (rows >= top + 0.15 * span) & (rows <= top + 0.6 * span)
