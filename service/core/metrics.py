@@ -88,7 +88,12 @@ class Metrics:
         )
         for outcome in ("ok", "error", "dropped"):
             self.frames.labels(outcome)
+        # Every labelled series exists from the start at zero. A series born with its first frame
+        # would reach Prometheus already holding that frame, and rate()/increase() never count a
+        # series' first sample: the first (slowest, warm-up) frames would be missing from every
+        # latency quantile an operator reads.
         for transport in ("ws", "rest"):
+            self.frame_latency.labels(transport)
             self.budget_misses.labels(transport)
             for flag in ("low_confidence", "no_lv"):
                 self.flagged.labels(transport, flag)
