@@ -327,7 +327,7 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
     d, pin = cfg.data, device.type == "cuda"
     store = open_store(cfg, info)
 
-    def dataset(split, mode, augment):
+    def dataset(split, mode, augment, true_windows=0):
         return StoreWindowDataset(
             store,
             split,
@@ -337,13 +337,16 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
             seed=cfg.seed,
             windows_per_video=d.windows_per_video,
             flips=d.flips,
+            true_windows_per_video=true_windows,
         )
 
     def stream(data, batch_size, seed):
         loader = {"prefetch_factor": d.prefetch_factor, "persistent_workers": d.persistent_workers}
         return BatchStream(data, batch_size, info, seed, d.num_workers, pin, **loader)
 
-    labelled = stream(dataset(d.train_split, "labelled", d.augment), cfg.batch_size, cfg.seed)
+    # Validation stays on the traced (ED/ES) frames: comparable across runs and with the paper.
+    train_labelled = dataset(d.train_split, "labelled", d.augment, d.true_windows_per_video)
+    labelled = stream(train_labelled, cfg.batch_size, cfg.seed)
     unlabelled = None
     if cfg.mode == "mean_teacher":
         unlabelled = stream(

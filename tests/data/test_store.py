@@ -11,6 +11,7 @@ import pytest
 
 from echoseg.cli import main as echoseg_main
 from echoseg.presets import get_preset
+from echoseg.region import mask_to_input
 from echoseg.video import write_avi
 from training.data.dataset import ClipWindowDataset, StoreWindowDataset
 from training.data.echonet import DatasetError, load_clips
@@ -75,6 +76,41 @@ def test_store_windows_equal_windows_of_decoded_clips(prepared, synth_root, mode
             for key in a:
                 assert a[key].dtype == b[key].dtype
                 np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_true_windows_are_labelled_with_the_drawn_frames_true_mask(prepared, synth_root):
+    """Labelled windows at random frames carry that frame's true mask (the store's and the clips'
+    alike), redrawn per epoch; validation-style sets (0 per video) keep only the traced frames."""
+    config = get_preset("tiny").replace(input_size=64)
+    kwargs = {"mode": "labelled", "augment": False, "seed": 4, "true_windows_per_video": 3}
+    clips = load_clips(synth_root, "TRAIN")
+    traced_only = StoreWindowDataset(prepared, "TRAIN", config, mode="labelled")
+    stored = StoreWindowDataset(prepared, "TRAIN", config, **kwargs)
+    memory = ClipWindowDataset.from_clips(clips, config, **kwargs)
+    assert len(stored) == len(traced_only) + 3 * len(stored.names) == len(memory)
+    drawn = [k for k, (_, target) in enumerate(stored.items) if target < 0]
+    assert len(drawn) == 3 * len(stored.names)
+    targets = {}
+    for epoch in (0, 1):
+        stored.set_epoch(epoch)
+        memory.set_epoch(epoch)
+        for k in drawn:
+            a, b = stored[k], memory[k]
+            np.testing.assert_array_equal(a["mask"].numpy(), b["mask"].numpy())
+            np.testing.assert_array_equal(a["frames"].numpy(), b["frames"].numpy())
+            # The mask is the true mask of the window's centre frame, brought to the input.
+            i, _ = stored.items[k]
+            rng = np.random.default_rng([stored.seed, epoch, k])
+            frame = int(rng.integers(stored.num_frames[i]))
+            targets.setdefault(k, set()).add(frame)
+            truth = prepared.true_mask(stored.names[i], frame)
+            expected = mask_to_input(truth, stored.region(i), 64)
+            np.testing.assert_array_equal(a["mask"].numpy()[0], expected.astype(np.float32))
+    assert any(len(frames) == 2 for frames in targets.values())  # redrawn per epoch
+    with pytest.raises(IndexError, match="outside"):
+        prepared.true_mask(stored.names[0], 10**6)
+    with pytest.raises(ValueError, match="true_windows_per_video"):
+        StoreWindowDataset(prepared, "TRAIN", config, true_windows_per_video=-1)
 
 
 def test_prepare_again_keeps_unchanged_clips_and_rebuilds_changed_ones(synth_copy, tmp_path):

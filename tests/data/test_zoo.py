@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training.data.a4c import generate_a4c
+from training.data.echonet import load_clips
 from training.data.zoo import LAYOUT_NAMES, LAYOUTS, generate_zoo, layout_by_name, render_zoo_clip
 
 
@@ -56,3 +58,20 @@ def test_generate_zoo_writes_the_echonet_layout(tmp_path):
     assert len(rows) == 3
     with pytest.raises(ValueError, match="held out"):
         generate_zoo(tmp_path / "x", 1, seed=10**6)
+
+
+def test_zoo_clips_append_to_an_a4c_training_set(tmp_path):
+    """``--append`` adds zoo clips to an A4C folder's tables; the same names twice are refused."""
+    out = tmp_path / "mix"
+    generate_a4c(out, 2, frames=8, sizes=((112, 112),), seed=3)
+    generate_zoo(out, 2, frames=8, layouts=("dim", "linear"), append=True)
+    files = [row.split(",")[0] for row in (out / "FileList.csv").read_text().splitlines()[1:]]
+    assert len(files) == 4 and len({f[:5] for f in files}) == 2  # 0XA4C..., 0XZOO...
+    assert sorted(p.stem for p in (out / "Videos").glob("*.avi")) == sorted(files)
+    traced = {row.split(",")[0] for row in (out / "VolumeTracings.csv").read_text().splitlines()[1:]}
+    assert traced == {f"{f}.avi" for f in files}
+    assert len(load_clips(out)) == 4
+    with pytest.raises(ValueError, match="already in"):
+        generate_zoo(out, 2, frames=8, layouts=("dim", "linear"), append=True)
+    generate_zoo(out, 1, frames=8, layouts=("dim",))  # without append: the tables are replaced
+    assert len((out / "FileList.csv").read_text().splitlines()) == 2

@@ -57,13 +57,11 @@ from training.data.scanner import (
     static_furniture,
 )
 from training.data.synthetic import (
-    FILELIST_HEADER,
-    TRACINGS_HEADER,
     assign_splits,
     contraction_curve,
     echonet_tracing_order,
     traced_frames,
-    write_csv,
+    write_tables,
 )
 
 logger = logging.getLogger(__name__)
@@ -896,7 +894,13 @@ def _clip_task(args) -> tuple[list, list]:
 
 
 def generate_a4c(
-    out_dir, videos: int, frames: int = 48, sizes=A4C_SIZES, seed: int = 0, workers: int = 1
+    out_dir,
+    videos: int,
+    frames: int = 48,
+    sizes=A4C_SIZES,
+    seed: int = 0,
+    workers: int = 1,
+    append: bool = False,
 ) -> Path:
     """Write ``videos`` A4C clips in the EchoNet-Dynamic layout under ``out_dir``; returns it.
 
@@ -904,7 +908,8 @@ def generate_a4c(
     ``VolumeTracings.csv`` (ES rows, then ED rows), ``Masks/<FileName>.npy`` holds the true
     ``(T, H, W)`` masks at the frame's size and ``Meta/<FileName>.json`` the fan's region, pixel
     spacing, transducer position and the clip's ED/ES. Clip ``i`` depends only on ``seed`` and
-    ``i`` (not on ``workers``); each clip's size is drawn from ``sizes``.
+    ``i`` (not on ``workers``); each clip's size is drawn from ``sizes``. ``append`` adds the clips
+    to a dataset folder's tables instead of replacing them (see ``write_tables``).
     """
     if videos < 1:
         raise ValueError(f"videos must be at least 1, got {videos}")
@@ -923,7 +928,6 @@ def generate_a4c(
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_clip_task, tasks))
-    write_csv(out / "FileList.csv", FILELIST_HEADER, [row for row, _ in results])
-    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, [r for _, rows in results for r in rows])
+    write_tables(out, [row for row, _ in results], [r for _, rows in results for r in rows], append)
     logger.info("wrote %d A4C clips (%d frames, sizes %s) to %s", videos, frames, sizes, out)
     return out

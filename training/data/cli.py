@@ -38,7 +38,13 @@ def register(subparsers) -> None:
         "--layouts", default=None, help="zoo mode: comma-separated layout names (default: all of them)"
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
-    synth.add_argument("--workers", type=int, default=1, help="a4c mode: processes rendering clips")
+    synth.add_argument("--workers", type=int, default=1, help="a4c and zoo modes: processes rendering clips")
+    synth.add_argument(
+        "--append",
+        action="store_true",
+        help="add the clips to the folder's FileList.csv and VolumeTracings.csv instead of replacing them "
+        "(e.g. zoo clips into an A4C training set; clip names must not repeat)",
+    )
     synth.set_defaults(func=run_synth)
 
     check = sub.add_parser(
@@ -78,6 +84,7 @@ def run_synth(args) -> int:
             layouts=args.layouts.split(",") if args.layouts else LAYOUT_NAMES,
             seed=args.seed,
             workers=args.workers,
+            append=args.append,
         )
     elif args.mode == "a4c":
         from training.data.a4c import generate_a4c
@@ -89,11 +96,19 @@ def run_synth(args) -> int:
             sizes=args.sizes,
             seed=args.seed,
             workers=args.workers,
+            append=args.append,
         )
     else:
         from training.data.synthetic import generate
 
-        out = generate(args.out, args.videos, frames=args.frames or 96, size=args.size, seed=args.seed)
+        out = generate(
+            args.out,
+            args.videos,
+            frames=args.frames or 96,
+            size=args.size,
+            seed=args.seed,
+            append=args.append,
+        )
     print(f"wrote {args.videos} clips to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -3,7 +3,10 @@
 A *labelled* item is the window of ``k`` frames around a traced frame (edge frames replicated,
 see ``echoseg.preprocess``) with that frame's mask. An *unlabelled* item is the window around
 a random frame of a clip; each clip gives ``windows_per_video`` of them per epoch, redrawn every
-epoch from ``seed + epoch``. Only the window's k frames are read (from a frame store, or from clips
+epoch from ``seed + epoch``. Where a source has per-frame truth (the simulators), a labelled set
+can also draw ``true_windows_per_video`` windows per clip and epoch around random frames, with that
+frame's true mask: labels between ED and ES too (e.g. with the mitral valve open), which the
+paper's ED/ES tracings never give. Only the window's k frames are read (from a frame store, or from clips
 already in memory); they are brought to the model's input size exactly as the service does
 (``echoseg.region``: cropped to the clip's ultrasound region, blanked outside the fan, padded to
 square, resized; a clip whose image fills the frame, like EchoNet's 112x112 crops, is simply
@@ -51,11 +54,15 @@ class WindowDataset(Dataset):
         seed: int = 0,
         windows_per_video: int = 8,
         flips: str = FLIPS,
+        true_windows_per_video: int = 0,
+        has_true: list[bool] | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if windows_per_video < 1:
             raise ValueError(f"windows_per_video must be at least 1, got {windows_per_video}")
+        if true_windows_per_video < 0:
+            raise ValueError(f"true_windows_per_video must be at least 0, got {true_windows_per_video}")
         self.names = names
         self.num_frames = num_frames
         self.config = config
@@ -69,6 +76,9 @@ class WindowDataset(Dataset):
         self._regions: dict[int, Region] = {}
         if mode == "labelled":
             self.items = [(i, f) for i, frames in enumerate(traced_frames) for f in frames]
+            # Windows around a frame drawn per epoch (target -1), labelled with its true mask.
+            with_truth = [i for i in range(len(names)) if has_true and has_true[i]]
+            self.items += [(i, -1) for i in with_truth for _ in range(true_windows_per_video)]
         else:
             self.items = [(i, -1) for i in range(len(names)) for _ in range(windows_per_video)]
 
@@ -78,6 +88,10 @@ class WindowDataset(Dataset):
 
     def read_mask(self, i: int, frame: int) -> np.ndarray:
         """The traced mask of ``frame`` of clip ``i`` at its native size: ``(H, W)`` {0, 1}."""
+        raise NotImplementedError
+
+    def read_true_mask(self, i: int, frame: int) -> np.ndarray:
+        """The true mask of any ``frame`` of clip ``i`` (sources with per-frame truth): ``(H, W)`` {0, 1}."""
         raise NotImplementedError
 
     def region(self, i: int) -> Region:
@@ -95,20 +109,25 @@ class WindowDataset(Dataset):
         return len(self.items)
 
     def item_key(self, index: int) -> tuple[str, int]:
-        """``(clip name, traced frame)`` of a labelled item, ``(clip name, -1)`` of an unlabelled one."""
+        """``(clip name, traced frame)`` of a labelled item, ``(clip name, -1)`` of one whose frame is
+        drawn per epoch (unlabelled, or labelled with per-frame truth)."""
         i, target = self.items[index]
         return self.names[i], target
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i, target = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if target < 0:
+        drawn = target < 0
+        if drawn:
             target = int(rng.integers(self.num_frames[i]))
         size = self.config.input_size
         indices = window_indices(target, self.num_frames[i], self.config)
         region = self.region(i)
         window = apply_region(self.read_frames(i, indices), region, size)  # (k, H, W) -> (k, S, S) uint8
-        mask = mask_to_input(self.read_mask(i, target), region, size) if self.mode == "labelled" else None
+        mask = None
+        if self.mode == "labelled":
+            native = self.read_true_mask(i, target) if drawn else self.read_mask(i, target)
+            mask = mask_to_input(native, region, size)
         if self.augment:
             window, mask = augment_window(window, mask, rng, self.flips)
         item = {
@@ -127,7 +146,12 @@ class ClipWindowDataset(WindowDataset):
         self.clips = clips
         names = [c.name for c in clips]
         super().__init__(
-            names, [sorted(c.traced) for c in clips], [len(c.frames) for c in clips], config, **kwargs
+            names,
+            [sorted(c.traced) for c in clips],
+            [len(c.frames) for c in clips],
+            config,
+            has_true=[c.true_masks is not None for c in clips],
+            **kwargs,
         )
 
     @classmethod
@@ -139,6 +163,9 @@ class ClipWindowDataset(WindowDataset):
 
     def read_mask(self, i: int, frame: int) -> np.ndarray:
         return self.clips[i].traced[frame]
+
+    def read_true_mask(self, i: int, frame: int) -> np.ndarray:
+        return self.clips[i].true_masks[frame]
 
 
 class StoreWindowDataset(WindowDataset):
@@ -152,7 +179,9 @@ class StoreWindowDataset(WindowDataset):
             names = [n for n in names if store.records[n].traced]
         records = [store.records[n] for n in names]
         traced = [list(r.traced) for r in records]
-        super().__init__(names, traced, [r.num_frames for r in records], config, mode=mode, **kwargs)
+        num_frames = [r.num_frames for r in records]
+        has_true = [r.has_true for r in records]
+        super().__init__(names, traced, num_frames, config, mode=mode, has_true=has_true, **kwargs)
         self.store = store
 
     def read_frames(self, i: int, indices: list[int]) -> np.ndarray:
@@ -160,6 +189,9 @@ class StoreWindowDataset(WindowDataset):
 
     def read_mask(self, i: int, frame: int) -> np.ndarray:
         return self.store.traced_mask(self.names[i], frame)
+
+    def read_true_mask(self, i: int, frame: int) -> np.ndarray:
+        return self.store.true_mask(self.names[i], frame)
 
 
 class EchoNetDataset(StoreWindowDataset):

@@ -470,6 +470,15 @@ class FrameStore:
         j = rec.traced.index(frame)
         return self._pread("traced", name, j, 1, (rec.height, rec.width))
 
+    def true_mask(self, name: str, frame: int) -> np.ndarray:
+        """The true mask of any frame of a clip whose source has per-frame truth: ``(H, W) uint8``."""
+        rec = self.records[name]
+        if not rec.has_true:
+            raise KeyError(f"{name} has no per-frame truth")
+        if not 0 <= frame < rec.num_frames:
+            raise IndexError(f"{name}: frame {frame} outside 0..{rec.num_frames - 1}")
+        return self._pread("true", name, frame, 1, (rec.height, rec.width))
+
     def clip(self, name: str) -> Clip:
         """The whole clip, for evaluation (one clip in memory at a time)."""
         rec = self.records[name]

@@ -427,7 +427,9 @@ def assign_splits(n: int, rng: np.random.Generator) -> list[str]:
     return [labels[i] for i in rng.permutation(n)]
 
 
-def generate(out_dir, videos: int, frames: int = 96, size: int = 112, seed: int = 0) -> Path:
+def generate(
+    out_dir, videos: int, frames: int = 96, size: int = 112, seed: int = 0, append: bool = False
+) -> Path:
     """Write ``videos`` synthetic clips in the EchoNet-Dynamic layout under ``out_dir``; returns it.
 
     Same arguments and seed give the same files (clip ``i`` only depends on ``seed`` and ``i``).
@@ -467,10 +469,38 @@ def generate(out_dir, videos: int, frames: int = 96, size: int = 112, seed: int 
         logger.debug(
             "synthetic clip %d/%d: EF %.1f%%, ED %d, ES %d", i + 1, videos, clip.ef, clip.ed, clip.es
         )
-    write_csv(out / "FileList.csv", FILELIST_HEADER, filelist)
-    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, tracings)
+    write_tables(out, filelist, tracings, append)
     logger.info("wrote %d synthetic clips (%d frames of %dx%d) to %s", videos, frames, size, size, out)
     return out
+
+
+def write_tables(out: Path, filelist, tracings, append: bool = False) -> None:
+    """Write a dataset folder's ``FileList.csv`` and ``VolumeTracings.csv``.
+
+    ``append`` keeps the rows already there (another generator's clips, e.g. zoo clips added to
+    an A4C training set); a clip name present in both is refused rather than written twice.
+    """
+    old_files: list[list[str]] = []
+    old_tracings: list[list[str]] = []
+    if append and (out / "FileList.csv").exists():
+        old_files = _read_rows(out / "FileList.csv", FILELIST_HEADER)
+        if (out / "VolumeTracings.csv").exists():
+            old_tracings = _read_rows(out / "VolumeTracings.csv", TRACINGS_HEADER)
+        clash = {row[0] for row in old_files} & {str(row[0]) for row in filelist}
+        if clash:
+            raise ValueError(
+                f"{len(clash)} clip names already in {out} (e.g. {sorted(clash)[0]}); use another seed"
+            )
+    write_csv(out / "FileList.csv", FILELIST_HEADER, [*old_files, *filelist])
+    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, [*old_tracings, *tracings])
+
+
+def _read_rows(path: Path, header) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or tuple(rows[0]) != tuple(header):
+        raise ValueError(f"{path} does not start with the header {','.join(header)}")
+    return rows[1:]
 
 
 def write_csv(path: Path, header, rows) -> None:

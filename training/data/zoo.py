@@ -37,11 +37,9 @@ from echoseg.video import write_avi
 from training.data.a4c import A4CClip, render_a4c_clip
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
 from training.data.synthetic import (
-    FILELIST_HEADER,
-    TRACINGS_HEADER,
     assign_splits,
     echonet_tracing_order,
-    write_csv,
+    write_tables,
 )
 
 logger = logging.getLogger(__name__)
@@ -440,13 +438,20 @@ def _move(tracing: np.ndarray, shift, scale: float) -> np.ndarray:
 
 # -- the dataset -------------------------------------------------------------------------------------
 def generate_zoo(
-    out_dir, videos: int, frames: int = 32, layouts=LAYOUT_NAMES, seed: int = 0, workers: int = 1
+    out_dir,
+    videos: int,
+    frames: int = 32,
+    layouts=LAYOUT_NAMES,
+    seed: int = 0,
+    workers: int = 1,
+    append: bool = False,
 ):
     """Write ``videos`` zoo clips (layouts in turn) in the EchoNet-Dynamic layout under ``out_dir``,
     like :func:`training.data.a4c.generate_a4c` (``Masks/``, ``Meta/`` beside ``Videos/``).
 
     Clip ``i`` is layout ``layouts[i % len(layouts)]`` with seed ``seed * 100_000 + i``, which must
-    stay below :data:`HELD_OUT_SEEDS` (the evaluation clips)."""
+    stay below :data:`HELD_OUT_SEEDS` (the evaluation clips). ``append`` adds the clips to a dataset
+    folder's tables (e.g. an A4C training set's) instead of replacing them."""
     if videos < 1:
         raise ValueError(f"videos must be at least 1, got {videos}")
     if not 0 <= seed * 100_000 + videos < HELD_OUT_SEEDS:
@@ -463,13 +468,12 @@ def generate_zoo(
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_zoo_task, tasks))
     rows = [row for row, _ in results]
-    write_csv(out / "FileList.csv", FILELIST_HEADER, rows)
     tracing_rows = []
     for (row, clip_tracings), (_, _, _, _, _) in zip(results, tasks, strict=True):
         ed, es = clip_tracings["ed"], clip_tracings["es"]
         for t in echonet_tracing_order(ed, es):
             tracing_rows += [[f"{row[0]}.avi", *(f"{v:.4f}" for v in r), t] for r in clip_tracings[t]]
-    write_csv(out / "VolumeTracings.csv", TRACINGS_HEADER, tracing_rows)
+    write_tables(out, rows, tracing_rows, append)
     logger.info("wrote %d zoo clips (%d frames, layouts %s) to %s", videos, frames, names, out)
     return out
 

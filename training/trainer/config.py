@@ -38,6 +38,9 @@ class DataSection:
     train_split: str = "TRAIN"
     val_split: str = "VAL"
     windows_per_video: int = 8  # unlabelled windows drawn per video and epoch
+    # Labelled windows drawn per video and epoch at random frames, with the true mask, where the
+    # source has per-frame truth (the simulators); 0 keeps the paper's ED/ES labels only.
+    true_windows_per_video: int = 0
     augment: bool = True  # flips and rotation ±15°, identical on all k frames and the mask
     flips: str = FLIPS  # flips augment may use: h(orizontal), v(ertical), t(ranspose); "h" for apical views
     num_workers: int = 0  # DataLoader worker processes per stream (labelled, unlabelled, validation)
@@ -52,6 +55,8 @@ class DataSection:
             )
         if self.windows_per_video < 1:
             raise ValueError(f"data.windows_per_video must be at least 1, got {self.windows_per_video}")
+        if self.true_windows_per_video < 0:
+            raise ValueError(f"data.true_windows_per_video must be >= 0, got {self.true_windows_per_video}")
         try:
             check_flips(self.flips)
         except ValueError as exc:
