@@ -168,13 +168,14 @@ def source_loader(store: FrameStore, config, batch_size: int = 16):
     return eval_loader(data, batch_size, DistInfo()), len(data)
 
 
-def source_dice(model, loader, device: torch.device) -> float:
+def source_dice(model, loader) -> float:
+    device = next(model.parameters()).device
     return validate(model, loader, DistInfo(), device, resolve_precision("off", device))
 
 
-def measure(model, site: FrameStore, held: list[str], loader, device, limits) -> dict:
+def measure(model, site: FrameStore, held: list[str], loader, limits) -> dict:
     return {
-        "source_dice": round(source_dice(model, loader, device), 5),
+        "source_dice": round(source_dice(model, loader), 5),
         "site": site_signals(model, site, held, limits),
     }
 
@@ -264,14 +265,13 @@ def adapt(opts: AdaptOptions) -> dict:
         raise ValueError("the site's clips have no held-out slice (VAL or TEST): give at least two clips")
     if not site.names(cfg.data.unlabelled_split):
         raise ValueError(f"the site's clips have no {cfg.data.unlabelled_split} clips to adapt on")
-    device = torch.device("cpu")
     start_model = load_pretrained(cfg.init_from)[0]
     loader, source_windows = source_loader(sim, start_model.config)
     before_path = out / BEFORE
     if opts.resume and before_path.is_file():
         before = json.loads(before_path.read_text())
     else:
-        before = measure(start_model, site, held, loader, device, limits)
+        before = measure(start_model, site, held, loader, limits)
         out.mkdir(parents=True, exist_ok=True)
         before_path.write_text(json.dumps(before, indent=1) + "\n")
     logger.info("before: source Dice %.4f; site %s", before["source_dice"], before["site"])
@@ -281,8 +281,8 @@ def adapt(opts: AdaptOptions) -> dict:
         logger.info("stopped at step %d of %s; resume with --resume", trained.step, cfg.steps)
         return {"stopped_at": trained.step}
     after = {
-        "student": measure(trained.student, site, held, loader, device, limits),
-        "teacher": measure(trained.teacher, site, held, loader, device, limits),
+        "student": measure(trained.student, site, held, loader, limits),
+        "teacher": measure(trained.teacher, site, held, loader, limits),
     }
     kept = opts.keep
     gate = _gate(before["source_dice"], after[kept]["source_dice"], opts.max_source_drop)

@@ -9,8 +9,9 @@ itself says about each frame and by what any heart does:
 - ``mean_confidence``: the flags' confidence (mask margin x share of the largest component);
 - ``temporal_dice``: Dice between the masks of neighbouring frames (a cavity changes little in
   1/30 s; a model unsure of the picture flickers);
-- ``periodicity``: the area curve's normalised autocorrelation at its best lag between 0.3 and 2 s
-  (a beating heart's area is periodic; a confused model's is noise).
+- ``periodicity``: the share of the area curve's variance at cardiac frequencies (up to 4 Hz: a
+  beat and its first harmonics); a beating heart's area changes smoothly with the beat, a confused
+  model's flickers from frame to frame.
 
 Frames are read as the service reads them: the clip's ultrasound region (``echoseg.region``), the
 model's preprocessing and windows, masks and flags at the model's resolution inside the fan.
@@ -36,7 +37,7 @@ SIGNALS = (
     "temporal_dice",
     "periodicity",
 )
-MIN_PERIOD_S, MAX_PERIOD_S = 0.3, 2.0
+MAX_CARDIAC_HZ = 4.0  # a beat and its first harmonics
 
 
 @dataclass
@@ -78,18 +79,19 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def periodicity(areas: np.ndarray, fps: float) -> float:
-    """The largest normalised autocorrelation of the ``(T,)`` area curve at lags of 0.3-2 s (0 when the
-    clip is too short for one such lag, or the curve is flat)."""
+    """The share of the ``(T,)`` area curve's variance at cardiac frequencies (up to
+    :data:`MAX_CARDIAC_HZ`): near 1 for a beating cavity, low for a curve that flickers from frame to
+    frame (0 for a flat curve). Works on clips shorter than a beat, where an autocorrelation cannot."""
     x = np.asarray(areas, np.float64)
-    x = x - x.mean()
-    energy = float((x * x).sum())
-    lo = max(1, round(MIN_PERIOD_S * fps))
-    hi = min(len(x) // 2, round(MAX_PERIOD_S * fps))
-    if energy <= 0 or hi < lo:
+    if len(x) < 4:
         return 0.0
-    # the unbiased estimate at each lag, over the overlap, relative to the curve's variance
-    best = max(float((x[:-lag] * x[lag:]).mean()) / (energy / len(x)) for lag in range(lo, hi + 1))
-    return float(np.clip(best, -1.0, 1.0))
+    x = x - x.mean()
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freq = np.fft.rfftfreq(len(x), 1.0 / fps)
+    total = float(power[freq > 0].sum())
+    if total <= 1e-12 * max(float((np.asarray(areas, np.float64) ** 2).sum()), 1.0):
+        return 0.0
+    return float(power[(freq > 0) & (freq <= MAX_CARDIAC_HZ)].sum() / total)
 
 
 def clip_signals(model, frames: np.ndarray, fps: float, limits: QualityThresholds) -> ClipSignals:
