@@ -88,7 +88,7 @@ class AdaptOptions:
             raise ValueError("max_source_drop must be a number (it may be -inf or inf)")
 
 
-def default_labelled(progress: bool = False) -> Path:
+def default_labelled() -> Path:
     """The default labelled set (:data:`SIM_CLIPS` A4C simulator clips), rendered on first use into
     ``$ECHOSEG_CACHE`` (or ``~/.cache/echoseg``)."""
     base = Path(os.environ.get("ECHOSEG_CACHE") or Path.home() / ".cache" / "echoseg")
@@ -253,7 +253,7 @@ def adapt(opts: AdaptOptions) -> dict:
             overrides.append("stop_after=null")
         cfg = load_config(out / "config.yaml", overrides)
     else:
-        labelled = opts.labelled or str(default_labelled(opts.progress))
+        labelled = opts.labelled or str(default_labelled())
         cfg = adapt_config(opts, labelled)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
