@@ -10,6 +10,7 @@ MODEL ?= models/default
 
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
 OHIF_SEG_TOOLS := tools/ohif-seg/node_modules/.installed
+OPENAPI_TS_TOOLS := tools/openapi-ts/node_modules/.installed
 
 .PHONY: venv install serve test lint format bench image clean
 
@@ -46,6 +47,15 @@ $(OHIF_SEG_TOOLS): tools/ohif-seg/package.json
 		echo "npm not found: the OHIF SEG loading test will skip"; \
 	fi
 
+# A TypeScript client generated from docs/openapi.json (openapi-typescript + openapi-fetch, tsc) runs
+# against a live server in the tests (npm).
+$(OPENAPI_TS_TOOLS): tools/openapi-ts/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tools/openapi-ts --no-audit --no-fund --silent && touch $@; \
+	else \
+		echo "npm not found: the generated TypeScript client test will skip"; \
+	fi
+
 venv install: $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -59,7 +69,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(VENV)/.installed $(ASYNCAPI_TOOLS) $(OHIF_SEG_TOOLS) lint
+test: $(VENV)/.installed $(ASYNCAPI_TOOLS) $(OHIF_SEG_TOOLS) $(OPENAPI_TS_TOOLS) lint
 	$(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed

@@ -19,6 +19,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.codecs.clip import MEDIA_TYPES, normalize_media_type, sniff_media_type
 from service.core.errors import ServiceError
 
+OCTET_STREAM = "application/octet-stream"
+
 
 def _too_large(limit: int) -> ServiceError:
     return ServiceError("payload_too_large", f"the body exceeds max_upload_mb ({limit / 2**20:.1f} MiB)")
@@ -70,9 +72,22 @@ async def read_upload(
     total_s: float = float("inf"),
     idle_s: float = float("inf"),
     hold: Callable[[int], None] | None = None,
+    kind: str | None = None,
 ) -> tuple[bytes, str]:
-    """The clip's bytes and media type, from a multipart ``file`` field or a raw body."""
+    """The clip's bytes and media type, from a multipart ``file`` field or a raw body.
+
+    ``kind`` (a media type) is the format an operation's path names: the body is then that
+    format's raw bytes, sent as ``application/octet-stream``, as ``kind`` itself, or without a
+    Content-Type (which HTTP reads as octet-stream); any other type is refused before the body is read.
+    """
     media = normalize_media_type(request.headers.get("content-type"))
+    if kind is not None:
+        if media not in ("", OCTET_STREAM, kind):
+            raise ServiceError(
+                "unsupported_media_type",
+                f"this operation takes the clip as {OCTET_STREAM} or {kind}, not {media!r}",
+            )
+        media = kind
     body = limited_stream(request, limit, total_s, idle_s, hold)
     if media != "multipart/form-data":
         data = b"".join([chunk async for chunk in body])

@@ -30,7 +30,32 @@ from service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPES = ("video/x-msvideo", "video/mp4", "application/dicom", "application/x-npy")
+
+@dataclass(frozen=True)
+class ClipKind:
+    """A clip format the service decodes: its name in the typed routes' paths (``/v1/segment/{kind}/...``),
+    its media type, and what a client must send (for the OpenAPI document)."""
+
+    name: str
+    media_type: str
+    description: str
+
+
+CLIP_KINDS: dict[str, ClipKind] = {
+    kind.name: kind
+    for kind in (
+        ClipKind("avi", "video/x-msvideo", "AVI, any codec FFmpeg decodes (e.g. MJPG as in EchoNet-Dynamic)"),
+        ClipKind("mp4", "video/mp4", "MP4 (e.g. H.264)"),
+        ClipKind(
+            "dicom",
+            "application/dicom",
+            "DICOM, single- or multi-frame (cine loop), MONOCHROME or RGB/YBR, uncompressed or "
+            "compressed (e.g. JPEG baseline)",
+        ),
+        ClipKind("npy", "application/x-npy", "NumPy .npy of uint8, (T, H, W) or (T, H, W, 3), C order"),
+    )
+}
+MEDIA_TYPES = tuple(kind.media_type for kind in CLIP_KINDS.values())
 ALIASES = {
     "video/avi": "video/x-msvideo",
     "video/msvideo": "video/x-msvideo",

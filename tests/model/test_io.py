@@ -93,9 +93,9 @@ def test_config_without_architecture_is_the_unet_family(tiny_model, tmp_path):
         assert torch.equal(legacy.eval()(frames), loaded(frames))
 
 
-def test_bundled_default_model_loads_as_the_unet_family():
+def test_bundled_default_model_loads_as_the_papers_family():
     model, config, meta = load_pretrained(BUNDLED)
-    assert config.preset == "unet-lite" and config.architecture == "unet"  # chosen on the A4C front
-    assert config.aggregation == "elementwise" and meta["run_id"]
+    assert config.preset == "lite" and config.architecture == "resnet"  # the paper's network (Sec. 3)
+    assert config.aggregation == "product" and meta["run_id"]
     with torch.no_grad():
         assert model(torch.zeros(1, 3, config.input_size, config.input_size)).shape[-1] == config.input_size

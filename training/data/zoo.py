@@ -35,6 +35,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.video import write_avi
 from training.data.a4c import A4CClip, render_a4c_clip
+from training.data.echonet import EDGE_TOLERANCE
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
 from training.data.synthetic import (
     assign_splits,
@@ -467,14 +468,21 @@ def generate_zoo(
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_zoo_task, tasks))
+    # A probe whose skin line is the screen's top edge (curvilinear) can put the LV's apex a few
+    # pixels above the frame: such a clip's tracings leave the frame, the EchoNet layout's checks
+    # (and `echoseg data prepare`) would refuse it, and it is not written (2 of 216 at seed 1).
+    cut = [row[0] for row, tracings in results if tracings is None]
+    if cut:
+        logger.info("%d zoo clips left out: their LV leaves the frame (%s)", len(cut), ", ".join(cut))
+    results = [(row, tracings) for row, tracings in results if tracings is not None]
     rows = [row for row, _ in results]
     tracing_rows = []
-    for (row, clip_tracings), (_, _, _, _, _) in zip(results, tasks, strict=True):
+    for row, clip_tracings in results:
         ed, es = clip_tracings["ed"], clip_tracings["es"]
         for t in echonet_tracing_order(ed, es):
             tracing_rows += [[f"{row[0]}.avi", *(f"{v:.4f}" for v in r), t] for r in clip_tracings[t]]
     write_tables(out, rows, tracing_rows, append)
-    logger.info("wrote %d zoo clips (%d frames, layouts %s) to %s", videos, frames, names, out)
+    logger.info("wrote %d zoo clips (%d frames, layouts %s) to %s", len(rows), frames, names, out)
     return out
 
 
@@ -482,11 +490,14 @@ def _zoo_task(args):
     out, name, seed, frames, split = args
     clip = render_zoo_clip(name, seed, frames=frames)
     file = f"0XZOO{zlib.crc32(name.encode()) & 0xFFFF:04X}{seed:08X}"
+    h, w = clip.frames.shape[1:3]
+    points = np.concatenate([np.asarray(t, np.float64).reshape(-1, 2) for t in clip.tracings.values()])
+    if ((points < -EDGE_TOLERANCE) | (points > np.array([w - 1, h - 1]) + EDGE_TOLERANCE)).any():
+        return [file], None
     write_avi(out / "Videos" / f"{file}.avi", clip.frames, fps=clip.fps)
     np.save(out / "Masks" / f"{file}.npy", clip.masks)
     (out / "Meta" / f"{file}.json").write_text(
         json.dumps({"file": f"{file}.avi", **clip.sidecar()}, indent=1)
     )
-    h, w = clip.frames.shape[1:]
     row = [file, f"{clip.ef:.4f}", f"{clip.esv:.4f}", f"{clip.edv:.4f}", h, w, f"{clip.fps:g}", frames, split]
     return row, {"ed": clip.ed, "es": clip.es, **{t: clip.tracings[t] for t in clip.tracings}}

@@ -1,4 +1,11 @@
-"""``POST /v1/segment``: a whole clip in, masks and cardiac read-outs out (JSON, NPZ, MP4, DICOM SEG/SR)."""
+"""``POST /v1/segment``: a whole clip in, masks and cardiac read-outs out (JSON, NPZ, MP4, DICOM SEG/SR).
+
+Two forms share one handler (:func:`_segment`): ``POST /v1/segment`` takes any clip type (its
+Content-Type, or a multipart ``file``) and any ``?output=``; the typed operations
+``POST /v1/segment/{kind}/{output}``, one per row of :data:`service.api.outputs.OUTPUTS`, take the
+clip's bytes in the format the path names and answer one type each, which is what code generators
+need to give every call a typed body and a typed answer.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
+from enum import Enum
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from service.api.body import read_upload
+from service.api.body import OCTET_STREAM, read_upload
 from service.api.deps import ServiceDep, require
+from service.api.negotiate import preferred
 from service.api.outputs import OUTPUTS, Answer, Output
 from service.api.schemas import SegmentResult, error_responses
+from service.codecs.clip import CLIP_KINDS, ClipKind
 from service.codecs.deflate import inflate_dicom
 from service.codecs.dicom_source import read_source
 from service.core.audit import audit_state
@@ -28,31 +39,30 @@ T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[require("segment")])
 
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BINARY = {"type": "string", "format": "binary"}
 _REQUEST_BODY = {
     "required": True,
     "description": "The clip: the raw body with its Content-Type, or a multipart form with field `file`.",
     "content": {
-        "video/x-msvideo": _BINARY,
-        "video/mp4": _BINARY,
-        "application/dicom": _BINARY,
-        "application/x-npy": {**_BINARY, "description": "uint8 (T, H, W) or (T, H, W, 3), C order"},
+        **{
+            kind.media_type: {"schema": {**_BINARY, "description": kind.description}}
+            for kind in CLIP_KINDS.values()
+        },
         "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}},
-            }
+            "schema": {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}
         },
     },
 }
 OutputName = Literal[tuple(OUTPUTS)]  # the names of service.api.outputs.OUTPUTS
+# the names of service.codecs.clip.CLIP_KINDS: one schema (components/schemas/ClipKind) for every path
+KindName = Enum("ClipKind", {name: name for name in CLIP_KINDS}, type=str)
 _OUTPUT_HELP = "; ".join(f"`{row.name}`: {row.summary}" for row in OUTPUTS.values())
+_KIND_HELP = "; ".join(f"`{kind.name}`: {kind.description}" for kind in CLIP_KINDS.values())
 _OK = {
     "model": SegmentResult,
     "description": "; ".join(f"`output={row.name}`: {row.body}" for row in OUTPUTS.values()),
     "content": {
-        media: _BINARY
+        media: {"schema": _BINARY}
         for media in dict.fromkeys(row.media_type for row in OUTPUTS.values())
         if media != "application/json"  # the JSON answer's schema is the model's
     },
@@ -83,7 +93,9 @@ _ERRORS = error_responses(
     response_model=None,
     summary="Segment a clip",
     description="Masks per frame, the LV area curve, ED/ES frames and EF of an uploaded clip "
-    f"(AVI, MP4, DICOM cine, NPY); `output` chooses the answer: {_OUTPUT_HELP}.",
+    f"(AVI, MP4, DICOM cine, NPY); `output` chooses the answer: {_OUTPUT_HELP}. Generated clients "
+    "are better served by the typed operations `POST /v1/segment/{kind}/{output}`: one request "
+    "type and one answer type each.",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={200: _OK, **_ERRORS},
 )
@@ -92,6 +104,98 @@ async def segment(
     service: ServiceDep,
     output: OutputName = Query("json", description=_OUTPUT_HELP),
 ) -> Response:
+    row = OUTPUTS[output]
+    return await _segment(request, service, row, None, row.media_type)
+
+
+# -- the typed operations: one per row of OUTPUTS, the clip's format named by the path ----------
+# A code generator gives each operation one request type (the clip's bytes as
+# application/octet-stream) and one answer type (the row's model, or bytes), which the single
+# POST /v1/segment with its five request types and its `output` parameter cannot give it.
+
+
+def _raw_clip_body(kinds: tuple[str, ...]) -> dict:
+    names = ", ".join(f"{CLIP_KINDS[k].media_type} for `{k}`" for k in kinds)
+    return {
+        "required": True,
+        "description": f"The clip's bytes in the format the path names, sent as {OCTET_STREAM} (or "
+        f"as the format's own media type: {names}).",
+        "content": {OCTET_STREAM: {"schema": _BINARY}},
+    }
+
+
+def _typed_ok(row: Output) -> dict:
+    if row.media_type == "application/json":
+        return {"model": SegmentResult, "description": row.body}
+    return {  # the same bytes under either type: the Accept header chooses, the row's type by default
+        "description": f"{row.body} (`{row.media_type}`, or `{OCTET_STREAM}` when Accept asks for it)",
+        "content": {row.media_type: {"schema": _BINARY}, OCTET_STREAM: {"schema": _BINARY}},
+    }
+
+
+def _kinds(row: Output) -> tuple[str, ...]:
+    """The clip formats an output can be asked of: DICOM alone for a row that references its source."""
+    return ("dicom",) if row.needs_dicom else tuple(CLIP_KINDS)
+
+
+def _add_typed_operation(row: Output) -> None:
+    """``POST /v1/segment/{kind}/<row>``, or ``/v1/segment/<the kind>/<row>`` where only one kind fits."""
+    kinds = _kinds(row)
+    options = {
+        "methods": ["POST"],
+        "operation_id": "segment_" + row.name.replace("-", "_"),
+        "response_model": None,
+        "response_class": JSONResponse if row.media_type == "application/json" else Response,
+        "summary": f"Segment a clip, answer {row.name}",
+        "openapi_extra": {"requestBody": _raw_clip_body(kinds)},
+        "responses": {200: _typed_ok(row), **_ERRORS},
+    }
+    if len(kinds) == 1:
+        fixed = CLIP_KINDS[kinds[0]]
+
+        async def one_kind(request: Request, service: ServiceDep) -> Response:
+            return await _segment(request, service, row, fixed, _answer_type(request, row))
+
+        router.add_api_route(
+            f"/segment/{fixed.name}/{row.name}",
+            one_kind,
+            description=f"Segments a {fixed.name.upper()} clip and answers {row.body} "
+            f"(as `POST /v1/segment?output={row.name}`).",
+            **options,
+        )
+        return
+
+    async def any_kind(
+        request: Request,
+        service: ServiceDep,
+        kind: KindName = Path(description=f"the clip's format: {_KIND_HELP}"),
+    ) -> Response:
+        return await _segment(request, service, row, CLIP_KINDS[kind.value], _answer_type(request, row))
+
+    router.add_api_route(
+        f"/segment/{{kind}}/{row.name}",
+        any_kind,
+        description=f"Segments a clip in the format the path names and answers {row.body} "
+        f"(as `POST /v1/segment?output={row.name}`).",
+        **options,
+    )
+
+
+def _answer_type(request: Request, row: Output) -> str:
+    """The row's media type, or application/octet-stream where Accept prefers it (binary rows)."""
+    if row.media_type == "application/json":
+        return row.media_type
+    return preferred(request.headers.get("accept"), (row.media_type, OCTET_STREAM))
+
+
+for _row in OUTPUTS.values():
+    _add_typed_operation(_row)
+
+
+async def _segment(
+    request: Request, service: ServiceDep, row: Output, kind: ClipKind | None, answer_type: str
+) -> Response:
+    """Read the clip (of ``kind``'s format, or as its Content-Type says), segment it, answer ``row``."""
     s = service.settings
     service.require_ready()
     held = 0
@@ -111,7 +215,12 @@ async def segment(
             service.body_reads += 1
             try:  # the upload slot is taken only once the whole body is in
                 data, media = await read_upload(
-                    request, s.max_upload_bytes, s.body_timeout_s, s.body_idle_timeout_s, hold
+                    request,
+                    s.max_upload_bytes,
+                    s.body_timeout_s,
+                    s.body_idle_timeout_s,
+                    hold,
+                    kind.media_type if kind is not None else None,
                 )
             finally:
                 service.body_reads -= 1
@@ -126,17 +235,16 @@ async def segment(
                         hold(len(inflated))
                         data = inflated
                 # a DICOM output must be able to reference its source: checked before any inference
-                row = OUTPUTS[output]
                 source = None
                 if row.needs_dicom:
-                    source = await asyncio.to_thread(read_source, data, media, output)
+                    source = await asyncio.to_thread(read_source, data, media, row.name)
                 work = segment_upload(data, media, backend, batcher, s, service.metrics)
                 result = await _unless_client_leaves(request, work)
                 audit_state(request.scope)["frames"] = result.frames
                 answer = Answer(
                     result, data, media, model_ref(backend), limits_from(s), s.max_json_bytes, source
                 )
-                return await _respond(answer, row)
+                return await _respond(answer, row, answer_type)
             finally:
                 service.uploads -= 1
         finally:
@@ -170,8 +278,8 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _respond(answer: Answer, output: Output) -> Response:
-    """The answer in ``output``'s form, encoded in a worker thread."""
+async def _respond(answer: Answer, output: Output, media_type: str) -> Response:
+    """The answer in ``output``'s form, encoded in a worker thread, sent as ``media_type``."""
     result = answer.result
     log.info(
         "segmented a %d-frame clip in %.1f ms (output=%s)",
@@ -183,7 +291,7 @@ async def _respond(answer: Answer, output: Output) -> Response:
     body = await asyncio.to_thread(output.encode, answer)
     headers = {"Content-Disposition": f'attachment; filename="{output.filename}"'} if output.filename else {}
     headers.update(_server_timing(result.timings_ms, started))
-    return Response(body, media_type=output.media_type, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def _server_timing(timings_ms: dict[str, float], encode_started: float) -> dict[str, str]:
