@@ -6,12 +6,12 @@ module renders one: the A4C simulator (:func:`training.data.a4c.render_a4c_clip`
 ranges and the scanner zoo's layouts (``training.data.zoo``), the way a different probe and
 preset change a picture:
 
-- point-spread functions about twice as wide (a lower-frequency probe): axial 1.3-1.7 mm (the
-  recipe draws 0.35-0.9), lateral 1.9-2.5 degrees at the focus (recipe 0.5-1.2);
-- sparse speckle: 4-8 % of resolution cells hold a scatterer (recipe 30-100 %);
-- near-field haze reaching into the cavity: clutter 0.9-1.3 decaying over 35-50 mm (recipe
+- point-spread functions about twice as wide (a lower-frequency probe): axial 1.2-1.5 mm (the
+  recipe draws 0.35-0.9), lateral 1.7-2.2 degrees at the focus (recipe 0.5-1.2);
+- sparse speckle: 8-14 % of resolution cells hold a scatterer (recipe 30-100 %);
+- near-field haze reaching into the cavity: clutter 0.7-1.0 decaying over 30-40 mm (recipe
   0.05-0.6 over 8-30 mm);
-- a compressed dynamic range of 26-32 dB (recipe 40-65 dB) with gain +4-8 dB (recipe -6-6);
+- a compressed dynamic range of 28-34 dB (recipe 40-65 dB) with gain +3-7 dB (recipe -6-6);
 - a 50-degree sector (recipe 60-90, zoo 60-100);
 - a green-tinted B-mode colour map (the zoo has sepia and blue), stored as luma like every clip.
 
