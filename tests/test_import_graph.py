@@ -76,6 +76,10 @@ ALLOWED_UP: dict[tuple[str, str], str] = {
     ("echoseg.runtime.torch", "training.model.io"): "the torch runtime runs the network's Python code, "
     "so a checkpoint is loaded by the network's own loader; the import is deferred until a checkpoint "
     "is served on torch, which loads torch anyway",
+    ("training.data.folder", "service.codecs.clip"): "a site's own clips (echoseg adapt) are decoded by "
+    "the service's decoders, so adaptation sees the frames serving sees (limits, colour to luma, bit depths)",
+    ("training.data.folder", "service.core.errors"): "the service decoders' error type, turned into a "
+    "dataset problem naming the clip by its digest",
 }
 
 FORBIDDEN = {  # package -> packages it must not import

@@ -32,6 +32,51 @@ def register(subparsers) -> None:
     ev.add_argument("--batch-size", type=int, default=16)
     ev.set_defaults(func=_eval)
 
+    ad = subparsers.add_parser(
+        "adapt",
+        help="adapt a checkpoint to a site's unlabelled clips (mean teacher), with a source-domain gate",
+        description="Mean-teacher adaptation of a checkpoint to a site's unlabelled clips: labelled "
+        "simulated windows plus the site's unlabelled windows, the paper's consistency loss and ramp. "
+        "Writes RUN/adapt.json, and RUN/best/ only when the source-domain Dice holds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ad.add_argument(
+        "--unlabelled",
+        required=True,
+        help="the site's clips: a folder of AVI/MP4/DICOM files (any depth) or a prepared frame store",
+    )
+    ad.add_argument(
+        "--labelled",
+        default=None,
+        help="simulated clips with labels (EchoNet-format folder or store); default: an A4C simulator "
+        "set rendered once into the cache",
+    )
+    ad.add_argument("--from", dest="init_from", default="models/default", help="checkpoint to start from")
+    ad.add_argument("--out", required=True, help="run folder (RUN)")
+    ad.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    ad.add_argument("--seed", type=int, default=0, help="random seed of the run")
+    ad.add_argument("--resume", action="store_true", help="continue the run in --out from its last/")
+    ad.add_argument(
+        "--max-source-drop",
+        type=float,
+        default=0.01,
+        help="largest allowed drop of the source-domain Dice (0.01 = 1 point); =-inf always refuses",
+    )
+    ad.add_argument(
+        "--keep", choices=("teacher", "student"), default="teacher", help="which network is the adapted model"
+    )
+    ad.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    ad.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config value, e.g. --set lr=3.0e-4 --set consistency=5",
+    )
+    ad.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    ad.set_defaults(func=_adapt)
+
 
 def _train(args: argparse.Namespace) -> int:
     from training.train import config_from_args, run
@@ -55,3 +100,32 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    """Exit status 0 when best/ was written, 3 when the source-domain gate refused it, 2 on bad input."""
+    from training.adapt.run import AdaptOptions, adapt, format_summary
+
+    try:
+        opts = AdaptOptions(
+            unlabelled=args.unlabelled,
+            out=args.out,
+            init_from=args.init_from,
+            labelled=args.labelled,
+            steps=args.steps,
+            seed=args.seed,
+            resume=args.resume,
+            max_source_drop=args.max_source_drop,
+            keep=args.keep,
+            threads=args.threads,
+            progress=args.progress,
+            overrides=args.overrides,
+        )
+        report = adapt(opts)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(format_summary(report))
+    if "gate" not in report:
+        return 0
+    return 0 if report["best"] else 3

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from echoseg.artifacts import checkpoint_weights, read_checkpoint_config
 from training.args import add_train_arguments
 from training.data.store import FrameStore, default_store_dir, ensure_store, is_store
 from training.model import ModelConfig, build_model, get_preset
@@ -83,7 +84,17 @@ def run(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
 
 def model_config_of(cfg: TrainConfig) -> ModelConfig:
+    """The network to train: the preset and overrides, or the configuration of ``init_from``."""
+    if cfg.init_from:
+        return read_checkpoint_config(checkpoint_weights(cfg.init_from, "student"))[0]
     return get_preset(cfg.model.preset, **cfg.model.overrides)
+
+
+def _initialise(cfg: TrainConfig, student: nn.Module) -> None:
+    """Load ``init_from``'s student weights into the student (the teacher is copied from it)."""
+    if cfg.init_from:
+        ckpt.load_weights(cfg.init_from, student, "student")
+        logger.info("student and teacher start from %s", cfg.init_from)
 
 
 def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Trained:
@@ -105,7 +116,9 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Trained
 
     ckpt.seed_everything(cfg.seed)  # identical initial weights on every rank
     model_config = model_config_of(cfg)
-    student = build_model(model_config).to(device)
+    student = build_model(model_config)
+    _initialise(cfg, student)
+    student = student.to(device)
     teacher = make_teacher(student) if cfg.mode == "mean_teacher" else None
     ckpt.seed_everything(cfg.seed + 1 + info.rank)  # then per-rank perturbation noise
 
@@ -266,7 +279,7 @@ class _Loop:
                 "world_size": self.info.world_size,
             }
             ckpt.save_checkpoint(self.run_dir / "last", p.student, p.teacher, meta, state)
-            if improved:
+            if improved and self.cfg.select_best:
                 ckpt.save_checkpoint(self.run_dir / "best", p.student, p.teacher, meta)
                 logger.info("step %d: new best validation Dice %.4f", step, val_dice)
         barrier(self.info)
@@ -304,19 +317,21 @@ def _restore(last: Path, cfg, info, device, student, teacher, optimizer, schedul
     return state
 
 
-def open_store(cfg: TrainConfig, info: DistInfo):
-    """The frame store of ``data.root``: one process per node prepares or refreshes it, then all open it.
+def open_store(cfg: TrainConfig, info: DistInfo, root: str | None = None, store_dir: str | None = None):
+    """The frame store of ``root`` (default ``data.root``): one process per node prepares or refreshes
+    it, then all open it.
 
     Each node's local rank 0 prepares (a default store lives in that node's cache; a store on a
     shared filesystem is best prepared before the job, and is then only checked here).
     """
     d = cfg.data
+    root, store_dir = (d.root, d.store) if root is None else (root, store_dir)
     if info.local_rank == 0:
         progress = cfg.progress and info.is_main
-        store = ensure_store(d.root, d.store, workers=d.prepare_workers, progress=progress)
+        store = ensure_store(root, store_dir, workers=d.prepare_workers, progress=progress)
     barrier(info)
     if info.local_rank != 0:
-        store = FrameStore(d.root if is_store(d.root) else d.store or default_store_dir(d.root))
+        store = FrameStore(root if is_store(root) else store_dir or default_store_dir(root))
     return store
 
 
@@ -327,9 +342,9 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
     d, pin = cfg.data, device.type == "cuda"
     store = open_store(cfg, info)
 
-    def dataset(split, mode, augment, true_windows=0):
+    def dataset(split, mode, augment, true_windows=0, source=store):
         return StoreWindowDataset(
-            store,
+            source,
             split,
             model_config,
             mode=mode,
@@ -349,9 +364,12 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
     labelled = stream(train_labelled, cfg.batch_size, cfg.seed)
     unlabelled = None
     if cfg.mode == "mean_teacher":
-        unlabelled = stream(
-            dataset(d.train_split, "unlabelled", d.augment), cfg.unlabelled_batch_size, cfg.seed + 1
-        )
+        if d.unlabelled_root:  # another source's clips (a site's), e.g. for domain adaptation
+            other = open_store(cfg, info, d.unlabelled_root, d.unlabelled_store)
+            windows = dataset(d.unlabelled_split, "unlabelled", d.augment, source=other)
+        else:
+            windows = dataset(d.train_split, "unlabelled", d.augment)
+        unlabelled = stream(windows, cfg.unlabelled_batch_size, cfg.seed + 1)
     logger.info(
         "data: store %s, %d labelled and %d unlabelled TRAIN windows for this process",
         store.path,

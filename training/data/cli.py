@@ -20,10 +20,11 @@ def register(subparsers) -> None:
     synth.add_argument("--videos", type=int, required=True, help="number of clips")
     synth.add_argument(
         "--mode",
-        choices=("simple", "a4c", "zoo"),
+        choices=("simple", "a4c", "zoo", "site"),
         default="simple",
         help="simple: one cavity in a ring, square frames; a4c: apical four-chamber scanner frames; "
-        "zoo: A4C clips in the scanner zoo's layouts (training.data.zoo), in turn",
+        "zoo: A4C clips in the scanner zoo's layouts (training.data.zoo), in turn; site: A4C clips as a "
+        "scanner unlike the training recipe shows them (training.data.site), a target for `echoseg adapt`",
     )
     synth.add_argument(
         "--frames", type=int, default=None, help="frames per clip (default: 96 simple, 48 a4c)"
@@ -38,7 +39,9 @@ def register(subparsers) -> None:
         "--layouts", default=None, help="zoo mode: comma-separated layout names (default: all of them)"
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
-    synth.add_argument("--workers", type=int, default=1, help="a4c and zoo modes: processes rendering clips")
+    synth.add_argument(
+        "--workers", type=int, default=1, help="a4c, zoo and site modes: processes rendering clips"
+    )
     synth.add_argument(
         "--append",
         action="store_true",
@@ -74,7 +77,13 @@ def register(subparsers) -> None:
 
 def run_synth(args) -> int:
     start = time.perf_counter()
-    if args.mode == "zoo":
+    if args.mode == "site":
+        from training.data.site import generate_site
+
+        out = generate_site(
+            args.out, args.videos, frames=args.frames or 48, seed=args.seed, workers=args.workers
+        )
+    elif args.mode == "zoo":
         from training.data.zoo import LAYOUT_NAMES, generate_zoo
 
         out = generate_zoo(

@@ -11,9 +11,13 @@ from pathlib import Path
 from training.data.base import DataSource
 from training.data.camus import CamusSource
 from training.data.echonet import EchoNetSource
+from training.data.folder import ClipFolderSource
 
-# In detection order: the first whose ``detect`` accepts a folder opens it.
-SOURCES: dict[str, type[DataSource]] = {cls.kind: cls for cls in (EchoNetSource, CamusSource)}
+# In detection order: the first whose ``detect`` accepts a folder opens it; a plain folder of clips
+# (no tables: a site's unlabelled echoes) is what is left.
+SOURCES: dict[str, type[DataSource]] = {
+    cls.kind: cls for cls in (EchoNetSource, CamusSource, ClipFolderSource)
+}
 
 
 def detect_kind(root) -> str | None:

@@ -41,6 +41,11 @@ class DataSection:
     # Labelled windows drawn per video and epoch at random frames, with the true mask, where the
     # source has per-frame truth (the simulators); 0 keeps the paper's ED/ES labels only.
     true_windows_per_video: int = 0
+    # Unlabelled windows from another source than ``root`` (e.g. a site's plain folder of clips, or
+    # its frame store): the mean teacher's consistency then runs on those clips only.
+    unlabelled_root: str | None = None
+    unlabelled_store: str | None = None  # frame store of `unlabelled_root`; None: the default cache folder
+    unlabelled_split: str = "TRAIN"
     augment: bool = True  # flips and rotation ±15°, identical on all k frames and the mask
     flips: str = FLIPS  # flips augment may use: h(orizontal), v(ertical), t(ranspose); "h" for apical views
     num_workers: int = 0  # DataLoader worker processes per stream (labelled, unlabelled, validation)
@@ -95,6 +100,10 @@ class TrainConfig:
     consistency: float = 1.0  # lambda_max; lambda(t) = consistency * (t / t_max)^2
     ema_decay: float = 0.99
     seed: int = 0
+    # A checkpoint (directory, run directory or .safetensors) whose student weights start both the
+    # student and the teacher; its config.json then defines the network (the model section is unused).
+    init_from: str | None = None
+    select_best: bool = True  # False: validation is logged, only last/ is written (the caller picks)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
     amp: str = "auto"  # "auto" (bf16 on CUDA when supported, else off), "off", "bf16", "fp16"
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default

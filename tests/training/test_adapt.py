@@ -1,0 +1,143 @@
+"""``echoseg adapt``: mean-teacher adaptation from a checkpoint to a plain folder of unlabelled clips.
+
+Tiny preset, a few steps: the run is written, resuming gives the weights of a straight run, the
+source-domain gate refuses ``best/`` when told to, and the artefact records counts and digests
+but no file name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from echoseg.cli import main as echoseg_main
+from echoseg.presets import get_preset
+from training.adapt.signals import periodicity
+from training.data.folder import ClipFolderSource
+from training.data.site import SITE_SIZE, render_site_clip
+from training.data.sources import detect_kind
+from training.data.synthetic import generate
+from training.model import build_model
+from training.model.io import save_pretrained
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A labelled synthetic set, a site folder of six AVI clips (no tables) and a tiny checkpoint."""
+    base = tmp_path_factory.mktemp("adapt")
+    labelled = generate(base / "sim", videos=8, frames=12, size=32, seed=3)
+    other = generate(base / "other", videos=6, frames=12, size=32, seed=5)
+    site = base / "site" / "Patient Doe, John"  # a file and folder name that must not leak
+    site.mkdir(parents=True)
+    for i, avi in enumerate(sorted((other / "Videos").glob("*.avi"))):
+        shutil.copy(avi, site / f"DOE_JOHN_{i}.avi")
+    torch.manual_seed(0)
+    start = base / "start"
+    save_pretrained(build_model(get_preset("tiny")), start, meta={"run_id": "start"})
+    return {"labelled": labelled, "site": site.parent, "start": start}
+
+
+def _adapt(data, out, *extra: str) -> int:
+    argv = ["adapt", "--unlabelled", str(data["site"]), "--labelled", str(data["labelled"])]
+    argv += ["--from", str(data["start"]), "--out", str(out), "--steps", "4", "--seed", "1", "--no-progress"]
+    argv += ["--set", "batch_size=2", "--set", "unlabelled_batch_size=2", "--set", "lr=0.001", *extra]
+    return echoseg_main(argv)
+
+
+def test_a_plain_folder_of_clips_is_a_source_split_by_name(data):
+    assert detect_kind(data["site"]) == "clips"
+    source = ClipFolderSource(data["site"])
+    names = source.names()
+    assert len(names) == 6 and all(n.startswith("clip-") for n in names)
+    assert len(source.names("VAL")) == 2 and len(source.names("TRAIN")) == 4  # ceil(20 % of 6)
+    clip = source.load(names[0])
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape == (12, 32, 32) and not clip.traced
+
+
+def test_adapt_writes_a_run_whose_artefact_names_no_file(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _adapt(data, run, "--max-source-drop", "inf") == 0
+    out = capsys.readouterr().out
+    assert "source-domain Dice" in out and "written: best/" in out
+    report = json.loads((run / "adapt.json").read_text())
+    assert report["training"]["steps"] == 4 and report["best"] == "best"
+    site = report["data"]["unlabelled"]
+    assert (site["clips"], site["adapt_clips"], site["held_out_clips"]) == (6, 4, 2)
+    assert len(site["adapt_clip_digests"]) == 4 and len(set(site["adapt_clip_digests"])) == 4
+    for when in ("before", *(f"after.{k}" for k in ("student", "teacher"))):
+        block = report
+        for key in when.split("."):
+            block = block[key]
+        assert 0.0 <= block["source_dice"] <= 1.0 and block["site"]["clips"] == 2
+        assert 0.0 <= block["site"]["flagged_share"] <= 1.0
+    meta = json.loads((run / "best" / "config.json").read_text())["meta"]
+    record = meta["adaptation"]
+    assert (record["unlabelled_clips"], record["adapt_clips"]) == (6, 4)
+    assert record["adapt_digest"] == site["adapt_digest"] and record["labelled_clips"] == 8
+    for path in [run / "adapt.json", run / "best" / "config.json"]:
+        text = path.read_text()
+        assert "DOE" not in text.upper() and "Patient" not in text and ".avi" not in text
+    # the adapted model is the teacher of the run's last step
+    teacher = load_file(str(run / "last" / "teacher.safetensors"))
+    kept = load_file(str(run / "best" / "student.safetensors"))
+    assert all(torch.equal(teacher[k], kept[k]) for k in kept)
+    # and it is not the starting point any more
+    start = load_file(str(data["start"] / "student.safetensors"))
+    assert any(not torch.equal(start[k], kept[k]) for k in kept if kept[k].is_floating_point())
+
+
+def test_resume_gives_the_weights_of_a_straight_run(data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _adapt(data, straight, "--max-source-drop", "inf") == 0
+    assert _adapt(data, split, "--max-source-drop", "inf", "--set", "stop_after=2") == 0
+    assert not (split / "best").exists() and not (split / "adapt.json").exists()
+    assert _adapt(data, split, "--max-source-drop", "inf", "--resume") == 0
+    a = load_file(str(straight / "best" / "student.safetensors"))
+    b = load_file(str(split / "best" / "student.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (json.loads((r / "adapt.json").read_text()) for r in (straight, split))
+    assert ra["before"] == rb["before"] and ra["after"] == rb["after"]
+
+
+def test_the_source_domain_gate_refuses_best_and_says_why(data, tmp_path, capsys):
+    run = tmp_path / "refused"
+    (run / "best").mkdir(parents=True)  # a stale best/ from an earlier attempt goes too
+    assert _adapt(data, run, "--max-source-drop=-inf") == 3
+    assert "refused: source-domain Dice dropped" in capsys.readouterr().out
+    report = json.loads((run / "adapt.json").read_text())
+    assert report["best"] is None and report["gate"]["passed"] is False
+    assert "not written as best/" in report["gate"]["reason"]
+    assert not (run / "best").exists() and (run / "last" / "student.safetensors").is_file()
+
+
+def test_adapt_refuses_a_folder_without_a_held_out_slice(data, tmp_path, capsys):
+    lonely = tmp_path / "one"
+    lonely.mkdir()
+    shutil.copy(next(data["site"].rglob("*.avi")), lonely / "a.avi")
+    argv = ["adapt", "--unlabelled", str(lonely), "--labelled", str(data["labelled"]), "--from"]
+    argv += [str(data["start"]), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress"]
+    assert echoseg_main(argv) == 2
+    assert "no held-out slice" in capsys.readouterr().out
+
+
+def test_the_site_domain_is_fixed_by_its_seed():
+    a, b = render_site_clip(5, frames=8), render_site_clip(5, frames=8)
+    assert a.frames.shape == (8, *SITE_SIZE) and np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, render_site_clip(6, frames=8).frames)
+    assert 45.0 < a.sector_angle_deg < 55.0 and a.masks.any()
+
+
+def test_periodicity_of_an_area_curve():
+    t = np.arange(48)
+    beating = 100 + 20 * np.sin(2 * np.pi * t / 50.0)  # less than one beat: 1 s at 50 fps
+    assert periodicity(beating, 50.0) > 0.9
+    flicker = np.random.default_rng(0).normal(size=48)
+    assert periodicity(flicker, 50.0) < 0.4
+    assert periodicity(np.full(48, 5.0), 50.0) == 0.0

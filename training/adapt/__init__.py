@@ -1,0 +1,1 @@
+"""Domain adaptation of a trained model to a site's unlabelled clips (``echoseg adapt``)."""

@@ -1,0 +1,368 @@
+"""``echoseg adapt``: the paper's mean teacher as domain adaptation to a site's unlabelled clips.
+
+The trainer (``training.train``) runs unchanged in its mean-teacher mode, configured so that:
+
+- student and teacher start from a checkpoint (``init_from``; the bundled ``models/default``);
+- labelled windows come from simulated clips (``data.root``: by default a small A4C simulator set
+  rendered once into the cache, :func:`default_labelled`), with their per-frame truth;
+- unlabelled windows come from the site's clips (``data.unlabelled_root``: a plain folder of
+  AVI/MP4/DICOM files read by the service's decoders, or a prepared frame store), split ``TRAIN``;
+- the consistency loss and its ramp lambda(t) = (t / t_max)^2 are the paper's;
+- it never writes ``best/`` itself (``select_best: false``): that is this module's decision.
+
+Around it, the safety net: before and after training, on the site's held-out slice (its ``VAL``
+clips, never trained on) the label-free signals of :mod:`training.adapt.signals`, and on held-out
+simulated clips (the source domain, ``VAL`` and ``TEST``) the Dice at ED/ES and at a few
+random frames with their true masks. The adapted network (the teacher by default, the EMA of the
+student) is written to ``RUN/best/`` only when the source-domain Dice dropped by at most
+``max_source_drop``; otherwise ``best/`` is removed and the report says why. ``RUN/adapt.json``
+holds the report; ``best/config.json``'s meta records what the model was adapted on (clip counts
+and digests of the decoded pixels, never file names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from echoseg.artifacts import checkpoint_weights, make_model_id, read_checkpoint_config, weights_digest
+from echoseg.quality import QualityThresholds
+from training.adapt import signals as sig
+from training.data.a4c import generate_a4c
+from training.data.dataset import StoreWindowDataset
+from training.data.store import FrameStore, ensure_store
+from training.model.io import load_pretrained
+from training.train import fit
+from training.trainer import checkpoint as ckpt
+from training.trainer.config import TrainConfig, apply_overrides, load_config
+from training.trainer.data import eval_loader
+from training.trainer.distributed import DistInfo
+from training.trainer.engine import resolve_precision, validate
+
+logger = logging.getLogger(__name__)
+
+REPORT = "adapt.json"
+BEFORE = "adapt-before.json"  # the starting model's measurements, kept for a resumed run
+FORMAT = "echoseg-adapt-report"
+VERSION = 1
+KEEP = ("teacher", "student")
+# The default labelled set: A4C simulator clips at two scanner sizes, rendered once per cache.
+SIM_CLIPS, SIM_FRAMES, SIM_SEED, SIM_SIZES = 64, 32, 7, "112x112,240x320"
+SOURCE_TRUE_WINDOWS = 4  # random frames (true masks) per held-out simulated clip, besides ED and ES
+MAX_SIGNAL_CLIPS = 64  # held-out site clips measured (the first by name)
+
+
+@dataclass
+class AdaptOptions:
+    """What ``echoseg adapt`` was asked; ``overrides`` are ``--set KEY=VALUE`` on the training config."""
+
+    unlabelled: str
+    out: str
+    init_from: str = "models/default"
+    labelled: str | None = None
+    steps: int = 300
+    seed: int = 0
+    resume: bool = False
+    max_source_drop: float = 0.01
+    keep: str = "teacher"
+    threads: int | None = None
+    progress: bool = True
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if math.isnan(self.max_source_drop):
+            raise ValueError("max_source_drop must be a number (it may be -inf or inf)")
+
+
+def default_labelled() -> Path:
+    """The default labelled set (:data:`SIM_CLIPS` A4C simulator clips), rendered on first use into
+    ``$ECHOSEG_CACHE`` (or ``~/.cache/echoseg``)."""
+    base = Path(os.environ.get("ECHOSEG_CACHE") or Path.home() / ".cache" / "echoseg")
+    cache = base / "sim" / f"a4c-{SIM_CLIPS}x{SIM_FRAMES}-seed{SIM_SEED}"
+    if not (cache / "FileList.csv").is_file():
+        logger.info("rendering the default labelled set (%d A4C clips) into %s", SIM_CLIPS, cache)
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        generate_a4c(tmp, SIM_CLIPS, frames=SIM_FRAMES, sizes=SIM_SIZES, seed=SIM_SEED)
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    return cache
+
+
+def adapt_config(opts: AdaptOptions, labelled: str) -> TrainConfig:
+    """The training configuration of an adaptation run (``opts.overrides`` applied last)."""
+    out = Path(opts.out)
+    raw = {
+        "data": {
+            "root": str(labelled),
+            "unlabelled_root": str(opts.unlabelled),
+            "unlabelled_split": "TRAIN",
+            "windows_per_video": 4,
+            "true_windows_per_video": 2,
+            "augment": True,
+            "flips": "h",
+            "num_workers": 0,
+        },
+        "mode": "mean_teacher",
+        "steps": opts.steps,
+        "batch_size": 4,
+        "unlabelled_batch_size": 4,
+        "lr": 1e-4,
+        "consistency": 1.0,
+        "seed": opts.seed,
+        "init_from": str(opts.init_from),
+        "select_best": False,
+        "threads": opts.threads,
+        "eval_every": max(1, min(100, opts.steps)),
+        "log_every": 10,
+        "out_dir": str(out.parent),
+        "run_name": out.name,
+        "progress": opts.progress,
+    }
+    return TrainConfig.from_dict(apply_overrides(raw, opts.overrides))
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+def held_out_names(store: FrameStore) -> list[str]:
+    """The site's held-out slice: its VAL clips (TEST when it has no VAL), at most MAX_SIGNAL_CLIPS."""
+    names = store.names("VAL") or store.names("TEST")
+    return sorted(names)[:MAX_SIGNAL_CLIPS]
+
+
+def site_signals(model, store: FrameStore, names: list[str], limits: QualityThresholds) -> dict:
+    """The label-free signals of ``model`` on the held-out site clips (one clip in memory at a time)."""
+    per_clip = []
+    for name in names:
+        clip = store.clip(name)
+        per_clip.append(sig.clip_signals(model, clip.frames, clip.fps, limits))
+    return sig.summarize(per_clip)
+
+
+def source_loader(store: FrameStore, config, batch_size: int = 16):
+    """Held-out simulated windows: ED/ES and SOURCE_TRUE_WINDOWS random frames of each VAL and TEST clip."""
+    parts = [
+        StoreWindowDataset(
+            store, split, config, mode="labelled", seed=0, true_windows_per_video=SOURCE_TRUE_WINDOWS
+        )
+        for split in ("VAL", "TEST")
+    ]
+    data = ConcatDataset([p for p in parts if len(p)])
+    if len(data) == 0:
+        raise ValueError(
+            f"the labelled set {store.path} has no VAL or TEST clips to check the source domain on"
+        )
+    return eval_loader(data, batch_size, DistInfo()), len(data)
+
+
+def source_dice(model, loader) -> float:
+    device = next(model.parameters()).device
+    return validate(model, loader, DistInfo(), device, resolve_precision("off", device))
+
+
+def measure(model, site: FrameStore, held: list[str], loader, limits) -> dict:
+    return {
+        "source_dice": round(source_dice(model, loader), 5),
+        "site": site_signals(model, site, held, limits),
+    }
+
+
+# -- what the model was adapted on ------------------------------------------------------------------
+def clip_digest(store: FrameStore, name: str) -> str:
+    """Digest of a clip's decoded pixels (independent of its file's name, container and path)."""
+    rec = store.records[name]
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{rec.num_frames}x{rec.height}x{rec.width}".encode())
+    for start in range(0, rec.num_frames, 64):  # bounded reads
+        h.update(store.read_frames(name, range(start, min(start + 64, rec.num_frames))).tobytes())
+    return h.hexdigest()
+
+
+def set_digest(digests: list[str]) -> str:
+    return hashlib.blake2b("".join(sorted(digests)).encode(), digest_size=8).hexdigest()
+
+
+def data_record(site: FrameStore, labelled: FrameStore, held: list[str]) -> dict:
+    adapt_names = site.names("TRAIN")
+    adapt = sorted(clip_digest(site, n) for n in adapt_names)
+    held_digests = sorted(clip_digest(site, n) for n in held)
+    sim = sorted(clip_digest(labelled, n) for n in labelled.names())
+    return {
+        "unlabelled": {
+            "clips": len(adapt) + len(held_digests),
+            "adapt_clips": len(adapt),
+            "held_out_clips": len(held_digests),
+            "frames": int(sum(site.records[n].num_frames for n in adapt_names)),
+            "adapt_digest": set_digest(adapt),
+            "held_out_digest": set_digest(held_digests),
+            "adapt_clip_digests": adapt,
+            "held_out_clip_digests": held_digests,
+        },
+        "labelled": {
+            "clips": len(sim),
+            "train_clips": len(labelled.names("TRAIN")),
+            "digest": set_digest(sim),
+        },
+    }
+
+
+# -- the run -----------------------------------------------------------------------------------------
+def _model_id(path) -> str:
+    weights = checkpoint_weights(path, "student")
+    return make_model_id(read_checkpoint_config(weights)[0], weights_digest(weights))
+
+
+def _gate(before: float, after: float, margin: float) -> dict:
+    drop = before - after
+    passed = bool(drop <= margin)
+    if passed:
+        reason = (
+            f"source-domain Dice {before:.4f} -> {after:.4f} ({-drop * 100:+.2f} points): within the margin"
+        )
+    else:
+        reason = (
+            f"source-domain Dice dropped {drop * 100:.2f} points ({before:.4f} -> {after:.4f}), more than "
+            f"the allowed {margin * 100:.2f}: the adapted model is not written as best/"
+        )
+    return {"max_source_drop": margin, "source_drop": round(drop, 5), "passed": passed, "reason": reason}
+
+
+def adapt(opts: AdaptOptions) -> dict:
+    """Run an adaptation (or resume one) and return its report (also written to ``RUN/adapt.json``)."""
+    start = time.perf_counter()
+    out = Path(opts.out)
+    if opts.resume:
+        if not (out / "last").is_dir():
+            raise ValueError(f"cannot resume {out}: it has no last/ checkpoint")
+        # A stop point belongs to the invocation that set it; resuming runs to the end unless told.
+        overrides = list(opts.overrides)
+        if not any(o.split("=", 1)[0].strip() == "stop_after" for o in overrides):
+            overrides.append("stop_after=null")
+        cfg = load_config(out / "config.yaml", overrides)
+    else:
+        labelled = opts.labelled or str(default_labelled())
+        cfg = adapt_config(opts, labelled)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    site = ensure_store(cfg.data.unlabelled_root, cfg.data.unlabelled_store, progress=opts.progress)
+    sim = ensure_store(cfg.data.root, cfg.data.store, progress=opts.progress)
+    limits = QualityThresholds()
+    held = held_out_names(site)
+    if not held:
+        raise ValueError("the site's clips have no held-out slice (VAL or TEST): give at least two clips")
+    if not site.names(cfg.data.unlabelled_split):
+        raise ValueError(f"the site's clips have no {cfg.data.unlabelled_split} clips to adapt on")
+    start_model = load_pretrained(cfg.init_from)[0]
+    loader, source_windows = source_loader(sim, start_model.config)
+    before_path = out / BEFORE
+    if opts.resume and before_path.is_file():
+        before = json.loads(before_path.read_text())
+    else:
+        before = measure(start_model, site, held, loader, limits)
+        out.mkdir(parents=True, exist_ok=True)
+        before_path.write_text(json.dumps(before, indent=1) + "\n")
+    logger.info("before: source Dice %.4f; site %s", before["source_dice"], before["site"])
+
+    trained = fit(cfg, resume=out if opts.resume else None)
+    if trained.step < (cfg.steps or 0):
+        logger.info("stopped at step %d of %s; resume with --resume", trained.step, cfg.steps)
+        return {"stopped_at": trained.step}
+    after = {
+        "student": measure(trained.student, site, held, loader, limits),
+        "teacher": measure(trained.teacher, site, held, loader, limits),
+    }
+    kept = opts.keep
+    gate = _gate(before["source_dice"], after[kept]["source_dice"], opts.max_source_drop)
+    report = {
+        "format": FORMAT,
+        "version": VERSION,
+        "from": {"model_id": _model_id(cfg.init_from), "preset": start_model.config.preset},
+        "data": data_record(site, sim, held),
+        "source_eval_windows": source_windows,
+        "training": {
+            "steps": trained.step,
+            "seed": cfg.seed,
+            "lr": cfg.lr,
+            "consistency": cfg.consistency,
+            "ema_decay": cfg.ema_decay,
+            "batch_size": cfg.batch_size,
+            "unlabelled_batch_size": cfg.unlabelled_batch_size,
+        },
+        "before": before,
+        "after": after,
+        "kept": kept,
+        "gate": gate,
+        "best": None,
+    }
+    best = out / "best"
+    shutil.rmtree(best, ignore_errors=True)
+    if gate["passed"]:
+        model = trained.teacher if kept == "teacher" else trained.student
+        meta = {
+            "run_id": out.name,
+            "step": trained.step,
+            "preset": model.config.preset,
+            "mode": "adapted",
+            "metrics": {"source_dice": after[kept]["source_dice"], **after[kept]["site"]},
+            "adaptation": _artefact_record(report),
+        }
+        ckpt.save_checkpoint(best, model, None, meta)
+        report["best"] = "best"
+        logger.info("adapted model written to %s (%s)", best, gate["reason"])
+    else:
+        logger.warning("%s", gate["reason"])
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    (out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _artefact_record(report: dict) -> dict:
+    """What ``best/config.json`` records about the adaptation: counts and digests, no per-clip lists."""
+    site = report["data"]["unlabelled"]
+    return {
+        "from": report["from"]["model_id"],
+        "unlabelled_clips": site["clips"],
+        "adapt_clips": site["adapt_clips"],
+        "held_out_clips": site["held_out_clips"],
+        "adapt_digest": site["adapt_digest"],
+        "held_out_digest": site["held_out_digest"],
+        "labelled_clips": report["data"]["labelled"]["clips"],
+        "labelled_digest": report["data"]["labelled"]["digest"],
+        "steps": report["training"]["steps"],
+        "seed": report["training"]["seed"],
+        "kept": report["kept"],
+        "source_dice_before": report["before"]["source_dice"],
+        "source_dice_after": report["after"][report["kept"]]["source_dice"],
+        "site_before": report["before"]["site"],
+        "site_after": report["after"][report["kept"]]["site"],
+    }
+
+
+def format_summary(report: dict) -> str:
+    """A few lines for people: the signals before/after and the gate's decision."""
+    if "gate" not in report:
+        return f"stopped at step {report.get('stopped_at')}; continue with --resume"
+    kept = report["kept"]
+    b, a = report["before"], report["after"][kept]
+    lines = [
+        f"adapted on {report['data']['unlabelled']['adapt_clips']} clips, checked on "
+        f"{report['data']['unlabelled']['held_out_clips']} held-out clips ({kept} kept)"
+    ]
+    lines.append(f"  source-domain Dice: {b['source_dice']:.4f} -> {a['source_dice']:.4f}")
+    for name in sig.SIGNALS:
+        lines.append(f"  {name}: {b['site'][name]:.4f} -> {a['site'][name]:.4f}")
+    lines.append(("written: best/ - " if report["best"] else "refused: ") + report["gate"]["reason"])
+    return "\n".join(lines)
