@@ -282,3 +282,13 @@ def test_train_cli_without_config_is_a_clear_error(capsys):
 
     assert main(["train"]) == 2
     assert "--config" in capsys.readouterr().out
+
+
+def test_exponent_floats_in_overrides_and_files_are_numbers(tmp_path):
+    """``lr=1e-3`` is a number (YAML 1.2), in ``--set`` and in config files alike."""
+    raw = apply_overrides({}, ["lr=1e-3", "weight_decay=-2E-6", "run_name=1e3x", "steps=7"])
+    assert raw == {"lr": 0.001, "weight_decay": -2e-6, "run_name": "1e3x", "steps": 7}
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-4\nsteps: 3\n")
+    cfg = load_config(path, ["ema_decay=9.9e-1"])
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.ema_decay == 0.99

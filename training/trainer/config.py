@@ -8,6 +8,7 @@ their ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,22 @@ class TrainConfig:
         return _build(cls, d)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: ``1e-3`` is a number (PyYAML's YAML 1.1 wants ``1.0e-3`` and
+    reads ``1e-3`` as a string, which then failed deep inside the optimiser)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _build(cls, values: dict[str, Any], prefix: str = ""):
     if not isinstance(values, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
@@ -175,7 +192,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like key=value (e.g. steps=500)")
-        value = yaml.safe_load(text) if text else ""
+        value = _load_yaml(text) if text else ""
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -200,7 +217,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"training config {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"training config {path} must hold a mapping at the top level")
     return TrainConfig.from_dict(apply_overrides(raw, overrides or []))
