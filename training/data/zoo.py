@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation, gaussian_filter
 
+from echoseg.cardiac import ejection_fraction
 from echoseg.video import write_avi
 from training.data.a4c import A4CClip, render_a4c_clip
 from training.data.echonet import EDGE_TOLERANCE
@@ -134,7 +135,7 @@ class ZooClip:
 
     @property
     def ef(self) -> float:
-        return (self.edv - self.esv) / self.edv if self.edv > 0 else float("nan")
+        return ejection_fraction(self.edv, self.esv)
 
     def sidecar(self) -> dict:
         x0, y0, x1, y1 = self.region
