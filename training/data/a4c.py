@@ -861,19 +861,16 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def _clip_task(args) -> tuple[list, list]:
-    """Render clip ``i``, write its video, masks and sidecar; return its FileList and tracing rows."""
-    out, seed, i, frames, sizes, split = args
-
-    rng = np.random.default_rng([seed, i, 12])
-    height, width = sizes[int(rng.integers(len(sizes)))]
-    name = f"0XA4C{seed:06X}{i:07X}"
-    clip = render_a4c_clip(rng, frames=frames, height=height, width=width, furniture=rng.random() < 0.9)
-    write_avi(out / "Videos" / f"{name}.avi", clip.gray(), fps=clip.fps)
+def write_clip(out: Path, name: str, video: np.ndarray, clip, frames: int, split: str) -> tuple[list, list]:
+    """Write one rendered clip into a dataset folder (``Videos/<name>.avi`` from ``video``, its masks
+    and sidecar); return its ``FileList.csv`` row and ``VolumeTracings.csv`` rows. ``clip`` is any
+    rendered clip with masks, tracings, ED/ES, volumes and a sidecar (A4C, zoo and site clips)."""
+    write_avi(out / "Videos" / f"{name}.avi", video, fps=clip.fps)
     np.save(out / "Masks" / f"{name}.npy", clip.masks)
     (out / "Meta" / f"{name}.json").write_text(
         json.dumps({"file": f"{name}.avi", **clip.sidecar()}, indent=1)
     )
+    height, width = video.shape[1:3]
     row = [
         name,
         f"{clip.ef:.4f}",
@@ -891,6 +888,33 @@ def _clip_task(args) -> tuple[list, list]:
         for r in clip.tracings[t]
     ]
     return row, tracings
+
+
+def dataset_folders(out_dir) -> Path:
+    """``out_dir`` with its ``Videos/``, ``Masks/`` and ``Meta/`` folders (created if needed)."""
+    out = Path(out_dir)
+    for sub in ("Videos", "Masks", "Meta"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_tasks(task, tasks: list, workers: int) -> list:
+    """``[task(t) for t in tasks]``, in ``workers`` processes when more than one (order kept)."""
+    if workers == 1:
+        return [task(t) for t in tasks]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(task, tasks))
+
+
+def _clip_task(args) -> tuple[list, list]:
+    """Render clip ``i``, write its video, masks and sidecar; return its FileList and tracing rows."""
+    out, seed, i, frames, sizes, split = args
+
+    rng = np.random.default_rng([seed, i, 12])
+    height, width = sizes[int(rng.integers(len(sizes)))]
+    name = f"0XA4C{seed:06X}{i:07X}"
+    clip = render_a4c_clip(rng, frames=frames, height=height, width=width, furniture=rng.random() < 0.9)
+    return write_clip(out, name, clip.gray(), clip, frames, split)
 
 
 def generate_a4c(
@@ -918,16 +942,10 @@ def generate_a4c(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     sizes = parse_sizes(sizes) if isinstance(sizes, str) else tuple(sizes)
-    out = Path(out_dir)
-    for sub in ("Videos", "Masks", "Meta"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = dataset_folders(out_dir)
     splits = assign_splits(videos, np.random.default_rng([seed, 2**31]))
     tasks = [(out, seed, i, frames, sizes, splits[i]) for i in range(videos)]
-    if workers == 1:
-        results = [_clip_task(task) for task in tasks]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_clip_task, tasks))
+    results = run_tasks(_clip_task, tasks, workers)
     write_tables(out, [row for row, _ in results], [r for _, rows in results for r in rows], append)
     logger.info("wrote %d A4C clips (%d frames, sizes %s) to %s", videos, frames, sizes, out)
     return out

@@ -25,19 +25,16 @@ tables and masks are for scoring only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from echoseg.video import write_avi
-from training.data.a4c import A4CClip, Acoustics, render_a4c_clip
+from training.data.a4c import A4CClip, Acoustics, dataset_folders, render_a4c_clip, run_tasks, write_clip
 from training.data.scanner import Sector, scanner_sector
-from training.data.synthetic import assign_splits, echonet_tracing_order, write_tables
+from training.data.synthetic import assign_splits, write_tables
 
 logger = logging.getLogger(__name__)
 
@@ -109,16 +106,10 @@ def generate_site(out_dir, videos: int, frames: int = 48, seed: int = 0, workers
         raise ValueError(f"seed must be 0..{MAX_SEED - 1}, got {seed}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    out = Path(out_dir)
-    for sub in ("Videos", "Masks", "Meta"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = dataset_folders(out_dir)
     splits = assign_splits(videos, np.random.default_rng([seed, 2**31]))
     tasks = [(out, seed * 100_000 + i, frames, splits[i]) for i in range(videos)]
-    if workers == 1:
-        results = [_site_task(task) for task in tasks]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_site_task, tasks))
+    results = run_tasks(_site_task, tasks, workers)
     write_tables(out, [row for row, _ in results], [r for _, rows in results for r in rows], append=False)
     logger.info("wrote %d %s clips (%d frames) to %s", videos, SITE, frames, out)
     return out
@@ -127,27 +118,4 @@ def generate_site(out_dir, videos: int, frames: int = 48, seed: int = 0, workers
 def _site_task(args) -> tuple[list, list]:
     out, seed, frames, split = args
     clip = render_site_clip(seed, frames)
-    name = f"0XSITE{seed:09X}"
-    write_avi(out / "Videos" / f"{name}.avi", clip.frames, fps=clip.fps)
-    np.save(out / "Masks" / f"{name}.npy", clip.masks)
-    (out / "Meta" / f"{name}.json").write_text(
-        json.dumps({"file": f"{name}.avi", **clip.sidecar()}, indent=1)
-    )
-    height, width = clip.frames.shape[1:]
-    row = [
-        name,
-        f"{clip.ef:.4f}",
-        f"{clip.esv:.4f}",
-        f"{clip.edv:.4f}",
-        height,
-        width,
-        f"{clip.fps:g}",
-        frames,
-        split,
-    ]
-    tracings = [
-        [f"{name}.avi", *(f"{v:.4f}" for v in r), t]
-        for t in echonet_tracing_order(clip.ed, clip.es)
-        for r in clip.tracings[t]
-    ]
-    return row, tracings
+    return write_clip(out, f"0XSITE{seed:09X}", clip.frames, clip, frames, split)

@@ -21,26 +21,21 @@ draws from below.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.cardiac import ejection_fraction
-from echoseg.video import write_avi
-from training.data.a4c import A4CClip, render_a4c_clip
+from training.data.a4c import A4CClip, dataset_folders, render_a4c_clip, run_tasks, write_clip
 from training.data.echonet import EDGE_TOLERANCE
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
 from training.data.synthetic import (
     assign_splits,
-    echonet_tracing_order,
     write_tables,
 )
 
@@ -459,16 +454,10 @@ def generate_zoo(
     if not 0 <= seed * 100_000 + videos < HELD_OUT_SEEDS:
         raise ValueError(f"seed must be 0..{HELD_OUT_SEEDS // 100_000 - 1} (higher seeds are held out)")
     names = [layout_by_name(n).name for n in layouts]
-    out = Path(out_dir)
-    for sub in ("Videos", "Masks", "Meta"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = dataset_folders(out_dir)
     splits = assign_splits(videos, np.random.default_rng([seed, 2**31]))
     tasks = [(out, names[i % len(names)], seed * 100_000 + i, frames, splits[i]) for i in range(videos)]
-    if workers == 1:
-        results = [_zoo_task(task) for task in tasks]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_zoo_task, tasks))
+    results = run_tasks(_zoo_task, tasks, workers)
     # A probe whose skin line is the screen's top edge (curvilinear) can put the LV's apex a few
     # pixels above the frame: such a clip's tracings leave the frame, the EchoNet layout's checks
     # (and `echoseg data prepare`) would refuse it, and it is not written (2 of 216 at seed 1).
@@ -477,12 +466,7 @@ def generate_zoo(
         logger.info("%d zoo clips left out: their LV leaves the frame (%s)", len(cut), ", ".join(cut))
     results = [(row, tracings) for row, tracings in results if tracings is not None]
     rows = [row for row, _ in results]
-    tracing_rows = []
-    for row, clip_tracings in results:
-        ed, es = clip_tracings["ed"], clip_tracings["es"]
-        for t in echonet_tracing_order(ed, es):
-            tracing_rows += [[f"{row[0]}.avi", *(f"{v:.4f}" for v in r), t] for r in clip_tracings[t]]
-    write_tables(out, rows, tracing_rows, append)
+    write_tables(out, rows, [r for _, tracings in results for r in tracings], append)
     logger.info("wrote %d zoo clips (%d frames, layouts %s) to %s", len(rows), frames, names, out)
     return out
 
@@ -495,10 +479,4 @@ def _zoo_task(args):
     points = np.concatenate([np.asarray(t, np.float64).reshape(-1, 2) for t in clip.tracings.values()])
     if ((points < -EDGE_TOLERANCE) | (points > np.array([w - 1, h - 1]) + EDGE_TOLERANCE)).any():
         return [file], None
-    write_avi(out / "Videos" / f"{file}.avi", clip.frames, fps=clip.fps)
-    np.save(out / "Masks" / f"{file}.npy", clip.masks)
-    (out / "Meta" / f"{file}.json").write_text(
-        json.dumps({"file": f"{file}.avi", **clip.sidecar()}, indent=1)
-    )
-    row = [file, f"{clip.ef:.4f}", f"{clip.esv:.4f}", f"{clip.edv:.4f}", h, w, f"{clip.fps:g}", frames, split]
-    return row, {"ed": clip.ed, "es": clip.es, **{t: clip.tracings[t] for t in clip.tracings}}
+    return write_clip(out, file, clip.frames, clip, frames, split)
