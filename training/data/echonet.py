@@ -162,6 +162,18 @@ def read_tracings(root: Path) -> tuple[dict[str, dict[int, TracedFrame]], list[P
     return traced, problems
 
 
+def rows_outside(coords: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(n,)`` bool: which tracing rows ``(n, 4)`` X1, Y1, X2, Y2 have a point outside the
+    ``width`` x ``height`` frame (beyond :data:`EDGE_TOLERANCE`)."""
+    xs, ys = coords[:, [0, 2]], coords[:, [1, 3]]
+    return (
+        (xs < -EDGE_TOLERANCE).any(axis=1)
+        | (xs > width - 1 + EDGE_TOLERANCE).any(axis=1)
+        | (ys < -EDGE_TOLERANCE).any(axis=1)
+        | (ys > height - 1 + EDGE_TOLERANCE).any(axis=1)
+    )
+
+
 def tracing_problems(name: str, traced: dict[int, TracedFrame], shape: tuple[int, int, int]) -> list[Problem]:
     """Frames out of range, too few rows, points outside the image; ``shape`` is the video's (T, H, W)."""
     num_frames, height, width = shape
@@ -173,14 +185,7 @@ def tracing_problems(name: str, traced: dict[int, TracedFrame], shape: tuple[int
         if len(tf.lines) < MIN_TRACING_ROWS:
             msg = f"{name}: frame {f} has {len(tf.lines)} tracing row(s), needs at least {MIN_TRACING_ROWS}"
             problems.append(Problem("VolumeTracings.csv", msg, tf.lines[0]))
-        xs, ys = tf.coords[:, [0, 2]], tf.coords[:, [1, 3]]
-        bad = (
-            (xs < -EDGE_TOLERANCE).any(axis=1)
-            | (xs > width - 1 + EDGE_TOLERANCE).any(axis=1)
-            | (ys < -EDGE_TOLERANCE).any(axis=1)
-            | (ys > height - 1 + EDGE_TOLERANCE).any(axis=1)
-        )
-        for i in np.flatnonzero(bad):
+        for i in np.flatnonzero(rows_outside(tf.coords, height, width)):
             x1, y1, x2, y2 = tf.coords[i]
             msg = (
                 f"{name}: frame {f} tracing ({x1:g}, {y1:g})-({x2:g}, {y2:g}) lies outside the "

@@ -32,7 +32,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.cardiac import ejection_fraction
 from training.data.a4c import A4CClip, dataset_folders, render_a4c_clip, run_tasks, write_clip
-from training.data.echonet import EDGE_TOLERANCE
+from training.data.echonet import rows_outside
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
 from training.data.synthetic import (
     assign_splits,
@@ -476,7 +476,6 @@ def _zoo_task(args):
     clip = render_zoo_clip(name, seed, frames=frames)
     file = f"0XZOO{zlib.crc32(name.encode()) & 0xFFFF:04X}{seed:08X}"
     h, w = clip.frames.shape[1:3]
-    points = np.concatenate([np.asarray(t, np.float64).reshape(-1, 2) for t in clip.tracings.values()])
-    if ((points < -EDGE_TOLERANCE) | (points > np.array([w - 1, h - 1]) + EDGE_TOLERANCE)).any():
+    if any(rows_outside(np.asarray(t, np.float64), h, w).any() for t in clip.tracings.values()):
         return [file], None
     return write_clip(out, file, clip.frames, clip, frames, split)
