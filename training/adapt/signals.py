@@ -28,6 +28,8 @@ import torch
 from echoseg.preprocess import clip_windows, preprocess
 from echoseg.quality import QualityThresholds, assess_frame
 from echoseg.region import DETECT_FRAMES, choose_region, input_fan
+from training.metrics import dice
+from training.model.inference import window_logits
 
 SIGNALS = (
     "no_lv_share",
@@ -59,23 +61,7 @@ def clip_logits(model, frames: np.ndarray, batch_size: int = 16) -> tuple[np.nda
     config = model.config
     region = choose_region(frames[:DETECT_FRAMES])[0]
     seen = preprocess(frames, config, region)  # (T, S, S) float32
-    windows = clip_windows(seen, config)  # (T, k, S, S)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = [
-            model(torch.from_numpy(windows[i : i + batch_size]).to(device))[:, 0].float().cpu().numpy()
-            for i in range(0, len(windows), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return np.concatenate(out), seen, region
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    return window_logits(model, clip_windows(seen, config), batch_size), seen, region
 
 
 def periodicity(areas: np.ndarray, fps: float) -> float:
@@ -113,7 +99,7 @@ def clip_signals(model, frames: np.ndarray, fps: float, limits: QualityThreshold
         low_confidence_share=low,
         flagged_share=no_lv + low,
         mean_confidence=float(np.mean([q.confidence for q in qualities])),
-        temporal_dice=float(np.mean([_dice(masks[t], masks[t + 1]) for t in range(n - 1)])) if n > 1 else 1.0,
+        temporal_dice=float(np.mean([dice(masks[t], masks[t + 1]) for t in range(n - 1)])) if n > 1 else 1.0,
         periodicity=periodicity(areas, fps),
     )
 

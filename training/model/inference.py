@@ -37,15 +37,23 @@ def predict_clip(
         region = choose_region(frames[:DETECT_FRAMES])[0]
     # (T, H, W) uint8 -> (T, k, S, S) float32
     windows = clip_windows(preprocess(frames, config, region), config)
+    probs = torch.sigmoid(torch.from_numpy(window_logits(model, windows, batch_size))).numpy()
+    # (T, S, S) -> (T, H, W)
+    return map_back(probs.astype(np.float32), region)
+
+
+@torch.no_grad()
+def window_logits(model: EchoSegNet, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """``windows (T, k, S, S) float32 -> logits (T, S, S) float32`` of their target frames, in
+    batches of ``batch_size``, in eval mode (the model's mode is restored) on the model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        probs = [
-            torch.sigmoid(model(torch.from_numpy(windows[i : i + batch_size]).to(device)))[:, 0].cpu().numpy()
+        logits = [
+            model(torch.from_numpy(windows[i : i + batch_size]).to(device))[:, 0].float().cpu().numpy()
             for i in range(0, len(windows), batch_size)
         ]
     finally:
         model.train(was_training)
-    # (T, S, S) -> (T, H, W)
-    return map_back(np.concatenate(probs).astype(np.float32), region)
+    return np.concatenate(logits)
