@@ -66,6 +66,20 @@ def _render(folder: Path, clips: int, seed: int, frames: int, workers: int) -> P
     return folder
 
 
+def kept_network(run: Path, kept: str) -> Path:
+    """A refused run's kept network as ``best/`` would have held it (the teacher with the student's
+    normalisation statistics, :func:`training.adapt.run.student_statistics`), in ``RUN/kept``."""
+    from training.adapt.run import student_statistics
+    from training.trainer import checkpoint as ckpt
+
+    student = load_pretrained(run / "last", which="student")[0]
+    model = load_pretrained(run / "last", which=kept)[0]
+    if kept == "teacher":
+        student_statistics(model, student)
+    ckpt.save_checkpoint(run / "kept", model, None, {"run_id": run.name, "mode": "adapted"})
+    return run / "kept"
+
+
 def run_adapt(argv: list[str], log_path: Path, timeout_s: float) -> dict:
     """``echoseg adapt`` as a child: exit status, wall seconds and peak resident memory (MiB)."""
     start = time.perf_counter()
@@ -216,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         adapted = run / "best" if report["best"] else run / "last"
         which = "student" if report["best"] else kept
         if which != "student":  # a refused run: score its kept network from last/ anyway
-            shutil.copytree(run / "last", run / "kept", dirs_exist_ok=True)
-            (run / "kept" / "student.safetensors").unlink()
-            (run / "kept" / f"{kept}.safetensors").rename(run / "kept" / "student.safetensors")
-            adapted = run / "kept"
+            adapted = kept_network(run, kept)
         after = score(adapted, scored, work / "scores" / run.name)
         gain = paired(before["per_clip"], after["per_clip"], seed)
         entry = {

@@ -46,6 +46,7 @@ from training.trainer.losses import consistency_weight
 from training.trainer.mean_teacher import ema_update, make_teacher
 from training.trainer.plots import plot_curves
 from training.trainer.progress import Averager, MetricLog
+from training.trainer.style import SiteStyle
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class _Parts:
     labelled: BatchStream
     unlabelled: BatchStream | None
     val: torch.utils.data.DataLoader | None
+    style: SiteStyle | None = None
 
 
 def run(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
@@ -122,7 +124,7 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Trained
     teacher = make_teacher(student) if cfg.mode == "mean_teacher" else None
     ckpt.seed_everything(cfg.seed + 1 + info.rank)  # then per-rank perturbation noise
 
-    labelled, unlabelled, val = _build_data(cfg, model_config, info, device)
+    labelled, unlabelled, val, style = _build_data(cfg, model_config, info, device)
     total = cfg.steps or max(1, math.ceil(cfg.epochs * labelled.batches_per_epoch))
     stop = min(total, cfg.stop_after or total)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -162,7 +164,7 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Trained
         precision.dtype or "float32",
     )
 
-    parts = _Parts(model, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled, val)
+    parts = _Parts(model, student, teacher, optimizer, scheduler, scaler, labelled, unlabelled, val, style)
     step, best = _Loop(cfg, info, device, precision, run_dir, total, log).train(parts, step, stop, best)
     broadcast_buffers(student, info)
     if teacher is not None:
@@ -209,6 +211,7 @@ class _Loop:
                 cfg.perturb,
                 self.weights,
                 self.device,
+                p.style,
             )
             p.scheduler.step()
             if p.teacher is not None:
@@ -336,7 +339,8 @@ def open_store(cfg: TrainConfig, info: DistInfo, root: str | None = None, store_
 
 
 def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, device: torch.device):
-    """Labelled and unlabelled TRAIN streams and the labelled VAL loader (None when VAL is empty)."""
+    """Labelled and unlabelled TRAIN streams, the labelled VAL loader (None when VAL is empty) and the
+    restyling of labelled windows (None unless ``style.fraction``; measured on both TRAIN sets)."""
     from training.data.dataset import StoreWindowDataset
 
     d, pin = cfg.data, device.type == "cuda"
@@ -362,7 +366,7 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
     # Validation stays on the traced (ED/ES) frames: comparable across runs and with the paper.
     train_labelled = dataset(d.train_split, "labelled", d.augment, d.true_windows_per_video)
     labelled = stream(train_labelled, cfg.batch_size, cfg.seed)
-    unlabelled = None
+    unlabelled = style = None
     if cfg.mode == "mean_teacher":
         if d.unlabelled_root:  # another source's clips (a site's), e.g. for domain adaptation
             other = open_store(cfg, info, d.unlabelled_root, d.unlabelled_store)
@@ -370,6 +374,12 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
         else:
             windows = dataset(d.train_split, "unlabelled", d.augment)
         unlabelled = stream(windows, cfg.unlabelled_batch_size, cfg.seed + 1)
+        if cfg.style.fraction > 0:  # the same seeded sample on every rank: the same shift
+            st = cfg.style
+            style = SiteStyle.measure(
+                train_labelled, windows, st.fraction, st.mean_windows, cfg.seed, st.amplitude
+            )
+            logger.info("labelled windows restyled like the unlabelled ones: %.0f %%", 100 * st.fraction)
     logger.info(
         "data: store %s, %d labelled and %d unlabelled TRAIN windows for this process",
         store.path,
@@ -383,7 +393,7 @@ def _build_data(cfg: TrainConfig, model_config: ModelConfig, info: DistInfo, dev
             val = eval_loader(val_set, cfg.eval_batch_size, info, d.num_workers, pin)
         else:
             logger.warning("no %s windows in %s: best/ follows last/", d.val_split, d.root)
-    return labelled, unlabelled, val
+    return labelled, unlabelled, val, style
 
 
 def _prepare_run_dir(cfg: TrainConfig, resume: str | Path | None, info: DistInfo) -> Path:

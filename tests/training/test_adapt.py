@@ -84,10 +84,14 @@ def test_adapt_writes_a_run_whose_artefact_names_no_file(data, tmp_path, capsys)
     for path in [run / "adapt.json", run / "best" / "config.json"]:
         text = path.read_text()
         assert "DOE" not in text.upper() and "Patient" not in text and ".avi" not in text
-    # the adapted model is the teacher of the run's last step
+    # the adapted model is the teacher of the run's last step, normalised by the student's statistics
     teacher = load_file(str(run / "last" / "teacher.safetensors"))
+    student = load_file(str(run / "last" / "student.safetensors"))
     kept = load_file(str(run / "best" / "student.safetensors"))
-    assert all(torch.equal(teacher[k], kept[k]) for k in kept)
+    stats = [k for k in kept if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(student[k], kept[k]) for k in stats)
+    assert any(not torch.equal(teacher[k], kept[k]) for k in stats)
+    assert all(torch.equal(teacher[k], kept[k]) for k in kept if k not in stats)
     # and it is not the starting point any more
     start = load_file(str(data["start"] / "student.safetensors"))
     assert any(not torch.equal(start[k], kept[k]) for k in kept if kept[k].is_floating_point())

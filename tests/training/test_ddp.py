@@ -102,14 +102,14 @@ STREAMS = textwrap.dedent(
         return [[b["index"].tolist(), float(b["frames"].double().sum())] for b in batches]
 
     out = {}
-    labelled, unlabelled, _ = _build_data(cfg, config, info, cpu)
+    labelled, unlabelled, _, _ = _build_data(cfg, config, info, cpu)
     for name, stream in (("labelled", labelled), ("unlabelled", unlabelled)):
         n = stream.batches_per_epoch
         epoch0, epoch1 = record(draw(stream, n)), record(draw(stream, 1))
         state = stream.state_dict()
         out[name] = {"items": len(stream.dataset), "per_epoch": n, "epoch0": epoch0, "epoch1": epoch1,
                      "state": state, "tail": record(draw(stream, n))}
-    labelled, unlabelled, _ = _build_data(cfg, config, info, cpu)
+    labelled, unlabelled, _, _ = _build_data(cfg, config, info, cpu)
     for name, stream in (("labelled", labelled), ("unlabelled", unlabelled)):
         stream.load_state_dict(out[name]["state"])
         out[name]["resumed"] = record(draw(stream, out[name]["per_epoch"]))

@@ -79,12 +79,22 @@ class PerturbSection:
 
 
 @dataclass
+class StyleSection:
+    """Labelled windows pictured like the unlabelled ones (``training.trainer.style``; adaptation)."""
+
+    fraction: float = 0.0  # share of each step's labelled windows restyled; 0 = off
+    amplitude: bool = True  # mix in a random unlabelled window's Fourier amplitude
+    mean_windows: int = 256  # windows of each set whose mean picture gives the shift; 0 = no shift
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs; see ``docs/training.md`` for each field."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     perturb: PerturbSection = field(default_factory=PerturbSection)
+    style: StyleSection = field(default_factory=StyleSection)
     mode: str = "mean_teacher"  # or "supervised" (no teacher, labelled windows only)
     steps: int | None = 1000  # optimisation steps (iterations); wins over epochs when set
     epochs: float | None = None  # passes over the labelled windows, used when steps is None
@@ -138,6 +148,14 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.eval_every < 1 or self.log_every < 1:
             raise ValueError("eval_every and log_every must be positive")
+        if not 0.0 <= self.style.fraction <= 1.0:
+            raise ValueError(f"style.fraction must lie in [0, 1], got {self.style.fraction}")
+        if self.style.mean_windows < 0:
+            raise ValueError(f"style.mean_windows must be 0 or more, got {self.style.mean_windows}")
+        if self.style.fraction > 0 and self.mode != "mean_teacher":
+            raise ValueError(
+                "style.fraction needs unlabelled windows to take the style from: mode mean_teacher"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,7 +163,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
-        sections = {"model": ModelSection, "data": DataSection, "perturb": PerturbSection}
+        sections = {
+            "model": ModelSection,
+            "data": DataSection,
+            "perturb": PerturbSection,
+            "style": StyleSection,
+        }
         for name, section in sections.items():
             if name in d:
                 d[name] = _build(section, d[name] or {}, prefix=f"{name}.")

@@ -13,6 +13,7 @@ from training.trainer.config import PerturbSection
 from training.trainer.distributed import DistInfo, all_sum
 from training.trainer.losses import batch_dice, consistency_loss, supervised_loss
 from training.trainer.mean_teacher import perturb
+from training.trainer.style import SiteStyle
 
 
 @dataclass
@@ -60,22 +61,28 @@ def train_step(
     noise: PerturbSection,
     weights: LossWeights,
     device: torch.device,
+    style: SiteStyle | None = None,
 ) -> dict[str, float]:
     """One step: supervised loss on labelled windows + lambda * consistency on unlabelled windows.
 
     The student sees the labelled and the unlabelled windows in ONE forward pass (so DDP sees one
     forward per backward), each under its own perturbation; the teacher sees the unlabelled windows
-    under an independent perturbation, without gradients.
+    under an independent perturbation, without gradients. ``style`` (adaptation) first restyles the
+    labelled windows like this step's unlabelled ones (``training.trainer.style``).
     """
     x_l = labelled["frames"].to(device, non_blocking=True)  # (Bl, k, S, S)
     y = labelled["mask"].to(device, non_blocking=True)  # (Bl, 1, S, S)
     jitter = (noise.noise_std, noise.gain, noise.offset)
-    inputs = perturb(x_l, *jitter)
-    teacher_logits = None
+    x_u = None
     if teacher is not None:
         if unlabelled is None:
             raise ValueError("mean-teacher training needs unlabelled windows")
         x_u = unlabelled["frames"].to(device, non_blocking=True)  # (Bu, k, S, S)
+        if style is not None:
+            x_l = style(x_l, x_u)
+    inputs = perturb(x_l, *jitter)
+    teacher_logits = None
+    if x_u is not None:
         inputs = torch.cat([inputs, perturb(x_u, *jitter)])  # (Bl + Bu, k, S, S)
         with torch.no_grad(), precision.autocast():
             teacher_logits = teacher(perturb(x_u, *jitter))  # (Bu, 1, S, S)
