@@ -16,17 +16,16 @@ A clip's EF is given only when at most ``max_flagged_share`` of its frames are f
 
 The default thresholds were set on synthetic data only, by ``python -m benchmarks.quality_thresholds``
 (``benchmarks/results/quality_thresholds.json``), refitted for the bundled model (the paper's
-family trained on the A4C simulator and the scanner zoo): on 192 frames of held-out A4C clips
-(112x112 crops, 240x320 and 480x640 scanner frames) its confidence was 0.818-0.916 and on 192
-frames of the simple generator's clips 0.887-0.919, masks covering 4.3-22 % of the fan; on
-all-black, uniform gray and radial-gradient clips it set no pixel; on noise and Rayleigh speckle
-it set at most 0.44 % of the fan (confidence <= 0.40; a full-frame 112x112 noise clip of the
-tests: 0.69 %) and on a linear gradient 3.2 % (0.09); on a
-fan of speckle without a heart it set a cavity with confidence 0.65-0.811. ``min_confidence``
-0.815 sits midway between that group's highest and the echoes' lowest (a narrow gap: 0.007);
-``min_area`` 1 % sits above the noise clips' largest masks and a quarter of the echoes' smallest
-(4.3 %); ``max_area`` 45 %. The service reads them from its settings
-(``ECHOSEG_QUALITY_*``); refit them (same command) when the model changes.
+family trained on the A4C simulator and the scanner zoo, then fine-tuned on more zoo clips): on
+192 frames of held-out A4C clips (112x112 crops, 240x320 and 480x640 scanner frames) its
+confidence was 0.838-0.929 and on 192 frames of the simple generator's clips 0.898-0.933, masks
+covering 4.2-22 % of the fan; on all-black, uniform gray and radial-gradient clips it set no
+pixel; on noise and Rayleigh speckle it set at most 0.81 % of the fan (confidence 0) and on a
+linear gradient 6.0 % (0.20); on a fan of speckle without a heart it set a cavity with
+confidence 0.58-0.822. ``min_confidence`` 0.83 sits midway between that group's highest and the
+echoes' lowest (a gap of 0.016); ``min_area`` 1 % sits above the noise clips' largest masks and a
+quarter of the echoes' smallest (4.2 %); ``max_area`` 45 %. The service reads them from its
+settings (``ECHOSEG_QUALITY_*``); refit them (same command) when the model changes.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ class QualityThresholds:
     min_signal: float = 2.0  # gray levels of std inside the fan; below: a blank frame
     min_area: float = 0.01  # share of the fan; a smaller mask is no LV
     max_area: float = 0.45  # share of the fan; a larger mask is not a heart cavity
-    min_confidence: float = 0.815
+    min_confidence: float = 0.83
     max_flagged_share: float = 0.5  # of a clip's frames; more flagged and EF is not given
 
     def __post_init__(self) -> None:
