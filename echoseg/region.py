@@ -68,6 +68,7 @@ LINEAR_SLOPE = 0.2  # edges steeper than this (|dx/dy|, about 11 degrees) both w
 DIM_SHARE = 0.34  # a clip whose live area's hull is this much black in every frame is dim
 MIN_DIM_CONTAINED = 0.85  # a dim clip's sector is used when it holds this share of the live area
 DIM_FAR_PERCENTILE = 99.5  # a dim clip's far arc: this percentile of the live area's depth
+PATCH_SHARE = 0.15  # a very dim clip's live pieces this share of the largest or more are its image
 DIM_SIDE_PERCENTILE = 25.0  # a dim clip's sector edges: through this outer percentile of the row ends
 SIDE_PERCENTILE = 10.0  # a linear array's side: this outer percentile of the live area's row ends
 VERTICAL_SIDE = 0.2  # share of the rows ending in one column that make it a vertical side
@@ -179,7 +180,9 @@ def detect_region(frames: np.ndarray) -> Region:
         return full_region(height, width)  # the image fills the frame: an already cropped clip
     area = _largest_area(live) if live is not None else None
     if area is None or area.sum() * step * step < MIN_FAN_AREA * height * width:
-        return full_region(height, width, nothing)
+        area = _patchy_dim_area(small, live, MIN_FAN_AREA * height * width / (step * step))
+        if area is None:
+            return full_region(height, width, nothing)
     core = _open(area, 2 * FIT_OPENING + 1)
     fitted = _fit_geometry(core if core.any() else area, cue, small.mean(axis=0))
     fitted_dim = False
@@ -301,6 +304,31 @@ def _largest_area(live: np.ndarray) -> np.ndarray | None:
     sizes = np.bincount(labels.ravel())[1:]
     area = labels == (int(np.argmax(sizes)) + 1)
     area |= _dilate(area, 5) & live
+    return area
+
+
+def _patchy_dim_area(small: np.ndarray, live: np.ndarray | None, min_pixels: float) -> np.ndarray | None:
+    """The live area of a very dim clip lit in patches, or None.
+
+    At the lowest gains only the tissue next to the transducer and the brightest stretches of the
+    walls and valves move above the black: the live image is several pieces (apex and annulus),
+    none of them large enough for a fan. Their union is taken, pieces smaller than
+    :data:`PATCH_SHARE` of the largest dropped (text, an ECG's blips), when its convex hull is
+    large enough for a fan and mostly black in every frame (:func:`_dark_share`: a dim clip);
+    the dim clip's sector is then fitted to it. Elsewhere (no dim hull) the whole frame stays.
+    """
+    if live is None:
+        return None
+    opened = _open(live, 5)
+    labels, count = ndimage.label(_erode(_dilate(opened, 5), 5))
+    if count < 2:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= PATCH_SHARE * sizes.max()) + 1
+    area = np.isin(labels, keep)
+    area |= _dilate(area, 5) & live
+    if _raster(_hull(area), area.shape).sum() < min_pixels or _dark_share(small, area) < DIM_SHARE:
+        return None
     return area
 
 
