@@ -178,9 +178,12 @@ def detect_region(frames: np.ndarray) -> Region:
     cue, live = _live_area(small)
     if live is not None and live.all():
         return full_region(height, width)  # the image fills the frame: an already cropped clip
-    area = _largest_area(live) if live is not None else None
-    if area is None or area.sum() * step * step < MIN_FAN_AREA * height * width:
-        area = _patchy_dim_area(small, live, MIN_FAN_AREA * height * width / (step * step))
+    pieces = _live_pieces(live) if live is not None else None
+    if pieces is None:
+        return full_region(height, width, nothing)
+    area = _largest_area(pieces, live)
+    if area.sum() * step * step < MIN_FAN_AREA * height * width:  # a very dim clip: lit in pieces?
+        area = _patchy_dim_area(small, pieces, live, MIN_FAN_AREA * height * width / (step * step))
         if area is None:
             return full_region(height, width, nothing)
     core = _open(area, 2 * FIT_OPENING + 1)
@@ -293,21 +296,31 @@ def _fill_holes(area: np.ndarray) -> np.ndarray:
     return ~np.isin(labels, border[border > 0])
 
 
-def _largest_area(live: np.ndarray) -> np.ndarray | None:
-    """The largest live area: thin lines and small text dropped by an opening, gaps closed, what
-    the opening shaved off its edges given back. Its holes (dark cavities) are left open: a trace
-    crossing the image's edge would close a loop that filling makes solid."""
-    opened = _open(live, 5)
-    labels, count = ndimage.label(_erode(_dilate(opened, 5), 5))
+def _live_pieces(live: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The live image's pieces, ``(labels, sizes)`` (piece ``i + 1`` has ``sizes[i]`` pixels), or
+    None: thin lines and small text dropped by an opening, gaps closed."""
+    labels, count = ndimage.label(_erode(_dilate(_open(live, 5), 5), 5))
     if count == 0:
         return None
-    sizes = np.bincount(labels.ravel())[1:]
-    area = labels == (int(np.argmax(sizes)) + 1)
-    area |= _dilate(area, 5) & live
-    return area
+    return labels, np.bincount(labels.ravel())[1:]
 
 
-def _patchy_dim_area(small: np.ndarray, live: np.ndarray | None, min_pixels: float) -> np.ndarray | None:
+def _with_edges(area: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """``area`` with the live pixels next to it that the opening shaved off its edges given back."""
+    return area | (_dilate(area, 5) & live)
+
+
+def _largest_area(pieces: tuple[np.ndarray, np.ndarray], live: np.ndarray) -> np.ndarray:
+    """The largest live piece (:func:`_live_pieces`), its edges given back. Its holes (dark
+    cavities) are left open: a trace crossing the image's edge would close a loop that filling
+    makes solid."""
+    labels, sizes = pieces
+    return _with_edges(labels == (int(np.argmax(sizes)) + 1), live)
+
+
+def _patchy_dim_area(
+    small: np.ndarray, pieces: tuple[np.ndarray, np.ndarray], live: np.ndarray, min_pixels: float
+) -> np.ndarray | None:
     """The live area of a very dim clip lit in patches, or None.
 
     At the lowest gains only the tissue next to the transducer and the brightest stretches of the
@@ -317,16 +330,10 @@ def _patchy_dim_area(small: np.ndarray, live: np.ndarray | None, min_pixels: flo
     large enough for a fan and mostly black in every frame (:func:`_dark_share`: a dim clip);
     the dim clip's sector is then fitted to it. Elsewhere (no dim hull) the whole frame stays.
     """
-    if live is None:
+    labels, sizes = pieces
+    if sizes.size < 2:
         return None
-    opened = _open(live, 5)
-    labels, count = ndimage.label(_erode(_dilate(opened, 5), 5))
-    if count < 2:
-        return None
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= PATCH_SHARE * sizes.max()) + 1
-    area = np.isin(labels, keep)
-    area |= _dilate(area, 5) & live
+    area = _with_edges(np.isin(labels, np.flatnonzero(sizes >= PATCH_SHARE * sizes.max()) + 1), live)
     if _raster(_hull(area), area.shape).sum() < min_pixels or _dark_share(small, area) < DIM_SHARE:
         return None
     return area
