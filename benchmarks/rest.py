@@ -42,7 +42,8 @@ def avi_bytes(frames: np.ndarray, folder: Path, fps: float = 50.0) -> bytes:
 
 
 def dicom_bytes(frames: np.ndarray, frame_time_ms: float = 20.0) -> bytes:
-    """``(T, H, W)`` uint8 -> a multi-frame ultrasound DICOM (uncompressed, MONOCHROME2) made with pydicom."""
+    """``(T, H, W)`` uint8 -> a multi-frame ultrasound DICOM (uncompressed, MONOCHROME2) made with pydicom;
+    ``(T, H, W, 3)`` -> the same in RGB (what a scanner writes for a colour-Doppler or tinted clip)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -55,9 +56,12 @@ def dicom_bytes(frames: np.ndarray, frame_time_ms: float = 20.0) -> bytes:
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "US"
-    t, h, w = frames.shape
+    t, h, w = frames.shape[:3]
     ds.NumberOfFrames, ds.Rows, ds.Columns = t, h, w
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    if frames.ndim == 4:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.FrameTime = frame_time_ms
     region = Dataset()

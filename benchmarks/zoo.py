@@ -10,7 +10,9 @@ and scored:
   first window (2 frames) and on one frame: IoU of the detected fan with the true fan;
 - the whole path against a real ``echoseg serve`` (127.0.0.1, the bundled model ``models/default``):
   a DICOM without a region (POST; the resampled layout keeps its stale full-size region), an MP4
-  of the colour frames (POST) and a WebSocket stream of the gray frames, each scored by the Dice of
+  of the colour frames (POST) and a WebSocket stream of the frames as PNG; the DICOM and the stream
+  carry the screen's colours (RGB), as scanners write and send them: every layout has coloured
+  furniture, the tinted and colour-Doppler layouts colour in the fan), each scored by the Dice of
   its masks at ED and ES and the IoU of the region it used with the true fan;
 - the finder's latency on a stream's first window and on 8 frames, median ms.
 
@@ -54,11 +56,12 @@ FIRST_WINDOW = 2  # frames a stream's first window holds (k = 3, centred: the fr
 
 # -- inputs ------------------------------------------------------------------------------------------
 def dicom_upload(clip) -> bytes:
-    """The clip as an uncompressed DICOM without a region location; a resampled layout's file keeps
-    the region its scanner wrote at full size (stale), as a resampled file does."""
+    """The clip as an uncompressed RGB DICOM without a region location (the screen's colours); a
+    resampled layout's file keeps the region its scanner wrote at full size (stale), as a resampled
+    file does."""
     from benchmarks.rest import dicom_bytes
 
-    data = dicom_bytes(clip.frames, frame_time_ms=1000.0 / clip.fps)
+    data = dicom_bytes(clip.rgb, frame_time_ms=1000.0 / clip.fps)
     if clip.layout != "resampled-stale":
         return data
     return with_region(data, clip.region, clip.spacing_mm)
@@ -191,7 +194,7 @@ def path_scores(url: str, clip) -> dict:
         masks = np.stack([rle_decode(c, h, w) for c in body["masks"]["counts"]])
         out[path] = _path_row(clip, masks, body.get("region"), body.get("warnings", []), h, w)
         out[path]["flags"] = [body["flags"][clip.ed], body["flags"][clip.es]]
-    report = asyncio.run(stream_frames(clip.frames, url, fps=None, mask_encoding="gray8"))
+    report = asyncio.run(stream_frames(clip.rgb, url, fps=None, encoding="png", mask_encoding="gray8"))
     if report.close_code != 1000 or report.summary is None:
         out["stream"] = {"error": f"stream closed {report.close_code}: {report.error}"}
     else:

@@ -3,8 +3,9 @@
 The one decoder of the product: training, evaluation and the service's uploads all read video
 through :class:`VideoReader` (frame by frame, with the same frame-rate rule), and
 :func:`read_video` is the whole-clip form of it. Echo clips are grayscale; colour files
-(EchoNet stores the gray image in three channels) are reduced to their luma plane. Frames come
-back as ``(H, W) uint8`` (``(T, H, W)`` for a whole clip) with the clip's frame rate.
+(EchoNet stores the gray image in three channels) are reduced to gray (their luma plane; colour-
+flow pixels as blood, :mod:`echoseg.gray`). Frames come back as ``(H, W) uint8`` (``(T, H, W)``
+for a whole clip) with the clip's frame rate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from echoseg.gray import blank_flow, gray_from_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,35 @@ def frame_rate(stream) -> float | None:
     return None
 
 
+_PLANAR_YUV = frozenset(
+    ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p")
+)
+
+
+def _plane(plane) -> np.ndarray:
+    """One 8-bit plane of a decoded frame as ``(height, width)`` (its line padding cut)."""
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+def frame_to_gray(frame) -> np.ndarray:
+    """A decoded PyAV frame -> ``(H, W)`` uint8 gray (:mod:`echoseg.gray`: luma, colour flow as blood).
+
+    The gray image is the decoder's full-range luma, as ever; for 8-bit planar YUV (what H.264, MJPG
+    and most codecs decode to) the colour-flow test reads the chroma planes as they are, and a frame
+    without colour (gray, or gray stored in three channels) costs one look at them. Other colour
+    formats are converted to RGB first.
+    """
+    name = frame.format.name
+    if name in _PLANAR_YUV:
+        full = name.startswith("yuvj") or int(getattr(frame, "color_range", 0) or 0) == 2
+        _, cb, cr = (_plane(p) for p in frame.planes[:3])
+        return blank_flow(frame.to_ndarray(format="gray"), cb, cr, full_range=full)
+    if len(frame.format.components) >= 3 and not name.startswith("gray"):
+        return gray_from_rgb(frame.to_ndarray(format="rgb24"))
+    return frame.to_ndarray(format="gray")
+
+
 class VideoReader:
     """A video opened for decoding one frame at a time (PyAV): its header now, its frames on demand.
 
@@ -97,8 +129,8 @@ class VideoReader:
         self.decoded = 0
 
     def frames(self, before: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
-        """``(H, W) uint8`` frames (the luma plane), in order; ``before(height, width)`` is called for
-        each decoded frame before its pixels are converted (it may raise to stop decoding)."""
+        """``(H, W) uint8`` gray frames (:func:`frame_to_gray`), in order; ``before(height, width)`` is
+        called for each decoded frame before its pixels are converted (it may raise to stop decoding)."""
         import av
 
         try:
@@ -106,7 +138,7 @@ class VideoReader:
                 if before is not None:
                     before(frame.height, frame.width)
                 self.decoded += 1
-                yield frame.to_ndarray(format="gray")  # (H, W) uint8, the luma plane
+                yield frame_to_gray(frame)
         except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:
             raise VideoError(
                 f"{self.name}: cannot decode video after {self.decoded} frames ({exc})", cause=exc

@@ -108,7 +108,8 @@ async def stream_frames(
     mask_format: int = 1,
     tls: ssl.SSLContext | None = None,
 ) -> StreamReport:
-    """Send ``(T, H, W)`` uint8 frames at ``fps`` (None: as fast as possible), collect the masks.
+    """Send ``(T, H, W)`` uint8 frames (``(T, H, W, 3)`` RGB with ``png``/``jpeg``) at ``fps`` (None:
+    as fast as possible), collect the masks.
 
     ``region`` (``{"x0", "y0", "x1", "y1"[, "fan"]}``, e.g. a REST answer's ``region``) tells the
     server where the ultrasound image is; ``mask_format=2`` asks for each mask's flag and
@@ -125,7 +126,7 @@ async def stream_frames(
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    height, width = frames.shape[1:]
+    height, width = frames.shape[1:3]
     report = StreamReport()
     target = ws_url(url) + (f"?token={api_key}" if api_key and token_in_query else "")
     headers = None if token_in_query else auth_headers(api_key)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echoseg.gray import gray_from_rgb
 from echoseg.region import DicomRegion, Region, StaleRegion, region_from_dicom
 from echoseg.video import VideoError, VideoReader
 from service.codecs.deflate import inflate_dicom
@@ -104,11 +105,11 @@ def sniff_media_type(data: bytes) -> str | None:
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:
-    """``(T, H, W)`` or ``(T, H, W, 3)`` uint8 -> ``(T, H, W)`` uint8 (ITU-R BT.601 luma)."""
+    """``(T, H, W)`` or ``(T, H, W, 3)`` uint8 -> ``(T, H, W)`` uint8 (BT.601 luma, colour flow as blood:
+    :mod:`echoseg.gray`)."""
     if frames.ndim == 3:
         return frames
-    luma = frames[..., 0] * 0.299 + frames[..., 1] * 0.587 + frames[..., 2] * 0.114
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    return gray_from_rgb(frames)
 
 
 def check_dimensions(height: int, width: int, limits: Limits) -> None:

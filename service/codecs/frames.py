@@ -1,8 +1,9 @@
 """Stream frames in (gray8, png, jpeg) and masks out (png, gray8), as in the WebSocket protocol.
 
 ``gray8``: ``width * height`` bytes, row-major, one byte per pixel. ``png``/``jpeg``: one image
-per message (colour images are converted to luma). Masks go back at the client's resolution:
-``gray8`` as ``width * height`` bytes of 0/1, ``png`` as a 1-bit grayscale PNG (nonzero = LV).
+per message (colour images are converted to gray as :mod:`echoseg.gray` says). Masks go back at
+the client's resolution: ``gray8`` as ``width * height`` bytes of 0/1, ``png`` as a 1-bit
+grayscale PNG (nonzero = LV).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from echoseg.gray import gray_from_rgb
 from service.core.errors import ServiceError
 
 FRAME_ENCODINGS = ("gray8", "png", "jpeg")
@@ -49,7 +51,9 @@ def decode_frame(payload: bytes, encoding: str, width: int, height: int) -> np.n
                     "wrong_frame_dimensions",
                     f"frame is {img.size[0]}x{img.size[1]}, the stream is {width}x{height}",
                 )
-            return np.asarray(img.convert("L"))
+            if img.mode in ("L", "1", "I;16", "I", "F"):
+                return np.asarray(img.convert("L"))
+            return gray_from_rgb(np.asarray(img.convert("RGB")))  # colour flow is blood (echoseg.gray)
     except ServiceError:
         raise
     except Exception as e:  # PIL raises many types for truncated data
@@ -107,8 +111,10 @@ def decode_mask(payload: bytes, encoding: str, width: int, height: int) -> np.nd
 
 
 def encode_frame(frame: np.ndarray, encoding: str) -> bytes:
-    """Client side: ``(H, W)`` uint8 -> one binary message."""
+    """Client side: ``(H, W)`` uint8 (or ``(H, W, 3)`` RGB for ``png``/``jpeg``) -> one binary message."""
     if encoding == "gray8":
+        if frame.ndim != 2:
+            raise ValueError("gray8 frames are (H, W)")
         return np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG" if encoding == "png" else "JPEG", quality=95)
