@@ -31,6 +31,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.cardiac import ejection_fraction
+from echoseg.gray import gray_from_rgb
 from training.data.a4c import A4CClip, dataset_folders, render_a4c_clip, run_tasks, write_clip
 from training.data.echonet import rows_outside
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
@@ -107,7 +108,8 @@ def layout_by_name(name: str) -> Layout:
 class ZooClip:
     """A rendered zoo clip and its ground truth, all at the file's pixels.
 
-    ``frames`` (T, H, W) uint8 luma and ``rgb`` (T, H, W, 3) uint8 (what a colour file holds);
+    ``frames`` (T, H, W) uint8 gray (:func:`echoseg.gray.gray_from_rgb`: luma, colour flow as
+    blood, as the service reads a colour file) and ``rgb`` (T, H, W, 3) uint8 (what it holds);
     ``fan`` (H, W) bool: the live image; ``masks`` (T, H, W) uint8: the LV; ``region``: the box a
     DICOM file would declare, ``(x0, y0, x1, y1)`` inclusive — stale (full-size coordinates) for a
     resampled layout; ``spacing_mm`` the (row, column) pixel size at the file's pixels.
@@ -257,12 +259,11 @@ def render_zoo_clip(layout: Layout | str, seed: int, frames: int = 16) -> ZooCli
         shift = (shift[0] * scale, shift[1] * scale)
         spacing = (spacing[0] / scale, spacing[1] / scale)  # the region keeps its old box and spacing
     out = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    luma = np.clip(np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)), 0, 255)
     tracings = {t: _move(tr, shift, scale) for t, tr in clip.tracings.items()}
     return ZooClip(
         layout=layout.name,
         seed=seed,
-        frames=luma.astype(np.uint8),
+        frames=gray_from_rgb(out),  # what every decoder of the service makes of the colour screen
         rgb=out,
         fan=fan,
         masks=masks,
