@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
+from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
 from service.core.audit import audit_state
@@ -75,10 +76,25 @@ def authorize(
     return principal
 
 
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description=(
+        "An API key as `Authorization: Bearer <key>` (`ECHOSEG_API_KEYS` or `ECHOSEG_API_KEY_FILE`; each key "
+        "holds scopes). A server started without keys accepts anonymous calls; one that verifies "
+        "client certificates (mutual TLS) also accepts a certificate in place of a key."
+    ),
+    auto_error=False,  # the service's own check (authorize) answers with its typed 401/403 bodies
+)
+"""Declares the bearer scheme on every route that :func:`require` guards, so that the OpenAPI
+document (and the clients generated from it) say how to authenticate; it reads nothing itself."""
+
+
 def require(scope: str | None):
     """A REST dependency: a valid key (or certificate) holding ``scope`` (None: any valid caller)."""
 
-    def dependency(request: Request, service: ServiceDep) -> Principal:
+    def dependency(
+        request: Request, service: ServiceDep, _declared: Annotated[object, Depends(BEARER)]
+    ) -> Principal:
         return authorize(request, service, scope, allow_query_token=False)
 
     return Depends(dependency)
