@@ -10,7 +10,10 @@ Everything below is fixed here before any scoring:
 - the site clips scored (labels used for scoring only, never seen by adaptation): ``--eval-clips``
   clips with seed :data:`EVAL_SEED`; ``--dev`` uses :data:`DEV_SEEDS` instead (a pilot set for
   choosing settings, so that the acceptance clips are never used to choose anything);
-- the adaptation runs' seeds: :data:`RUN_SEEDS`.
+- the adaptation runs' seeds: :data:`RUN_SEEDS`;
+- with ``--traced-clips N``, N site clips with tracings (seed :data:`TRACED_SEED`) given to
+  ``echoseg adapt --traced``: the gate refuses a run whose Dice on them drops; the report says how
+  often the gate's decision agreed with the scored clips (written when the Dice rose).
 
 Per run: ``echoseg adapt`` as a child process (``--threads``, default 1), its wall time and peak
 resident memory (``wait4``); then the unadapted and the adapted model (the run's kept network, from
@@ -50,6 +53,7 @@ log = logging.getLogger("benchmarks.adapt")
 ADAPT_SEED = 1  # the site's unlabelled clips
 EVAL_SEED = 2  # the site's scored clips
 DEV_SEEDS = (3, 4)  # a pilot's (adapt, eval) clips, for choosing settings
+TRACED_SEED = 5  # the site's few traced clips (--traced-clips), given to the gate; 6 with --dev
 RUN_SEEDS = (0, 1, 2)
 DICE_TARGET_GAIN = 0.03
 SOURCE_MARGIN = 0.01
@@ -172,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-clips", type=int, default=100)
     parser.add_argument("--eval-clips", type=int, default=48)
     parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument(
+        "--traced-clips",
+        type=int,
+        default=0,
+        help="site clips with tracings given to `echoseg adapt --traced` (its gate); 0: none",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the site clips")
     parser.add_argument(
@@ -200,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         work / f"site-{eval_seed}-{args.eval_clips}", args.eval_clips, eval_seed, args.frames, args.workers
     )
 
+    traced = None
+    if args.traced_clips:
+        traced_seed = TRACED_SEED + 1 if args.dev else TRACED_SEED
+        traced = _render(
+            work / f"site-{traced_seed}-{args.traced_clips}", args.traced_clips, traced_seed, args.frames, 1
+        )
     before = score(args.model, scored, work / "scores" / "unadapted")
     log.info(
         "unadapted: Dice %.4f (ED %.4f, ES %.4f), EF corr %.3f",
@@ -222,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.threads),
             "--no-progress",
         ]
+        if traced is not None:
+            cmd += ["--traced", str(traced)]
         for o in args.overrides:
             cmd += ["--set", o]
         cost = run_adapt(cmd, work / f"{args.name}-seed{seed}.log", args.timeout)
@@ -249,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             "dice_gain": gain,
             "training_seconds": report["seconds"],
         }
+        if traced is not None:
+            traced_after = report["after"][kept]["traced"]
+            entry["traced_dice"] = {"before": report["before"]["traced"], "after": traced_after}
         log.info(
             "run seed %d: Dice %.4f -> %.4f (gain %.4f, CI %s), source %.4f -> %.4f, %s s, %s MiB",
             seed,
@@ -271,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in SIGNALS
     }
+    if traced is not None:
+        changes = [r["traced_dice"]["after"]["dice"] - r["traced_dice"]["before"]["dice"] for r in runs]
+        signal_corr["traced_dice"] = _corr(changes, gains)
     summary = {
         "unadapted_dice": round(before["dice"], 5),
         "dice_gain_over_runs": t_interval(gains),
@@ -288,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         },
         "signal_vs_dice_corr_across_runs": signal_corr,
+        "gate": {
+            "written": [r["best_written"] for r in runs],
+            "right": sum(r["best_written"] == (r["dice_gain"]["mean"] > 0) for r in runs),
+            "runs": len(runs),
+        },
         "wall_s": [r["cost"]["wall_s"] for r in runs],
         "peak_rss_mib": [r["cost"]["peak_rss_mib"] for r in runs],
     }
@@ -297,12 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         started,
         model=shown_path(Path(args.model)),
         site=SITE,
-        seeds={"adapt_clips": adapt_seed, "scored_clips": eval_seed, "runs": list(RUN_SEEDS[: args.runs])},
+        seeds={
+            "adapt_clips": adapt_seed,
+            "scored_clips": eval_seed,
+            "traced_clips": (TRACED_SEED + 1 if args.dev else TRACED_SEED) if traced is not None else None,
+            "runs": list(RUN_SEEDS[: args.runs]),
+        },
         settings={
             "steps": args.steps,
             "threads": args.threads,
             "adapt_clips": args.adapt_clips,
             "eval_clips": args.eval_clips,
+            "traced_clips": args.traced_clips,
             "frames": args.frames,
             "overrides": args.overrides,
             "dev": args.dev,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
         help="adapt a checkpoint to a site's unlabelled clips (mean teacher), with a source-domain gate",
         description="Mean-teacher adaptation of a checkpoint to a site's unlabelled clips: labelled "
         "simulated windows plus the site's unlabelled windows, the paper's consistency loss and ramp. "
-        "Writes RUN/adapt.json, and RUN/best/ only when the source-domain Dice holds.",
+        "Writes RUN/adapt.json, and RUN/best/ only when the source-domain Dice holds (and, with --traced, "
+        "the Dice on a few of the site's traced clips).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ad.add_argument(
@@ -61,6 +63,18 @@ def register(subparsers) -> None:
         type=float,
         default=0.01,
         help="largest allowed drop of the source-domain Dice (0.01 = 1 point); =-inf always refuses",
+    )
+    ad.add_argument(
+        "--traced",
+        default=None,
+        help="a few of the site's clips with LV tracings (EchoNet-format folder or store), never trained "
+        "on: the adapted model is refused when their Dice at ED/ES drops",
+    )
+    ad.add_argument(
+        "--max-traced-drop",
+        type=float,
+        default=0.0,
+        help="largest allowed drop of the traced clips' Dice (0 = none)",
     )
     ad.add_argument(
         "--keep", choices=("teacher", "student"), default="teacher", help="which network is the adapted model"
@@ -103,24 +117,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    """Exit status 0 when best/ was written, 3 when the source-domain gate refused it, 2 on bad input."""
+    """Exit status 0 when best/ was written, 3 when the gate refused it, 2 on bad input."""
     from training.adapt.run import AdaptOptions, adapt, format_summary
 
     try:
-        opts = AdaptOptions(
-            unlabelled=args.unlabelled,
-            out=args.out,
-            init_from=args.init_from,
-            labelled=args.labelled,
-            steps=args.steps,
-            seed=args.seed,
-            resume=args.resume,
-            max_source_drop=args.max_source_drop,
-            keep=args.keep,
-            threads=args.threads,
-            progress=args.progress,
-            overrides=args.overrides,
-        )
+        opts = AdaptOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AdaptOptions)})
         report = adapt(opts)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}")

@@ -121,6 +121,27 @@ def test_the_source_domain_gate_refuses_best_and_says_why(data, tmp_path, capsys
     assert not (run / "best").exists() and (run / "last" / "student.safetensors").is_file()
 
 
+def test_the_sites_traced_clips_gate_refuses_best_and_are_recorded(data, tmp_path, capsys):
+    """A few of the site's clips with tracings: their Dice before/after is reported, recorded in the
+    artefact, and a drop beyond ``--max-traced-drop`` refuses ``best/`` even when the source holds."""
+    traced = generate(tmp_path / "traced", videos=3, frames=12, size=32, seed=9)
+    kept, refused = tmp_path / "kept", tmp_path / "refused"
+    given = ("--max-source-drop", "inf", "--traced", str(traced))
+    assert _adapt(data, kept, *given, "--max-traced-drop", "inf") == 0
+    assert "Dice on the site's 3 traced clips" in capsys.readouterr().out
+    report = json.loads((kept / "adapt.json").read_text())
+    before, after = report["before"]["traced"], report["after"][report["kept"]]["traced"]
+    assert before["clips"] == after["clips"] == 3 and 0.0 <= before["dice"] <= 1.0
+    assert report["gate"]["traced_drop"] == round(before["dice"] - after["dice"], 5)
+    record = json.loads((kept / "best" / "config.json").read_text())["meta"]["adaptation"]
+    assert record["traced"] == {"before": before, "after": after}
+    assert _adapt(data, refused, *given, "--max-traced-drop=-inf") == 3
+    out = capsys.readouterr().out
+    assert "refused: source-domain Dice" in out and "traced clips' Dice dropped" in out
+    assert not (refused / "best").exists()
+    assert json.loads((refused / "adapt.json").read_text())["gate"]["passed"] is False
+
+
 def test_adapt_refuses_a_folder_without_a_held_out_slice(data, tmp_path, capsys):
     lonely = tmp_path / "one"
     lonely.mkdir()
