@@ -59,16 +59,18 @@ def fill_flow(gray: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 
 def gray_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    """``(..., H, W, 3)`` uint8 RGB -> ``(..., H, W)`` uint8 gray: BT.601 luma, colour flow filled."""
-    x = rgb.astype(np.float32)
-    luma = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
-    chroma = np.hypot((x[..., 2] - luma) * 0.564, (x[..., 0] - luma) * 0.713)
-    out = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
-    flow = is_flow(luma, chroma)
-    if flow.any():
-        images, wheres = out.reshape(-1, *out.shape[-2:]), flow.reshape(-1, *flow.shape[-2:])
-        for image, where in zip(images, wheres, strict=True):
-            fill_flow(image, where)
+    """``(..., H, W, 3)`` uint8 RGB -> ``(..., H, W)`` uint8 gray: BT.601 luma, colour flow filled.
+
+    One ``(H, W)`` image at a time, so that the float work space is a frame's, not a chunk's."""
+    if rgb.shape[-1:] != (3,) or rgb.ndim < 3:
+        raise ValueError(f"expected (..., H, W, 3) RGB, got shape {rgb.shape}")
+    out = np.empty(rgb.shape[:-1], np.uint8)
+    for image, target in zip(rgb.reshape(-1, *rgb.shape[-3:]), out.reshape(-1, *out.shape[-2:]), strict=True):
+        x = image.astype(np.float32)
+        luma = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+        chroma = np.hypot((x[..., 2] - luma) * 0.564, (x[..., 0] - luma) * 0.713)
+        target[...] = np.clip(np.rint(luma), 0, 255)
+        fill_flow(target, is_flow(luma, chroma))
     return out
 
 
