@@ -605,16 +605,8 @@ class A4CClip:
         return self.frames if self.frames.ndim == 3 else _luma(self.frames)
 
     def sidecar(self) -> dict:
-        x0, y0, x1, y1 = self.region
         return {
-            "height": int(self.masks.shape[1]),
-            "width": int(self.masks.shape[2]),
-            "frames": int(self.masks.shape[0]),
-            "fps": self.fps,
-            "ed": self.ed,
-            "es": self.es,
-            "region": {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "inclusive": True},
-            "spacing_mm": {"row": self.spacing_mm[0], "column": self.spacing_mm[1]},
+            **clip_sidecar(self),
             "physical_delta_cm": {"x": self.spacing_mm[1] / 10, "y": self.spacing_mm[0] / 10},
             "transducer_px": {"x": self.apex_px[0], "y": self.apex_px[1]},
             "depth_mm": self.depth_mm,
@@ -623,10 +615,26 @@ class A4CClip:
             "furniture": self.furniture,
             "cropped": self.cropped,
             "lv_on_screen_right": not self.flip,
-            "edv_ml": self.edv,
-            "esv_ml": self.esv,
-            "ef": self.ef,
         }
+
+
+def clip_sidecar(clip) -> dict:
+    """What every rendered clip's sidecar says (an :class:`A4CClip` or a zoo clip): its size, rate,
+    ED/ES, the region a DICOM would declare (inclusive), the pixel size and the true volumes and EF."""
+    x0, y0, x1, y1 = clip.region
+    return {
+        "height": int(clip.masks.shape[1]),
+        "width": int(clip.masks.shape[2]),
+        "frames": int(clip.masks.shape[0]),
+        "fps": clip.fps,
+        "ed": clip.ed,
+        "es": clip.es,
+        "region": {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "inclusive": True},
+        "spacing_mm": {"row": clip.spacing_mm[0], "column": clip.spacing_mm[1]},
+        "edv_ml": clip.edv,
+        "esv_ml": clip.esv,
+        "ef": clip.ef,
+    }
 
 
 def _rng(rng_or_seed) -> np.random.Generator:

@@ -32,7 +32,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 
 from echoseg.cardiac import ejection_fraction
 from echoseg.gray import gray_from_rgb
-from training.data.a4c import A4CClip, dataset_folders, render_a4c_clip, run_tasks, write_clip
+from training.data.a4c import A4CClip, clip_sidecar, dataset_folders, render_a4c_clip, run_tasks, write_clip
 from training.data.echonet import rows_outside
 from training.data.scanner import EcgTrace, Sector, draw_furniture, scanner_sector, static_furniture
 from training.data.synthetic import (
@@ -135,22 +135,7 @@ class ZooClip:
         return ejection_fraction(self.edv, self.esv)
 
     def sidecar(self) -> dict:
-        x0, y0, x1, y1 = self.region
-        return {
-            "layout": self.layout,
-            "seed": self.seed,
-            "height": int(self.masks.shape[1]),
-            "width": int(self.masks.shape[2]),
-            "frames": int(self.masks.shape[0]),
-            "fps": self.fps,
-            "ed": self.ed,
-            "es": self.es,
-            "region": {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "inclusive": True},
-            "spacing_mm": {"row": self.spacing_mm[0], "column": self.spacing_mm[1]},
-            "edv_ml": self.edv,
-            "esv_ml": self.esv,
-            "ef": self.ef,
-        }
+        return {"layout": self.layout, "seed": self.seed, **clip_sidecar(self)}
 
 
 # -- probe geometry ----------------------------------------------------------------------------------
