@@ -210,9 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         work / f"site-{eval_seed}-{args.eval_clips}", args.eval_clips, eval_seed, args.frames, args.workers
     )
 
-    traced = None
+    traced, traced_seed = None, TRACED_SEED + 1 if args.dev else TRACED_SEED
     if args.traced_clips:
-        traced_seed = TRACED_SEED + 1 if args.dev else TRACED_SEED
         traced = _render(
             work / f"site-{traced_seed}-{args.traced_clips}", args.traced_clips, traced_seed, args.frames, 1
         )
@@ -329,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds={
             "adapt_clips": adapt_seed,
             "scored_clips": eval_seed,
-            "traced_clips": (TRACED_SEED + 1 if args.dev else TRACED_SEED) if traced is not None else None,
+            "traced_clips": traced_seed if traced is not None else None,
             "runs": list(RUN_SEEDS[: args.runs]),
         },
         settings={

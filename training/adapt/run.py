@@ -186,8 +186,8 @@ def source_dice(model, loader) -> float:
 
 
 def traced_dice(model, traced: str) -> dict:
-    """Dice at ED/ES of ``model`` on the site's traced clips (``--traced``: an EchoNet-format folder
-    or store; every clip, ``training.evaluate``), with the per-clip means."""
+    """Mean Dice at ED/ES of ``model`` on the site's traced clips (``--traced``: an EchoNet-format
+    folder or store; every clip, ``training.evaluate``) and how many clips they are."""
     from training.evaluate import evaluate
 
     metrics = evaluate(model, traced, split="ALL")
