@@ -77,6 +77,22 @@ def register(subparsers) -> None:
         help="largest allowed drop of the traced clips' Dice (0 = none)",
     )
     ad.add_argument(
+        "--no-fit-simulator",
+        dest="fit_simulator",
+        action="store_false",
+        help="train on the labelled set as it is, instead of on clips of the simulator fitted to the "
+        "site's image statistics (training.adapt.fit)",
+    )
+    ad.add_argument(
+        "--fit-candidates",
+        type=int,
+        default=104,
+        help="simulator settings tried when fitting the simulator to the site",
+    )
+    ad.add_argument(
+        "--fit-clips", type=int, default=64, help="labelled clips rendered by the fitted simulator"
+    )
+    ad.add_argument(
         "--keep", choices=("teacher", "student"), default="teacher", help="which network is the adapted model"
     )
     ad.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")

@@ -47,7 +47,8 @@ def data(tmp_path_factory):
 def _adapt(data, out, *extra: str) -> int:
     argv = ["adapt", "--unlabelled", str(data["site"]), "--labelled", str(data["labelled"])]
     argv += ["--from", str(data["start"]), "--out", str(out), "--steps", "4", "--seed", "1", "--no-progress"]
-    argv += ["--set", "batch_size=2", "--set", "unlabelled_batch_size=2", "--set", "lr=0.001", *extra]
+    argv += ["--set", "batch_size=2", "--set", "unlabelled_batch_size=2", "--set", "lr=0.001"]
+    argv += ["--fit-candidates", "6", "--fit-clips", "4", *extra]
     return echoseg_main(argv)
 
 
@@ -81,6 +82,12 @@ def test_adapt_writes_a_run_whose_artefact_names_no_file(data, tmp_path, capsys)
     record = meta["adaptation"]
     assert (record["unlabelled_clips"], record["adapt_clips"]) == (6, 4)
     assert record["adapt_digest"] == site["adapt_digest"] and record["labelled_clips"] == 8
+    # trained on clips of the simulator fitted to the site, recorded by their digest and setting
+    fitted = report["simulator_fit"]
+    assert fitted["clips"] == 4 and fitted["candidates"] == 6 and fitted["site_clips"] == 4
+    assert record["simulator_fit"]["digest"] == fitted["digest"] and "root" not in record["simulator_fit"]
+    assert len(list((run / "fitted-sim" / "Videos").glob("*.avi"))) == 4
+    assert "simulator fitted to the site" in out
     for path in [run / "adapt.json", run / "best" / "config.json"]:
         text = path.read_text()
         assert "DOE" not in text.upper() and "Patient" not in text and ".avi" not in text

@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ from torch.utils.data import ConcatDataset
 from echoseg.artifacts import checkpoint_weights, make_model_id, read_checkpoint_config, weights_digest
 from echoseg.quality import QualityThresholds
 from training.adapt import signals as sig
+from training.adapt.fit import CANDIDATES, MIN_CANDIDATES, fit_simulator, render_fitted
 from training.data.a4c import generate_a4c
 from training.data.dataset import StoreWindowDataset
 from training.data.store import FrameStore, ensure_store
@@ -68,6 +69,8 @@ KEEP = ("teacher", "student")
 SIM_CLIPS, SIM_FRAMES, SIM_SEED, SIM_SIZES = 64, 32, 7, "112x112,240x320"
 SOURCE_TRUE_WINDOWS = 4  # random frames (true masks) per held-out simulated clip, besides ED and ES
 MAX_SIGNAL_CLIPS = 64  # held-out site clips measured (the first by name)
+FIT_RECORD, FIT_FOLDER = "simulator-fit.json", "fitted-sim"
+FIT_WORKERS = max(1, min(2, os.cpu_count() or 1))  # processes rendering the fit's candidates
 
 
 @dataclass
@@ -88,12 +91,19 @@ class AdaptOptions:
     overrides: list[str] = field(default_factory=list)
     traced: str | None = None
     max_traced_drop: float = 0.0
+    fit_simulator: bool = True
+    fit_candidates: int = CANDIDATES
+    fit_clips: int = SIM_CLIPS
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be positive, got {self.steps}")
+        if self.fit_candidates < MIN_CANDIDATES:
+            raise ValueError(f"fit_candidates must be at least {MIN_CANDIDATES}, got {self.fit_candidates}")
+        if self.fit_clips < 3:
+            raise ValueError(f"fit_clips must be at least 3 (train, val and test), got {self.fit_clips}")
         for name in ("max_source_drop", "max_traced_drop"):
             if math.isnan(getattr(self, name)):
                 raise ValueError(f"{name} must be a number (it may be -inf or inf)")
@@ -146,6 +156,38 @@ def adapt_config(opts: AdaptOptions, labelled: str) -> TrainConfig:
         "progress": opts.progress,
     }
     return TrainConfig.from_dict(apply_overrides(raw, opts.overrides))
+
+
+def fitted_labelled(opts: AdaptOptions, cfg: TrainConfig, site: FrameStore) -> dict:
+    """The labelled set rendered by the simulator fitted to the site's adaptation clips
+    (:mod:`training.adapt.fit`) in ``RUN/fitted-sim/``; a resumed run reuses its own."""
+    out = Path(opts.out)
+    record_path, root = out / FIT_RECORD, out / FIT_FOLDER
+    if record_path.is_file() and (root / "FileList.csv").is_file():
+        return json.loads(record_path.read_text())
+    start = time.perf_counter()
+    input_size = load_pretrained(cfg.init_from)[0].config.input_size
+    names = site.names(cfg.data.unlabelled_split)
+    result = fit_simulator(
+        site, names, input_size, seed=cfg.seed, workers=FIT_WORKERS, candidates=opts.fit_candidates
+    )
+    render_fitted(root, result, opts.fit_clips, frames=SIM_FRAMES, seed=cfg.seed, workers=FIT_WORKERS)
+    record = {
+        "root": str(root),
+        "clips": opts.fit_clips,
+        "digest": result.digest(),
+        "seconds": round(time.perf_counter() - start, 1),
+        **result.to_dict(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    logger.info(
+        "simulator fitted to the site (distance %.3f; the training recipe's %.3f): %s",
+        result.distance,
+        result.start_distance,
+        ", ".join(f"{k} {v:.3g}" for k, v in result.params.items()),
+    )
+    return record
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -310,18 +352,26 @@ def adapt(opts: AdaptOptions) -> dict:
             overrides.append("stop_after=null")
         cfg = load_config(out / "config.yaml", overrides)
     else:
-        labelled = opts.labelled or str(default_labelled())
-        cfg = adapt_config(opts, labelled)
+        cfg = adapt_config(opts, opts.labelled or str(default_labelled()))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     site = ensure_store(cfg.data.unlabelled_root, cfg.data.unlabelled_store, progress=opts.progress)
-    sim = ensure_store(cfg.data.root, cfg.data.store, progress=opts.progress)
+    # The source domain (the gate's held-out simulated clips) is the given or default labelled set;
+    # with the fitted simulator (the default) the windows trained on are clips rendered like the site.
+    source_root = (opts.labelled or str(default_labelled())) if opts.resume else cfg.data.root
+    sim = ensure_store(
+        source_root, cfg.data.store if source_root == cfg.data.root else None, progress=opts.progress
+    )
     limits = QualityThresholds()
     held = held_out_names(site)
     if not held:
         raise ValueError("the site's clips have no held-out slice (VAL or TEST): give at least two clips")
     if not site.names(cfg.data.unlabelled_split):
         raise ValueError(f"the site's clips have no {cfg.data.unlabelled_split} clips to adapt on")
+    fitted = None
+    if opts.fit_simulator:
+        fitted = fitted_labelled(opts, cfg, site)
+        cfg = replace(cfg, data=replace(cfg.data, root=fitted["root"], store=None))
     start_model = load_pretrained(cfg.init_from)[0]
     loader, source_windows = source_loader(sim, start_model.config)
     before_path = out / BEFORE
@@ -352,6 +402,7 @@ def adapt(opts: AdaptOptions) -> dict:
         "from": {"model_id": _model_id(cfg.init_from), "preset": start_model.config.preset},
         "data": data_record(site, sim, held),
         "source_eval_windows": source_windows,
+        "simulator_fit": fitted,
         "training": {
             "steps": trained.step,
             "seed": cfg.seed,
@@ -405,6 +456,7 @@ def _artefact_record(report: dict) -> dict:
         "held_out_digest": site["held_out_digest"],
         "labelled_clips": report["data"]["labelled"]["clips"],
         "labelled_digest": report["data"]["labelled"]["digest"],
+        "simulator_fit": _fit_record(report["simulator_fit"]),
         "steps": report["training"]["steps"],
         "seed": report["training"]["seed"],
         "kept": report["kept"],
@@ -414,6 +466,14 @@ def _artefact_record(report: dict) -> dict:
         "site_after": report["after"][report["kept"]]["site"],
         **traced,
     }
+
+
+def _fit_record(fitted: dict | None) -> dict | None:
+    """The simulator fit as ``best/config.json`` keeps it: its parameters, distance and digest."""
+    if fitted is None:
+        return None
+    keys = ("digest", "clips", "params", "distance", "start_distance", "site_clips")
+    return {k: fitted[k] for k in keys}
 
 
 def format_summary(report: dict) -> str:
@@ -426,6 +486,12 @@ def format_summary(report: dict) -> str:
         f"adapted on {report['data']['unlabelled']['adapt_clips']} clips, checked on "
         f"{report['data']['unlabelled']['held_out_clips']} held-out clips ({kept} kept)"
     ]
+    fitted = report.get("simulator_fit")
+    if fitted:
+        lines.append(
+            f"  trained on {fitted['clips']} clips of the simulator fitted to the site (distance "
+            f"{fitted['distance']:.3f}, the training recipe's {fitted['start_distance']:.3f})"
+        )
     lines.append(f"  source-domain Dice: {b['source_dice']:.4f} -> {a['source_dice']:.4f}")
     if "traced" in a:
         lines.append(
