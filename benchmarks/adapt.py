@@ -15,9 +15,11 @@ Everything below is fixed here before any scoring:
   ``echoseg adapt --traced``: the gate refuses a run whose Dice on them drops; the report says how
   often the gate's decision agreed with the scored clips (written when the Dice rose).
 
-Per run: ``echoseg adapt`` as a child process (``--threads``, default 1), its wall time and peak
-resident memory (``wait4``); then the unadapted and the adapted model (the run's kept network, from
-``best/`` or, when the gate refused it, from ``last/``) are evaluated on the scored site clips
+Per run: ``echoseg adapt`` as a child process (``--threads``, default 1; with its defaults, so the
+simulator is fitted to the site's unlabelled clips first, ``training.adapt.fit``, and the fit is
+reported), its wall time and peak resident memory (``wait4``); then the unadapted and the adapted
+model (the run's kept network, from ``best/`` or, when the gate refused it, from ``last/``) are
+evaluated on the scored site clips
 (``training.evaluate``: Dice at ED/ES, EF correlation). Reported: per run and across runs the
 paired Dice differences (per clip, ED and ES averaged) with 95 % CIs (bootstrap over clips per
 run; t over runs), EF correlation before/after, the source-domain Dice before/after (held-out
@@ -266,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             "dice_gain": gain,
             "training_seconds": report["seconds"],
         }
+        fitted = report.get("simulator_fit")
+        if fitted:  # the simulator fitted to the site (training.adapt.fit), without its folder
+            entry["simulator_fit"] = {k: v for k, v in fitted.items() if k != "root"}
         if traced is not None:
             traced_after = report["after"][kept]["traced"]
             entry["traced_dice"] = {"before": report["before"]["traced"], "after": traced_after}

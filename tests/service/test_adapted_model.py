@@ -42,6 +42,7 @@ def adapted(tmp_path_factory):
     argv = ["adapt", "--unlabelled", str(site), "--labelled", str(labelled), "--from", str(base / "start")]
     argv += ["--out", str(base / "run"), "--steps", "3", "--max-source-drop", "inf", "--no-progress"]
     argv += ["--set", "batch_size=2", "--set", "unlabelled_batch_size=2", "--set", "lr=0.01"]
+    argv += ["--fit-candidates", "6", "--fit-clips", "3"]  # a small fit: the artefact is what is tested
     assert echoseg_main(argv) == 0
     return base / "run" / "best"
 

@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from echoseg.cli import main as echoseg_main
@@ -126,6 +127,24 @@ def test_the_source_domain_gate_refuses_best_and_says_why(data, tmp_path, capsys
     assert report["best"] is None and report["gate"]["passed"] is False
     assert "not written as best/" in report["gate"]["reason"]
     assert not (run / "best").exists() and (run / "last" / "student.safetensors").is_file()
+
+
+def test_the_fit_changes_what_is_trained_on_not_what_the_gate_checks(data, tmp_path):
+    """With the fit the labelled windows come from ``RUN/fitted-sim``; without it from ``--labelled``.
+    Either way the gate's source domain is ``--labelled``'s held-out clips."""
+    fitted, plain = tmp_path / "fitted", tmp_path / "plain"
+    assert _adapt(data, fitted, "--max-source-drop", "inf") == 0
+    assert _adapt(data, plain, "--max-source-drop", "inf", "--no-fit-simulator") == 0
+    a, b = (json.loads((r / "adapt.json").read_text()) for r in (fitted, plain))
+    assert b["simulator_fit"] is None and not (plain / "fitted-sim").exists()
+    assert (
+        json.loads((plain / "best" / "config.json").read_text())["meta"]["adaptation"]["simulator_fit"]
+        is None
+    )
+    assert a["source_eval_windows"] == b["source_eval_windows"] > 0
+    assert a["before"]["source_dice"] == b["before"]["source_dice"]
+    roots = [yaml.safe_load((r / "config.yaml").read_text())["data"]["root"] for r in (fitted, plain)]
+    assert roots == [str(fitted / "fitted-sim"), str(data["labelled"])]
 
 
 def test_the_sites_traced_clips_gate_refuses_best_and_are_recorded(data, tmp_path, capsys):

@@ -29,7 +29,10 @@ FINE_CLEAR = {**HAZY_COARSE, "axial_mm": 0.3, "lateral_deg": 0.5, "density": 0.8
 
 def _features(params, seeds=(0, 1)) -> np.ndarray:
     return np.mean(
-        [fit.image_statistics(fit.model_input(fit.render_at(s, params, SIZE, 8).frames, INPUT)) for s in seeds],
+        [
+            fit.image_statistics(fit.model_input(fit.render_at(s, params, SIZE, 8).frames, INPUT))
+            for s in seeds
+        ],
         axis=0,
     )
 
