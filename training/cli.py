@@ -86,7 +86,7 @@ def register(subparsers) -> None:
     ad.add_argument(
         "--fit-candidates",
         type=int,
-        default=104,
+        default=300,
         help="simulator settings tried when fitting the simulator to the site",
     )
     ad.add_argument(

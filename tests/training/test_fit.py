@@ -53,7 +53,7 @@ def test_statistics_see_speckle_size_and_near_field_haze():
     coarse, fine = _features(HAZY_COARSE), _features(FINE_CLEAR)
     n_q, bands = len(fit.QUANTILES), fit.DEPTH_BANDS
     assert np.all(np.diff(coarse[:n_q]) >= 0) and np.all(np.diff(fine[:n_q]) >= 0)  # quantiles ascend
-    lag2_across = n_q + bands + 1
+    lag2_across = n_q + 2 * bands + 1
     assert coarse[lag2_across] > fine[lag2_across] + 0.1  # wide PSF: neighbours 2 px apart alike
     top = n_q
     assert coarse[top] > fine[top] + 0.05  # the haze lights the near field
@@ -68,19 +68,21 @@ def test_live_area_leaves_out_still_furniture():
     assert live[20:30, 15:25].all() and not live[2:6, 2:30].any() and not live[0, 39]
 
 
+@pytest.mark.slow
 def test_the_fit_moves_towards_the_sites_setting(tmp_path):
     store = _site(tmp_path, HAZY_COARSE)
-    result = fit.fit_simulator(store, store.names("TRAIN"), INPUT, seed=0, candidates=24)
-    assert result.candidates == 24 and result.site_clips == 4 and result.size == SIZE
+    result = fit.fit_simulator(store, store.names("TRAIN"), INPUT, seed=0, candidates=40)
+    # 12 random settings, then two Nelder-Mead searches of at most 14 renders each
+    assert 12 < result.candidates <= 40 and result.site_clips == 4 and result.size == SIZE
     assert result.distance < 0.6 * result.start_distance  # much nearer than the training recipe
     assert set(result.params) == {p.name for p in fit.SPACE}
     for p in fit.SPACE:
         assert p.low <= result.params[p.name] <= p.high
     # The same search from the same seed gives the same fit (one digest names it).
-    again = fit.fit_simulator(store, store.names("TRAIN"), INPUT, seed=0, candidates=24)
+    again = fit.fit_simulator(store, store.names("TRAIN"), INPUT, seed=0, candidates=40)
     assert again.digest() == result.digest()
     with pytest.raises(ValueError, match="candidates must be at least"):
-        fit.fit_simulator(store, store.names("TRAIN"), INPUT, candidates=3)
+        fit.fit_simulator(store, store.names("TRAIN"), INPUT, candidates=1)
 
 
 def test_the_fitted_set_is_labelled_and_keeps_recipe_clips(tmp_path):

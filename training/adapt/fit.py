@@ -9,20 +9,23 @@ have the site's image statistics, and labelled clips are rendered there.
 
 - **Statistics** (:func:`image_statistics`): on model-input frames (each clip brought to the model's
   input exactly as training and serving do, ``echoseg.region``), inside the live image (pixels that
-  change between frames, closed): gray-level quantiles, the mean level in five depth bands, and the
-  speckle's autocorrelation at 1, 2 and 4 pixels across and along the beam. The site's are the mean
-  over up to :data:`FIT_CLIPS` of its adaptation clips, each feature scaled by its spread between
-  those clips (plus a floor), so that a feature the site itself varies in counts less.
+  change between frames, closed): gray-level quantiles, the mean level and the live image's width
+  in five depth bands (the haze, the TGC, the sector's shape), the speckle's autocorrelation at 1,
+  2 and 4 pixels across and along the beam, and the share of pixels that are a speckle spot's
+  peak (how sparse the scatterers are). The site's are the mean over up to :data:`FIT_CLIPS` of its
+  adaptation clips, each feature scaled by its spread between those clips (plus a floor), so that
+  a feature the site itself varies in counts less.
 - **Search** (:func:`fit_simulator`): the parameters of :data:`SPACE` (point-spread widths, speckle
   density, near-field haze and its reach, dynamic range, gain, display smoothing, sector angle),
   in broad ranges of what scanners do, fixed before any site was fitted; every other imaging
-  parameter and all of the anatomy are drawn by the simulator as in training. Three rounds of
-  random search (a fixed seed), each around the best candidates of the round before; every
-  candidate is rendered as the same :data:`FIT_RENDER_CLIPS` short clips (common random numbers,
-  so that candidates differ only by their parameters) at the site's frame size.
+  parameter and all of the anatomy are drawn by the simulator as in training. A share of the
+  budget on random settings (a fixed seed), the rest on Nelder-Mead searches from the best
+  :data:`STARTS` of them, in parallel; every setting is rendered as the same
+  :data:`FIT_RENDER_CLIPS` short clips (common random numbers: settings differ only by their
+  parameters, and the distance is a deterministic function of them) at the site's frame size.
 - **Rendering** (:func:`render_fitted`): labelled clips with per-clip parameters drawn in a small
-  neighbourhood of the fit (:data:`JITTER` of each range), written in the EchoNet-Dynamic layout
-  with per-frame truth like every simulated set.
+  neighbourhood of the fit (:data:`JITTER` of each range), every other one by the training recipe
+  instead, written in the EchoNet-Dynamic layout with per-frame truth like every simulated set.
 
 The fit is only as good as the simulator's reach: :class:`SimulatorFit` reports the distance left
 (in site spreads per feature), and a real scanner's picture may lie outside what the simulator can
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize
 
 from echoseg.region import DETECT_FRAMES, apply_region, choose_region
 from training.data.a4c import dataset_folders, render_a4c_clip, run_tasks, write_clip
@@ -54,10 +58,11 @@ logger = logging.getLogger(__name__)
 FIT_CLIPS = 12  # site clips whose statistics are the target
 FIT_FRAMES = 8  # frames per clip, evenly spaced
 FIT_RENDER_CLIPS = 3  # clips rendered per candidate
-ROUNDS = ((0.46, 1.0), (0.31, 0.25), (0.23, 0.08))  # (share of the candidates, neighbourhood in each range)
-CANDIDATES = 104  # parameter settings tried in all
-MIN_CANDIDATES = 2 * len(ROUNDS)
-KEEP_BEST = 3  # candidates a round searches around
+CANDIDATES = 300  # parameter settings rendered in all (at most)
+RANDOM_SHARE = 0.3  # of them drawn at random in the whole space, the rest spent by local searches
+STARTS = 2  # local (Nelder-Mead) searches, from the best random settings
+SIMPLEX_STEP = 0.15  # the first simplex's size, as a share of each range
+MIN_CANDIDATES = STARTS
 RECIPE_SHARE = 0.5  # share of the labelled set drawn by the training recipe (not forgetting it)
 JITTER = 0.05  # per-clip spread of the rendered set around the fit, as a share of each range
 MAX_RENDER_SIDE = 480  # candidates and the labelled set are rendered at most this large
@@ -165,9 +170,30 @@ def image_statistics(frames: np.ndarray) -> np.ndarray:
         sel = np.zeros_like(live)
         sel[band] = live[band]
         feats.append(float(x[:, sel].mean()) if sel.any() else 0.0)
+    for band in np.array_split(np.arange(live.shape[0]), DEPTH_BANDS):
+        feats.append(float(live[band].mean()))  # the image's width with depth: the sector's shape
     for axis in (1, 2):  # across the beams (columns), along them (rows)
         feats.extend(_correlation(x, live, lag, axis) for lag in LAGS)
+    feats.append(_peak_share(x, live))
     return np.asarray(feats, np.float64)
+
+
+def _peak_share(x: np.ndarray, live: np.ndarray) -> float:
+    """Share of live pixels that are a speckle spot's peak (a 3x3 maximum above the clip's median):
+    how sparse the scatterers are, beside how wide their spots are."""
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=-1.0)
+    h, w = x.shape[1:]
+    neighbours = np.max(
+        [
+            pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if dy or dx
+        ],
+        axis=0,
+    )
+    peaks = (x > neighbours) & (x > np.median(x[:, live])) & live
+    return float(peaks.sum() / (live.sum() * len(x)))
 
 
 def model_input(frames: np.ndarray, size: int) -> np.ndarray:
@@ -247,6 +273,32 @@ def _distance(f: np.ndarray, target: np.ndarray, scale: np.ndarray) -> float:
     return float(np.sqrt(np.mean(((f - target) / scale) ** 2)))
 
 
+def _objective(u: np.ndarray, target, scale, size, input_size, seeds) -> float:
+    """The distance at ``u``; outside the unit cube the nearest inside point's, plus a penalty."""
+    inside = np.clip(u, 0.0, 1.0)
+    stats = _candidate_statistics((_params(inside), size, input_size, seeds))
+    return _distance(stats, target, scale) + 10.0 * float(np.sum((u - inside) ** 2))
+
+
+def _refine(args) -> tuple[float, np.ndarray, int]:
+    """Nelder-Mead from ``start`` for at most ``evaluations`` renders: ``(distance, point, used)``."""
+    start, evaluations, target, scale, size, input_size, seeds = args
+    simplex = [start]
+    for k in range(len(start)):
+        vertex = start.copy()
+        vertex[k] += SIMPLEX_STEP if vertex[k] + SIMPLEX_STEP <= 1.0 else -SIMPLEX_STEP
+        simplex.append(vertex)
+    result = minimize(
+        _objective,
+        start,
+        args=(target, scale, size, input_size, seeds),
+        method="Nelder-Mead",
+        options={"maxfev": evaluations, "initial_simplex": np.stack(simplex), "xatol": 1e-3, "fatol": 1e-4},
+    )
+    point = np.clip(result.x, 0.0, 1.0)
+    return float(result.fun), point, int(result.nfev)
+
+
 def fit_simulator(
     store: FrameStore,
     names: list[str],
@@ -255,43 +307,48 @@ def fit_simulator(
     workers: int = 1,
     candidates: int = CANDIDATES,
 ) -> SimulatorFit:
-    """Search :data:`SPACE` for the simulator setting whose pictures have the site's statistics
-    (``candidates`` settings tried over the :data:`ROUNDS`, at least 2 per round)."""
+    """Search :data:`SPACE` for the simulator setting whose pictures have the site's statistics:
+    :data:`RANDOM_SHARE` of the ``candidates`` settings drawn at random, the rest spent by
+    Nelder-Mead searches from the :data:`STARTS` best of those (one per worker, in parallel)."""
     if candidates < MIN_CANDIDATES:
         raise ValueError(f"candidates must be at least {MIN_CANDIDATES}, got {candidates}")
     target, scale, size = site_statistics(store, names, input_size)
     render_seeds = list(range(FIT_RENDER_CLIPS))
     start = _distance(_candidate_statistics((None, size, input_size, render_seeds)), target, scale)
     rng = np.random.default_rng([zlib.crc32(b"echoseg-fit-search"), seed])
-    scored: list[tuple[float, np.ndarray]] = []
-    counts = [max(2, math.floor(share * candidates)) for share, _ in ROUNDS[:-1]]
-    counts.append(candidates - sum(counts))  # >= 2: candidates >= MIN_CANDIDATES
-    for count, (_, radius) in zip(counts, ROUNDS, strict=True):
-        if not scored:
-            points = rng.random((count, len(SPACE)))
-        else:
-            centres = [p for _, p in sorted(scored, key=lambda s: s[0])[:KEEP_BEST]]
-            points = np.stack(
-                [
-                    np.clip(centres[i % len(centres)] + rng.uniform(-radius, radius, len(SPACE)), 0.0, 1.0)
-                    for i in range(count)
-                ]
-            )
-        tasks = [(_params(p), size, input_size, render_seeds) for p in points]
-        for p, f in zip(points, run_tasks(_candidate_statistics, tasks, workers), strict=True):
-            scored.append((_distance(f, target, scale), p))
-        best_d, _ = min(scored, key=lambda s: s[0])
-        logger.info(
-            "simulator fit: %d candidates, best distance %.3f (recipe %.3f)", len(scored), best_d, start
-        )
-    best_d, best = min(scored, key=lambda s: s[0])
+    drawn = max(STARTS, math.floor(RANDOM_SHARE * candidates))
+    if candidates - drawn < STARTS * (len(SPACE) + 2):  # no room for a simplex and a step from each start
+        drawn = candidates
+    points = rng.random((drawn, len(SPACE)))
+    tasks = [(_params(p), size, input_size, render_seeds) for p in points]
+    scored = [
+        (_distance(f, target, scale), p)
+        for p, f in zip(points, run_tasks(_candidate_statistics, tasks, workers), strict=True)
+    ]
+    scored.sort(key=lambda s: s[0])
+    logger.info(
+        "simulator fit: %d random settings, best distance %.3f (recipe %.3f)", drawn, scored[0][0], start
+    )
+    left = candidates - drawn
+    used = drawn
+    if left:
+        tasks = [
+            (p.copy(), left // STARTS, target, scale, size, input_size, render_seeds)
+            for _, p in scored[:STARTS]
+        ]
+        for d, p, n in run_tasks(_refine, tasks, workers):
+            scored.append((d, p))
+            used += n
+        scored.sort(key=lambda s: s[0])
+        logger.info("simulator fit: refined to distance %.3f", scored[0][0])
+    best_d, best = scored[0]
     return SimulatorFit(
         point=[float(u) for u in best],
         params=_params(best),
         distance=best_d,
         start_distance=start,
         size=size,
-        candidates=len(scored),
+        candidates=used,
         site_clips=min(len(names), FIT_CLIPS),
     )
 
