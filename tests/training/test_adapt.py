@@ -110,12 +110,21 @@ def test_resume_gives_the_weights_of_a_straight_run(data, tmp_path):
     assert _adapt(data, straight, "--max-source-drop", "inf") == 0
     assert _adapt(data, split, "--max-source-drop", "inf", "--set", "stop_after=2") == 0
     assert not (split / "best").exists() and not (split / "adapt.json").exists()
+    fit_written = (split / "simulator-fit.json").stat().st_mtime_ns
     assert _adapt(data, split, "--max-source-drop", "inf", "--resume") == 0
+    assert (split / "simulator-fit.json").stat().st_mtime_ns == fit_written  # the fit is reused
     a = load_file(str(straight / "best" / "student.safetensors"))
     b = load_file(str(split / "best" / "student.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ra, rb = (json.loads((r / "adapt.json").read_text()) for r in (straight, split))
     assert ra["before"] == rb["before"] and ra["after"] == rb["after"]
+    assert ra["simulator_fit"]["digest"] == rb["simulator_fit"]["digest"]
+    # a run started without the fit resumes without it, flag or not
+    plain = tmp_path / "plain"
+    assert _adapt(data, plain, "--max-source-drop", "inf", "--no-fit-simulator", "--set", "stop_after=2") == 0
+    assert _adapt(data, plain, "--max-source-drop", "inf", "--resume") == 0
+    assert json.loads((plain / "adapt.json").read_text())["simulator_fit"] is None
+    assert not (plain / "fitted-sim").exists()
 
 
 def test_the_source_domain_gate_refuses_best_and_says_why(data, tmp_path, capsys):

@@ -158,13 +158,15 @@ def adapt_config(opts: AdaptOptions, labelled: str) -> TrainConfig:
     return TrainConfig.from_dict(apply_overrides(raw, opts.overrides))
 
 
-def fitted_labelled(opts: AdaptOptions, cfg: TrainConfig, site: FrameStore) -> dict:
+def fitted_labelled(opts: AdaptOptions, cfg: TrainConfig, site: FrameStore, source: str) -> dict:
     """The labelled set rendered by the simulator fitted to the site's adaptation clips
-    (:mod:`training.adapt.fit`) in ``RUN/fitted-sim/``; a resumed run reuses its own."""
+    (:mod:`training.adapt.fit`) in ``RUN/fitted-sim/``; a resumed run reuses its own, a new run
+    in the same folder fits again. ``source`` (the gate's labelled set) is recorded for resuming."""
     out = Path(opts.out)
     record_path, root = out / FIT_RECORD, out / FIT_FOLDER
-    if record_path.is_file() and (root / "FileList.csv").is_file():
+    if opts.resume and record_path.is_file() and (root / "FileList.csv").is_file():
         return json.loads(record_path.read_text())
+    record_path.unlink(missing_ok=True)
     start = time.perf_counter()
     input_size = load_pretrained(cfg.init_from)[0].config.input_size
     names = site.names(cfg.data.unlabelled_split)
@@ -174,6 +176,7 @@ def fitted_labelled(opts: AdaptOptions, cfg: TrainConfig, site: FrameStore) -> d
     render_fitted(root, result, opts.fit_clips, frames=SIM_FRAMES, seed=cfg.seed, workers=FIT_WORKERS)
     record = {
         "root": str(root),
+        "source": str(source),
         "clips": opts.fit_clips,
         "digest": result.digest(),
         "seconds": round(time.perf_counter() - start, 1),
@@ -358,7 +361,12 @@ def adapt(opts: AdaptOptions) -> dict:
     site = ensure_store(cfg.data.unlabelled_root, cfg.data.unlabelled_store, progress=opts.progress)
     # The source domain (the gate's held-out simulated clips) is the given or default labelled set;
     # with the fitted simulator (the default) the windows trained on are clips rendered like the site.
-    source_root = (opts.labelled or str(default_labelled())) if opts.resume else cfg.data.root
+    # A resumed run does what it started doing: it fitted when it has a fit record.
+    fit_record = out / FIT_RECORD
+    use_fit = fit_record.is_file() if opts.resume else opts.fit_simulator
+    source_root = cfg.data.root
+    if opts.resume and use_fit:
+        source_root = json.loads(fit_record.read_text())["source"]
     sim = ensure_store(
         source_root, cfg.data.store if source_root == cfg.data.root else None, progress=opts.progress
     )
@@ -369,8 +377,8 @@ def adapt(opts: AdaptOptions) -> dict:
     if not site.names(cfg.data.unlabelled_split):
         raise ValueError(f"the site's clips have no {cfg.data.unlabelled_split} clips to adapt on")
     fitted = None
-    if opts.fit_simulator:
-        fitted = fitted_labelled(opts, cfg, site)
+    if use_fit:
+        fitted = fitted_labelled(opts, cfg, site, source_root)
         cfg = replace(cfg, data=replace(cfg.data, root=fitted["root"], store=None))
     start_model = load_pretrained(cfg.init_from)[0]
     loader, source_windows = source_loader(sim, start_model.config)
