@@ -1,6 +1,6 @@
 """Adaptation acceptance: ``echoseg adapt`` on the simulated site domain (``training.data.site``).
 
-    nice -n 10 python -m benchmarks.adapt                       # 3 runs of 300 steps, 100 site clips
+    nice -n 10 python -m benchmarks.adapt                       # 3 runs of 600 steps, 100 site clips
     python -m benchmarks.adapt --runs 1 --steps 20 --adapt-clips 10 --eval-clips 6 --dev --name adapt-pilot
 
 Everything below is fixed here before any scoring:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.adapt", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "default"))
     parser.add_argument("--runs", type=int, default=len(RUN_SEEDS))
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--adapt-clips", type=int, default=100)
     parser.add_argument("--eval-clips", type=int, default=48)
     parser.add_argument("--frames", type=int, default=48)

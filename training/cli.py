@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     )
     ad.add_argument("--from", dest="init_from", default="models/default", help="checkpoint to start from")
     ad.add_argument("--out", required=True, help="run folder (RUN)")
-    ad.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    ad.add_argument("--steps", type=int, default=600, help="optimisation steps")
     ad.add_argument("--seed", type=int, default=0, help="random seed of the run")
     ad.add_argument("--resume", action="store_true", help="continue the run in --out from its last/")
     ad.add_argument(

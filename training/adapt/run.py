@@ -81,7 +81,7 @@ class AdaptOptions:
     out: str
     init_from: str = "models/default"
     labelled: str | None = None
-    steps: int = 300
+    steps: int = 600
     seed: int = 0
     resume: bool = False
     max_source_drop: float = 0.01
